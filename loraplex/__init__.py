@@ -1,0 +1,1 @@
+"""loraplex: fine-tune LLMs with LoRA and serve them with RAG, over gRPC."""

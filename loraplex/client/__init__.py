@@ -1,0 +1,6 @@
+"""Typed Python clients for the loraplex services."""
+
+from loraplex.client.base import ClientConfig, LoraplexClientError
+from loraplex.client.registry import RegistryClient
+
+__all__ = ["ClientConfig", "LoraplexClientError", "RegistryClient"]

@@ -1,0 +1,1 @@
+"""The four loraplex gRPC services and the kit they share."""

@@ -1,0 +1,1 @@
+"""Shared service kit: settings, logging, errors, tenancy, server bootstrap. No ML imports."""

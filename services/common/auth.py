@@ -1,0 +1,135 @@
+"""API keys: resolving a bearer token to a tenant or a service identity.
+
+Keys are random, high-entropy tokens, so a plain sha256 is the right hash: it is
+what the keys file stores and what lookups compare. A tenant key acts only for
+its own tenant; a service key must name the tenant it acts for in metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.common.atomic import write_atomic
+from services.common.context import Principal, PrincipalKind
+from services.common.errors import InvalidArgument, PermissionDenied, Unauthenticated
+
+log = logging.getLogger(__name__)
+
+AUTHORIZATION_HEADER = "authorization"
+ACT_FOR_TENANT_HEADER = "x-loraplex-tenant"
+KEY_PREFIX = "lpx_"
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def validate_identity_name(name: str, what: str = "tenant") -> str:
+    """Tenant and service names: lower-case letters, digits, '-', '_'; 1-63 chars."""
+    if not name or len(name) > 63 or not set(name) <= _NAME_CHARS or name[0] in "-_":
+        raise InvalidArgument(
+            f"{what} name {name!r} is invalid: use 1-63 lower-case letters, digits, '-' or '_',"
+            " starting with a letter or digit"
+        )
+    return name
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    kind: PrincipalKind
+    name: str
+
+
+class KeyRing:
+    """Hashed API keys → identities, loaded from a keys file and/or settings."""
+
+    def __init__(self, entries: Mapping[str, KeyEntry] | None = None) -> None:
+        self._by_hash: dict[str, KeyEntry] = dict(entries or {})
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+    @classmethod
+    def load(
+        cls,
+        keys_file: Path | None = None,
+        tenant_keys: str = "",
+        service_keys: str = "",
+    ) -> KeyRing:
+        """Builds the ring from a keys file plus `name:key` lists from the environment.
+
+        In the environment lists, a key may be given raw or as `sha256:<hex>`.
+        """
+        ring = cls()
+        if keys_file is not None and keys_file.exists():
+            ring._merge_file(keys_file)
+        ring._merge_pairs(tenant_keys, PrincipalKind.TENANT)
+        ring._merge_pairs(service_keys, PrincipalKind.SERVICE)
+        return ring
+
+    def _merge_file(self, path: Path) -> None:
+        try:
+            data = json.loads(path.read_text())
+            for item in data.get("keys", []):
+                kind = PrincipalKind(item["kind"])
+                self._by_hash[item["sha256"]] = KeyEntry(kind, item["name"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"keys file {path} is malformed: {exc}") from exc
+
+    def _merge_pairs(self, pairs: str, kind: PrincipalKind) -> None:
+        for pair in filter(None, (p.strip() for p in pairs.split(","))):
+            name, sep, key = pair.partition(":")
+            if not sep or not key:
+                raise ValueError(f"key entry {pair[:12]!r}… must look like name:key")
+            digest = key.removeprefix("sha256:") if key.startswith("sha256:") else hash_key(key)
+            self._by_hash[digest] = KeyEntry(kind, validate_identity_name(name, kind.value))
+
+    def authenticate(self, metadata: Mapping[str, str]) -> Principal:
+        """Resolves call metadata to a principal, or raises UNAUTHENTICATED/PERMISSION_DENIED."""
+        header = metadata.get(AUTHORIZATION_HEADER, "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            if not self._by_hash:
+                raise Unauthenticated(
+                    "no API keys are configured on this server: create one with"
+                    " `loraplex keys create --tenant NAME`"
+                )
+            raise Unauthenticated("missing API key: send 'authorization: Bearer <key>'")
+        entry = self._by_hash.get(hash_key(token.strip()))
+        if entry is None:
+            raise Unauthenticated("unknown API key")
+        act_for = metadata.get(ACT_FOR_TENANT_HEADER, "")
+        if entry.kind is PrincipalKind.TENANT:
+            if act_for and act_for != entry.name:
+                raise PermissionDenied("a tenant key cannot act for another tenant")
+            return Principal(PrincipalKind.TENANT, entry.name, entry.name)
+        if not act_for:
+            raise PermissionDenied(
+                f"service key {entry.name!r} must name the tenant it acts for in"
+                f" '{ACT_FOR_TENANT_HEADER}' metadata"
+            )
+        return Principal(
+            PrincipalKind.SERVICE, entry.name, validate_identity_name(act_for, "tenant")
+        )
+
+
+def add_key_to_file(path: Path, kind: PrincipalKind, name: str, key: str | None = None) -> str:
+    """Adds a key (generated unless given) to a keys file; returns the raw key, shown once."""
+    validate_identity_name(name, kind.value)
+    key = key or generate_key()
+    data = json.loads(path.read_text()) if path.exists() else {"keys": []}
+    data["keys"].append({"kind": kind.value, "name": name, "sha256": hash_key(key)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(data, indent=2).encode(), mode=0o600)
+    return key

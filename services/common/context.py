@@ -1,0 +1,53 @@
+"""Per-request context (request id, caller) carried in contextvars.
+
+Interceptors set it once per RPC; logging and core code read it without
+threading a context object through every call.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+
+from services.common.errors import Unauthenticated
+
+
+class PrincipalKind(StrEnum):
+    TENANT = "tenant"
+    SERVICE = "service"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a tenant, or a service acting for the tenant it names."""
+
+    kind: PrincipalKind
+    name: str
+    tenant: str
+
+    @property
+    def is_service(self) -> bool:
+        return self.kind is PrincipalKind.SERVICE
+
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+principal_var: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "principal", default=None
+)
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def current_principal() -> Principal:
+    principal = principal_var.get()
+    if principal is None:
+        raise Unauthenticated("this call needs an API key: send 'authorization: Bearer <key>'")
+    return principal
+
+
+def current_tenant() -> str:
+    return current_principal().tenant

@@ -1,0 +1,63 @@
+"""Key ring: hashing, file round trip, identity rules."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from services.common.auth import KeyRing, add_key_to_file, hash_key
+from services.common.context import PrincipalKind
+from services.common.errors import InvalidArgument, PermissionDenied, Unauthenticated
+
+
+def test_keys_file_stores_only_hashes(tmp_path):
+    path = tmp_path / "keys.json"
+    key = add_key_to_file(path, PrincipalKind.TENANT, "acme")
+    text = path.read_text()
+    assert key not in text and hash_key(key) in text
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    ring = KeyRing.load(path)
+    assert ring.authenticate({"authorization": f"Bearer {key}"}).tenant == "acme"
+
+
+def test_env_pairs_accept_raw_and_hashed_keys():
+    ring = KeyRing.load(tenant_keys=f"acme:k1,globex:sha256:{hash_key('k2')}")
+    assert ring.authenticate({"authorization": "Bearer k2"}).tenant == "globex"
+    assert ring.authenticate({"authorization": "bearer k1"}).tenant == "acme"
+
+
+def test_identity_rules():
+    ring = KeyRing.load(tenant_keys="acme:k1", service_keys="inference:s1")
+    with pytest.raises(Unauthenticated):
+        ring.authenticate({})
+    with pytest.raises(Unauthenticated):
+        ring.authenticate({"authorization": "Basic k1"})
+    with pytest.raises(PermissionDenied):
+        ring.authenticate({"authorization": "Bearer k1", "x-loraplex-tenant": "globex"})
+    # naming its own tenant is harmless
+    assert ring.authenticate({"authorization": "Bearer k1", "x-loraplex-tenant": "acme"})
+    with pytest.raises(PermissionDenied):
+        ring.authenticate({"authorization": "Bearer s1"})
+    svc = ring.authenticate({"authorization": "Bearer s1", "x-loraplex-tenant": "globex"})
+    assert svc.is_service and svc.tenant == "globex"
+    with pytest.raises(InvalidArgument):
+        ring.authenticate({"authorization": "Bearer s1", "x-loraplex-tenant": "../etc"})
+
+
+def test_empty_ring_says_how_to_fix():
+    with pytest.raises(Unauthenticated, match="loraplex keys create"):
+        KeyRing().authenticate({})
+
+
+@pytest.mark.parametrize("bad", ["", "UPPER", "a/b", "-x", "x" * 64, "../x"])
+def test_bad_names_refused(tmp_path, bad):
+    with pytest.raises(InvalidArgument):
+        add_key_to_file(tmp_path / "k.json", PrincipalKind.TENANT, bad)
+
+
+def test_malformed_keys_file(tmp_path):
+    path = tmp_path / "keys.json"
+    path.write_text(json.dumps({"keys": [{"kind": "tenant"}]}))
+    with pytest.raises(ValueError, match="malformed"):
+        KeyRing.load(path)
