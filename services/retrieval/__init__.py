@@ -1,0 +1,1 @@
+"""Retrieval service: per-tenant document collections in FAISS, searched for RAG grounding."""

@@ -1,0 +1,65 @@
+"""The retrieval `ServiceApp`: wires store, embedders, executor and manager to the server."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from loraplex.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
+from services.common.db import make_engine
+from services.retrieval.embedder import Embedder, EmbedderPool, packaged_model_dir
+from services.retrieval.manager import CollectionManager
+from services.retrieval.servicer import RetrievalServicer
+from services.retrieval.settings import RetrievalSettings
+from services.retrieval.store import RetrievalStore
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "loraplex.retrieval.v1.RetrievalService"
+
+
+def embedder_pool(settings: RetrievalSettings) -> EmbedderPool:
+    paths = {settings.embedding_model: settings.embedder_path or packaged_model_dir()}
+    paths.update(settings.extra_embedders)
+    return EmbedderPool(settings.embedding_model, paths, settings.embed_batch_size)
+
+
+class RetrievalApp:
+    """Ready (health SERVING for the service name) only once every index is loaded."""
+
+    service_names = (SERVICE_NAME,)
+
+    def __init__(self, settings: RetrievalSettings, embedder: Embedder | None = None) -> None:
+        self.settings = settings
+        self.executor = ThreadPoolExecutor(
+            max_workers=settings.executor_threads, thread_name_prefix="retrieval"
+        )
+        self.engine = make_engine(settings.database_url())
+        self.store = RetrievalStore(self.engine)
+        self.embedders = embedder_pool(settings)
+        if embedder is not None:
+            self.embedders.add(embedder)
+        self.manager = CollectionManager(settings, self.store, self.embedders, self.executor)
+
+    def register(self, server: grpc.aio.Server) -> None:
+        pb_grpc.add_RetrievalServiceServicer_to_server(RetrievalServicer(self.manager), server)
+
+    async def start(self) -> None:
+        if self.settings.torch_threads > 0:
+            import torch
+
+            torch.set_num_threads(self.settings.torch_threads)
+        if self.settings.faiss_threads > 0:
+            import faiss
+
+            faiss.omp_set_num_threads(self.settings.faiss_threads)
+        await self.manager.open()
+
+    async def close(self) -> None:
+        try:
+            await self.manager.close()
+        finally:
+            self.executor.shutdown(wait=True)
+            self.engine.dispose()

@@ -1,0 +1,200 @@
+"""FAISS indexes keyed by chunk id, with tombstones for HNSW and atomic snapshots.
+
+Exact indexes (inner product over unit vectors) remove vectors directly. HNSW
+graphs cannot remove, so deleted ids become tombstones excluded inside every
+search by an id selector, until a rebuild from the store drops them. A snapshot
+records the revision it contains, so start-up only replays newer writes.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from services.common.atomic import atomic_writer
+from services.retrieval.records import IndexKind
+
+log = logging.getLogger(__name__)
+
+_KIND_CODES = {IndexKind.EXACT: 1, IndexKind.HNSW: 2}
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    hnsw_m: int = 32
+    ef_construction: int = 64
+    ef_search: int = 96
+    #: Filtered HNSW searches over at most this many chunks are computed exactly.
+    exact_filter_threshold: int = 4096
+
+
+def _new_faiss(kind: IndexKind, dimension: int, params: IndexParams) -> faiss.IndexIDMap2:
+    if kind is IndexKind.HNSW:
+        inner = faiss.IndexHNSWFlat(dimension, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = params.ef_construction
+    else:
+        inner = faiss.IndexFlatIP(dimension)
+    return faiss.IndexIDMap2(inner)
+
+
+class VectorIndex:
+    """One collection's vectors; thread-safe (FAISS itself is not for add vs search)."""
+
+    def __init__(
+        self,
+        kind: IndexKind,
+        dimension: int,
+        params: IndexParams,
+        index: faiss.IndexIDMap2 | None = None,
+        tombstones: np.ndarray | None = None,
+        revision: int = 0,
+    ) -> None:
+        self.kind = kind
+        self.dimension = dimension
+        self.params = params
+        self._index = index if index is not None else _new_faiss(kind, dimension, params)
+        self._tombstones: set[int] = set() if tombstones is None else set(tombstones.tolist())
+        self.revision = revision
+        self._lock = threading.Lock()
+
+    @classmethod
+    def build(
+        cls,
+        kind: IndexKind,
+        dimension: int,
+        params: IndexParams,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        revision: int,
+    ) -> VectorIndex:
+        index = cls(kind, dimension, params, revision=revision)
+        index.add(ids, vectors)
+        return index
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal)
+
+    @property
+    def tombstones(self) -> int:
+        return len(self._tombstones)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids):
+            with self._lock:
+                self._index.add_with_ids(
+                    np.ascontiguousarray(vectors, dtype=np.float32),
+                    np.ascontiguousarray(ids, dtype=np.int64),
+                )
+
+    def remove(self, ids: np.ndarray) -> None:
+        if not len(ids):
+            return
+        with self._lock:
+            if self.kind is IndexKind.HNSW:
+                self._tombstones.update(int(i) for i in ids)
+            else:
+                self._index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
+
+    def apply(
+        self, revision: int, added_ids: np.ndarray, vectors: np.ndarray, removed: np.ndarray
+    ) -> None:
+        """Mirrors one committed write; removals first, since replaced ids are never reused."""
+        self.remove(removed)
+        self.add(added_ids, vectors)
+        self.revision = max(self.revision, revision)
+
+    def live_ids(self) -> np.ndarray:
+        with self._lock:
+            ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            if self._tombstones:
+                ids = ids[~np.isin(ids, np.fromiter(self._tombstones, dtype=np.int64))]
+        return ids
+
+    def needs_rebuild(self, ratio: float, minimum: int) -> bool:
+        if self.kind is not IndexKind.HNSW or not self._tombstones:
+            return False
+        return len(self._tombstones) >= max(minimum, ratio * max(self.ntotal, 1))
+
+    def search(
+        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, ids) among `allowed` ids (all live ids when None), best first."""
+        query = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
+        with self._lock:
+            if self.ntotal == 0 or k <= 0 or (allowed is not None and not len(allowed)):
+                return np.zeros(0, np.float32), np.zeros(0, np.int64)
+            if allowed is not None:
+                small = len(allowed) <= self.params.exact_filter_threshold
+                if self.kind is IndexKind.HNSW and small:
+                    return self._exact_subset(query, k, allowed)
+                selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+            elif self._tombstones:
+                dead = np.fromiter(self._tombstones, dtype=np.int64)
+                selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(dead))
+            else:
+                selector = None
+            if self.kind is IndexKind.HNSW:
+                params = faiss.SearchParametersHNSW(efSearch=max(self.params.ef_search, k))
+            else:
+                params = faiss.SearchParameters()
+            if selector is not None:
+                params.sel = selector
+            scores, ids = self._index.search(query, min(k, self.ntotal), params=params)
+        keep = ids[0] >= 0
+        return scores[0][keep], ids[0][keep]
+
+    def _exact_subset(
+        self, query: np.ndarray, k: int, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Small filtered HNSW searches: brute force over the allowed vectors, never missing one."""
+        present = allowed[np.isin(allowed, self._ids_array())]
+        if self._tombstones:
+            present = present[~np.isin(present, np.fromiter(self._tombstones, dtype=np.int64))]
+        present = np.ascontiguousarray(present, dtype=np.int64)
+        if not len(present):
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        vectors = self._index.reconstruct_batch(present)
+        scores = vectors @ query[0]
+        order = np.argsort(-scores, kind="stable")[:k]
+        return scores[order].astype(np.float32), present[order]
+
+    def _ids_array(self) -> np.ndarray:
+        return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+
+    # Snapshots ---------------------------------------------------------------------------
+
+    def save(self, path: Path) -> int:
+        """Writes index, tombstones and revision as one file, atomically; returns its size."""
+        with self._lock:
+            data = faiss.serialize_index(self._index)
+            tombstones = np.fromiter(self._tombstones, dtype=np.int64)
+            header = np.asarray([self.revision, self.dimension, _KIND_CODES[self.kind]], np.int64)
+        buffer = io.BytesIO()
+        np.savez(buffer, header=header, index=data, tombstones=tombstones)
+        payload = buffer.getvalue()
+        with atomic_writer(path) as handle:
+            handle.write(payload)
+        return len(payload)
+
+    @classmethod
+    def load(cls, path: Path, params: IndexParams) -> VectorIndex | None:
+        """The snapshot at `path`, or None if it is missing or unreadable (then: rebuild)."""
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                revision, dimension, code = (int(x) for x in data["header"])
+                index = faiss.deserialize_index(data["index"])
+                tombstones = data["tombstones"]
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            log.warning("index snapshot %s unreadable (%s); rebuilding from the store", path, exc)
+            return None
+        kind = next(k for k, c in _KIND_CODES.items() if c == code)
+        return cls(kind, dimension, params, index, tombstones, revision)

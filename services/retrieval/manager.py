@@ -1,0 +1,326 @@
+"""The retrieval core: collections, durable upserts and deletes, filtered and hybrid search.
+
+Knows nothing of gRPC. Every method takes the calling tenant and finds a
+collection only under that tenant, so another tenant's collection is as absent
+as one that never existed. Writes commit to the store first (that commit is the
+acknowledgement), then the in-memory index mirrors them; snapshots and replay
+keep the index in step across crashes. CPU work runs in a bounded executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import numpy as np
+
+from services.common import paging
+from services.common.errors import InvalidArgument, NotFound
+from services.retrieval import validate
+from services.retrieval.chunking import chunk_text, validate_chunking
+from services.retrieval.embedder import EmbedderPool
+from services.retrieval.index import IndexParams, VectorIndex
+from services.retrieval.live import LiveCollection, load_index
+from services.retrieval.records import (
+    ChunkHit,
+    CollectionRecord,
+    CollectionStats,
+    Condition,
+    DocumentInput,
+    IndexKind,
+    PreparedDocument,
+    SearchMode,
+    WriteResult,
+)
+from services.retrieval.search import run_search
+from services.retrieval.settings import RetrievalSettings
+from services.retrieval.store import RetrievalStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_PROGRESS_EVERY_CHUNKS = 256
+
+
+@dataclasses.dataclass
+class UpsertProgress:
+    chunks_embedded: int = 0
+    chunks_total: int = 0
+    documents_written: int = 0
+    revision: int = 0
+    done: bool = False
+
+
+class CollectionManager:
+    """Owns every collection's live index; one instance per process."""
+
+    def __init__(
+        self,
+        settings: RetrievalSettings,
+        store: RetrievalStore,
+        embedders: EmbedderPool,
+        executor: ThreadPoolExecutor,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.embedders = embedders
+        self.executor = executor
+        self.params = IndexParams(
+            hnsw_m=settings.hnsw_m,
+            ef_construction=settings.hnsw_ef_construction,
+            ef_search=settings.hnsw_ef_search,
+            exact_filter_threshold=settings.exact_filter_threshold,
+        )
+        self._live: dict[tuple[str, str], LiveCollection] = {}
+        self._maintenance: set[asyncio.Task[None]] = set()
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    # Lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Loads every index from its snapshot plus the writes it lacks; then we are ready."""
+        await self._run(self.embedders.get, "")
+        records = await self._run(self.store.all_collections)
+        index_dir = self.settings.index_dir()
+        for record in records:
+            index = await self._run(load_index, self.store, record, index_dir, self.params)
+            self._live[(record.tenant, record.name)] = LiveCollection(record, index, index_dir)
+        known = {f"{r.pk}.npz" for r in records}
+        for path in index_dir.glob("*.npz"):
+            if path.name not in known:
+                path.unlink(missing_ok=True)  # a collection deleted before its snapshot was
+        log.info("retrieval ready: %d collections loaded", len(records))
+
+    async def close(self) -> None:
+        await self.wait_idle()
+        for live in list(self._live.values()):
+            async with live.write_lock:
+                await self._run(live.snapshot)
+
+    async def wait_idle(self) -> None:
+        """Waits for background rebuilds (tests, shutdown)."""
+        while self._maintenance:
+            await asyncio.gather(*list(self._maintenance), return_exceptions=True)
+
+    def _get(self, tenant: str, name: str) -> LiveCollection:
+        live = self._live.get((tenant, validate.collection_name(name)))
+        if live is None:
+            raise NotFound(f"collection {name!r} not found")
+        return live
+
+    def _record_of(self, stored: CollectionRecord) -> CollectionRecord:
+        live = self._live.get((stored.tenant, stored.name))
+        return live.record if live is not None else stored
+
+    # Collections -------------------------------------------------------------------------
+
+    async def create_collection(
+        self,
+        tenant: str,
+        name: str,
+        embedding_model: str = "",
+        index_kind: IndexKind = IndexKind.EXACT,
+        chunk_size: int = 0,
+        chunk_overlap: int = 0,
+    ) -> CollectionRecord:
+        validate.collection_name(name)
+        model = self.embedders.resolve_name(embedding_model)
+        embedder = await self._run(self.embedders.get, model)
+        size = chunk_size or self.settings.default_chunk_size_tokens
+        size = size if chunk_size else min(size, embedder.max_tokens)
+        overlap = chunk_overlap or min(self.settings.default_chunk_overlap_tokens, size // 2)
+        validate_chunking(size, overlap, embedder.max_tokens)
+        record = CollectionRecord(
+            pk=0,
+            tenant=tenant,
+            name=name,
+            embedding_model=model,
+            dimension=embedder.dimension,
+            index_kind=index_kind,
+            chunk_size=size,
+            chunk_overlap=overlap,
+            created_at=datetime.now(UTC),
+            revision=0,
+        )
+        record = await self._run(
+            self.store.create_collection, record, self.settings.max_collections_per_tenant
+        )
+        index = VectorIndex(index_kind, record.dimension, self.params)
+        self._live[(tenant, name)] = LiveCollection(record, index, self.settings.index_dir())
+        log.info("collection %s/%s created (%s)", tenant, name, index_kind.value)
+        return record
+
+    async def get_collection(self, tenant: str, name: str) -> CollectionRecord:
+        return self._get(tenant, name).record
+
+    async def list_collections(
+        self, tenant: str, page_size: int, page_token: str
+    ) -> tuple[list[CollectionRecord], str]:
+        size = paging.page_size(page_size)
+        after = paging.decode_token(page_token) or ""
+        if not isinstance(after, str):
+            raise InvalidArgument("page_token is not one this server issued")
+        records = await self._run(self.store.list_collections, tenant, after, size + 1)
+        more = len(records) > size
+        records = [self._record_of(r) for r in records[:size]]
+        return records, paging.encode_token(records[-1].name) if more else ""
+
+    async def delete_collection(self, tenant: str, name: str) -> None:
+        live = self._get(tenant, name)
+        async with live.write_lock:
+            await self._run(self.store.delete_collection, tenant, name)
+            self._live.pop((tenant, name), None)
+            live.deleted = True
+            live.snapshot_path.unlink(missing_ok=True)
+        log.info("collection %s/%s deleted", tenant, name)
+
+    # Writes ------------------------------------------------------------------------------
+
+    def _chunk(self, record: CollectionRecord, docs: list[DocumentInput]) -> list[PreparedDocument]:
+        embedder = self.embedders.get(record.embedding_model)
+        prepared = []
+        for doc in docs:
+            chunks = chunk_text(
+                doc.text, embedder.token_offsets, record.chunk_size, record.chunk_overlap
+            )
+            if not chunks:
+                raise InvalidArgument(f"document {doc.doc_id!r} has no text to embed")
+            prepared.append(PreparedDocument(doc, chunks, np.zeros((0, record.dimension))))
+        return prepared
+
+    async def upsert(
+        self, tenant: str, name: str, batches: AsyncIterator[list[DocumentInput]]
+    ) -> AsyncIterator[UpsertProgress]:
+        """Writes each batch atomically; yields progress while embedding and after each commit."""
+        live = self._get(tenant, name)
+        embedder = await self._run(self.embedders.get, live.record.embedding_model)
+        progress = UpsertProgress(revision=live.record.revision)
+        async for docs in batches:
+            if not docs:
+                continue
+            validate.document_batch(docs, self.settings)
+            prepared = await self._run(self._chunk, live.record, docs)
+            texts = [c.text for p in prepared for c in p.chunks]
+            progress.chunks_total += len(texts)
+            yield dataclasses.replace(progress)
+            parts = []
+            for start in range(0, len(texts), _PROGRESS_EVERY_CHUNKS):
+                piece = texts[start : start + _PROGRESS_EVERY_CHUNKS]
+                part = await self._run(embedder.encode, piece)
+                parts.append(part)
+                progress.chunks_embedded += len(part)
+                yield dataclasses.replace(progress)
+            vectors = np.vstack(parts)
+            offset = 0
+            for item in prepared:
+                item.vectors = vectors[offset : offset + len(item.chunks)]
+                offset += len(item.chunks)
+            result = await self._commit(live, self.store.write_documents, prepared)
+            progress.documents_written += result.documents
+            progress.revision = result.revision
+            yield dataclasses.replace(progress)
+        progress.done = True
+        yield progress
+
+    async def delete_documents(
+        self, tenant: str, name: str, doc_ids: list[str], conditions: list[Condition]
+    ) -> tuple[int, int]:
+        """Deletes by ids or by filter (exactly one); returns (documents deleted, revision)."""
+        live = self._get(tenant, name)
+        if bool(doc_ids) == bool(conditions):
+            raise InvalidArgument("give either document_ids or a filter, not both")
+        validate.conditions(conditions, self.settings)
+        result = await self._commit(live, self.store.delete_documents, doc_ids, conditions)
+        return result.documents, result.revision
+
+    async def _commit(self, live: LiveCollection, write: Callable[..., WriteResult], *args: Any):
+        """Commits under the collection's write lock so the index applies writes in order."""
+        async with live.write_lock:
+            if live.deleted:
+                raise NotFound(f"collection {live.record.name!r} not found")
+            result = await self._run(write, live.record, *args)
+            await self._run(live.apply, result)
+            if result.revision - live.snapshot_revision >= self.settings.snapshot_every_writes:
+                await self._run(live.snapshot)
+        if live.index.needs_rebuild(
+            self.settings.rebuild_tombstone_ratio, self.settings.rebuild_min_tombstones
+        ):
+            self._schedule_rebuild(live)
+        return result
+
+    def _schedule_rebuild(self, live: LiveCollection) -> None:
+        if live.rebuilding:
+            return
+        live.rebuilding = True
+        task = asyncio.get_running_loop().create_task(self._rebuild(live))
+        self._maintenance.add(task)
+        task.add_done_callback(self._maintenance.discard)
+
+    async def _rebuild(self, live: LiveCollection) -> None:
+        """Rebuilds an HNSW graph from the store without its tombstones; searches go on."""
+        try:
+            async with live.write_lock:
+                if live.deleted:
+                    return
+                record = live.record
+                ids, vectors = await self._run(
+                    self.store.vectors, record.pk, None, record.dimension
+                )
+                fresh = await self._run(
+                    VectorIndex.build,
+                    record.index_kind,
+                    record.dimension,
+                    self.params,
+                    ids,
+                    vectors,
+                    live.index.revision,
+                )
+                dropped = live.index.tombstones
+                live.index = fresh
+                await self._run(live.snapshot)
+            log.info("rebuilt %s/%s: %d tombstones dropped", record.tenant, record.name, dropped)
+        except Exception:
+            log.exception("index rebuild of %s failed; tombstones stay", live.record.name)
+        finally:
+            live.rebuilding = False
+
+    # Reads -------------------------------------------------------------------------------
+
+    async def search(
+        self,
+        tenant: str,
+        name: str,
+        query: str,
+        top_k: int = 0,
+        conditions: list[Condition] | None = None,
+        min_score: float | None = None,
+        mode: SearchMode = SearchMode.DENSE,
+    ) -> tuple[list[ChunkHit], int]:
+        """Top-k chunks of the caller's collection, best first, with the revision searched."""
+        live = self._get(tenant, name)
+        k = validate.query(query, top_k, self.settings)
+        conds = validate.conditions(conditions or [], self.settings)
+        embedder = self.embedders.get(live.record.embedding_model)
+        hits = await self._run(
+            run_search, self.store, embedder, live, query, k, conds, min_score, mode, self.settings
+        )
+        return hits, live.index.revision
+
+    async def stats(self, tenant: str, name: str) -> CollectionStats:
+        live = self._get(tenant, name)
+        docs, chunks, size = await self._run(self.store.counts, live.record.pk)
+        snapshot = live.snapshot_path.stat().st_size if live.snapshot_path.exists() else 0
+        return CollectionStats(
+            documents=docs,
+            chunks=chunks,
+            index_kind=live.record.index_kind,
+            bytes_on_disk=size + snapshot,
+            tombstones=live.index.tombstones,
+            revision=live.record.revision,
+        )

