@@ -37,6 +37,11 @@ class LoraplexClientError(Exception):
     def from_rpc_error(cls, error: grpc.RpcError) -> LoraplexClientError:
         return cls(error.code(), error.details() or "")
 
+    @classmethod
+    def protocol(cls, message: str) -> LoraplexClientError:
+        """The server's answer broke the protocol (or failed a client-side check)."""
+        return cls(grpc.StatusCode.DATA_LOSS, message)
+
 
 @dataclass
 class ClientConfig:

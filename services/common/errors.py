@@ -54,6 +54,12 @@ class Aborted(LoraplexError):
     code = grpc.StatusCode.ABORTED
 
 
+class DataLoss(LoraplexError):
+    """Stored data no longer matches its checksum: corruption, not a client error."""
+
+    code = grpc.StatusCode.DATA_LOSS
+
+
 class Unavailable(LoraplexError):
     code = grpc.StatusCode.UNAVAILABLE
 

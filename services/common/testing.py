@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -60,3 +67,61 @@ async def running_server(
     finally:
         await channel.close()
         await server.stop(grace=1)
+
+
+@contextlib.contextmanager
+def server_thread(
+    settings: ServiceSettings, app: ServiceApp, keyring: KeyRing | None = None
+) -> Iterator[GrpcServer]:
+    """Runs `app` on its own event loop in a thread, for tests that use blocking clients."""
+    settings = settings.model_copy(update={"host": "127.0.0.1", "port": 0, "metrics_port": 0})
+    server = GrpcServer(settings, app, keyring or test_keyring())
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="test-server", daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=120)
+    try:
+        yield server
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(grace=1), loop).result(timeout=60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_serving(target: str, service: str, timeout: float = 60.0) -> None:
+    """Blocks until the health service reports `service` SERVING (the readiness probe)."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            with contextlib.suppress(grpc.RpcError):
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            time.sleep(0.1)
+    raise TimeoutError(f"{service} at {target} not serving after {timeout}s")
+
+
+@contextlib.contextmanager
+def service_process(
+    module: str, service: str, env: dict[str, str], port: int, timeout: float = 60.0
+) -> Iterator[subprocess.Popen]:
+    """Runs `python -m <module>` as a real OS process until ready; kills it on exit."""
+    full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([sys.executable, "-m", module], env=full_env)
+    try:
+        wait_until_serving(f"127.0.0.1:{port}", service, timeout)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)

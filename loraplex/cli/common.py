@@ -1,0 +1,81 @@
+"""What every sub-command shares: connection options, error → exit code, progress bars."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+import grpc
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from loraplex.client.base import LoraplexClientError
+
+console = Console()
+err_console = Console(stderr=True)
+
+#: Exit codes scripts can rely on, by gRPC status.
+EXIT_CODES = {
+    grpc.StatusCode.INVALID_ARGUMENT: 2,
+    grpc.StatusCode.UNAUTHENTICATED: 3,
+    grpc.StatusCode.PERMISSION_DENIED: 3,
+    grpc.StatusCode.NOT_FOUND: 4,
+    grpc.StatusCode.ALREADY_EXISTS: 5,
+    grpc.StatusCode.FAILED_PRECONDITION: 5,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 6,
+    grpc.StatusCode.UNAVAILABLE: 7,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 7,
+}
+
+AddressOption = Annotated[
+    str | None,
+    typer.Option("--address", help="host:port of the service (default: LORAPLEX_<SVC>_ADDR)"),
+]
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option("--api-key", envvar="LORAPLEX_API_KEY", help="tenant API key", show_default=False),
+]
+
+
+@contextlib.contextmanager
+def reported_errors() -> Iterator[None]:
+    """Prints a failed call's status and message and exits with its code."""
+    try:
+        yield
+    except LoraplexClientError as error:
+        err_console.print(f"[red]error[/red] {error.code.name}: {error.message}")
+        sys.exit(EXIT_CODES.get(error.code, 1))
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as error:
+        err_console.print(f"[red]error[/red] {error}")
+        sys.exit(2)
+
+
+@contextlib.contextmanager
+def transfer_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A byte progress bar; yields the (done, total) callback clients take."""
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+        disable=not err_console.is_terminal,
+    ) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update

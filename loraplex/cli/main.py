@@ -1,0 +1,20 @@
+"""`loraplex`: one command, a sub-command per service."""
+
+from __future__ import annotations
+
+import typer
+
+from loraplex.cli import keys, registry
+
+app = typer.Typer(
+    name="loraplex",
+    help="Fine-tune LLMs with LoRA and serve them with RAG, over gRPC.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(keys.app, name="keys")
+app.add_typer(registry.app, name="registry")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,220 @@
+"""Registry client: push, pull (verified), list, alias, delete, check, watch."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from loraplex.client.base import BaseClient, LoraplexClientError
+from loraplex.registry.v1 import registry_service_pb2 as pb
+from loraplex.registry.v1 import registry_service_pb2_grpc as pb_grpc
+
+CHUNK_BYTES = 1024 * 1024
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+#: Called with (bytes done, bytes total) as a transfer progresses.
+Progress = Callable[[int, int], None]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def adapter_files(source: Path) -> list[tuple[str, Path]]:
+    """(relative path, file) pairs of a PEFT folder, or the one archive given."""
+    if source.is_file():
+        return [(source.name, source)]
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source} is neither an adapter folder nor an archive")
+    return sorted(
+        (p.relative_to(source).as_posix(), p)
+        for p in source.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(source).parts)
+    )
+
+
+class RegistryClient(BaseClient):
+    service = "registry"
+
+    @property
+    def stub(self) -> pb_grpc.RegistryServiceStub:
+        return pb_grpc.RegistryServiceStub(self.channel)
+
+    def push(
+        self,
+        name: str,
+        source: Path | str,
+        *,
+        lineage: dict[str, str] | None = None,
+        metrics: dict[str, float] | None = None,
+        aliases: list[str] | None = None,
+        description: str = "",
+        expect_base_model: str = "",
+        max_rank: int = 0,
+        progress: Progress | None = None,
+        timeout: float | None = 600,
+    ) -> pb.AdapterVersion:
+        """Uploads a PEFT folder (or a .tar/.tar.gz of one) as the next version of `name`."""
+        source = Path(source)
+        files = adapter_files(source)
+        is_tar = source.is_file() and source.name.endswith(TAR_SUFFIXES)
+        manifest = [
+            pb.FileManifest(path=rel, size_bytes=p.stat().st_size, sha256=sha256_file(p))
+            for rel, p in files
+        ]
+        header = pb.PushHeader(
+            name=name,
+            format=pb.PUSH_FORMAT_TAR if is_tar else pb.PUSH_FORMAT_FILES,
+            files=manifest,
+            lineage=lineage or {},
+            metrics=metrics or {},
+            aliases=aliases or [],
+            description=description,
+            expect_base_model=expect_base_model,
+            max_rank=max_rank,
+        )
+        total = sum(m.size_bytes for m in manifest)
+
+        def requests() -> Iterator[pb.PushAdapterRequest]:
+            yield pb.PushAdapterRequest(header=header)
+            done = 0
+            for rel, path in files:
+                with path.open("rb") as handle:
+                    while data := handle.read(CHUNK_BYTES):
+                        yield pb.PushAdapterRequest(chunk=pb.FileChunk(path=rel, data=data))
+                        done += len(data)
+                        if progress:
+                            progress(done, total)
+
+        response = self._call(self.stub.PushAdapter, requests(), timeout)
+        return response.version
+
+    def get(self, ref: str) -> pb.AdapterVersion:
+        return self._call(self.stub.GetAdapter, pb.GetAdapterRequest(ref=ref)).version
+
+    def list(self, base_model: str = "", page_size: int = 100) -> Iterator[pb.AdapterSummary]:
+        token = ""
+        while True:
+            page = self._call(
+                self.stub.ListAdapters,
+                pb.ListAdaptersRequest(
+                    page_size=page_size, page_token=token, base_model=base_model
+                ),
+            )
+            yield from page.adapters
+            token = page.next_page_token
+            if not token:
+                return
+
+    def list_versions(self, name: str, page_size: int = 100) -> Iterator[pb.AdapterVersion]:
+        token = ""
+        while True:
+            page = self._call(
+                self.stub.ListAdapterVersions,
+                pb.ListAdapterVersionsRequest(name=name, page_size=page_size, page_token=token),
+            )
+            yield from page.versions
+            token = page.next_page_token
+            if not token:
+                return
+
+    def pull(
+        self,
+        ref: str,
+        dest: Path | str,
+        progress: Progress | None = None,
+        timeout: float | None = 600,
+    ) -> pb.AdapterVersion:
+        """Downloads into `dest` (created); every file is checked against its sha256 first."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        try:
+            version = self._download(ref, staging, progress, timeout)
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(staging, dest)
+            return version
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _download(
+        self, ref: str, staging: Path, progress: Progress | None, timeout: float | None
+    ) -> pb.AdapterVersion:
+        stream = self._stream(
+            self.stub.DownloadAdapter, pb.DownloadAdapterRequest(ref=ref), timeout or 0
+        )
+        first = next(stream, None)
+        if first is None or not first.HasField("version"):
+            raise LoraplexClientError.protocol("download did not start with the version")
+        version = first.version
+        expected = {f.path: f for f in version.files}
+        total = sum(f.size_bytes for f in version.files)
+        hashes: dict[str, Any] = {}
+        done = 0
+        for message in stream:
+            chunk = message.chunk
+            if chunk.path not in expected:
+                raise LoraplexClientError.protocol(f"unexpected file {chunk.path!r} in download")
+            target = staging / chunk.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with target.open("ab") as handle:
+                handle.write(chunk.data)
+            hashes.setdefault(chunk.path, hashlib.sha256()).update(chunk.data)
+            done += len(chunk.data)
+            if progress:
+                progress(done, total)
+        for path, info in expected.items():
+            digest = hashes[path].hexdigest() if path in hashes else hashlib.sha256().hexdigest()
+            if digest != info.sha256:
+                raise LoraplexClientError.protocol(f"{path} failed its sha256 check")
+            (staging / path).touch()
+        return version
+
+    def set_alias(
+        self, name: str, alias: str, version: int, stage_seconds: int = 0
+    ) -> pb.AliasState:
+        request = pb.SetAliasRequest(
+            name=name, alias=alias, version=version, stage_seconds=stage_seconds
+        )
+        return self._call(self.stub.SetAlias, request).alias
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self._call(self.stub.DeleteAlias, pb.DeleteAliasRequest(name=name, alias=alias))
+
+    def delete(self, name: str, version: int = 0, force: bool = False) -> list[int]:
+        request = pb.DeleteAdapterRequest(name=name, version=version, force=force)
+        return list(self._call(self.stub.DeleteAdapter, request).deleted_versions)
+
+    def check_compatibility(
+        self,
+        ref: str,
+        base_model: str = "",
+        max_rank: int = 0,
+        available_modules: list[str] | None = None,
+        supported_peft_types: list[str] | None = None,
+    ) -> pb.AdapterVersion:
+        request = pb.CheckCompatibilityRequest(
+            ref=ref,
+            base_model=base_model,
+            max_rank=max_rank,
+            available_modules=available_modules or [],
+            supported_peft_types=supported_peft_types or [],
+        )
+        return self._call(self.stub.CheckCompatibility, request).version
+
+    def watch(
+        self, name: str = "", after_sequence: int = 0, include_current: bool = False
+    ) -> Iterator[pb.WatchAdaptersResponse]:
+        request = pb.WatchAdaptersRequest(
+            name=name, after_sequence=after_sequence, include_current=include_current
+        )
+        return self._stream(self.stub.WatchAdapters, request, timeout=0)

@@ -1,0 +1,1 @@
+"""Adapter registry: versioned, per-tenant PEFT adapters (safetensors only)."""

@@ -1,0 +1,32 @@
+"""Registry settings (`LORAPLEX_REGISTRY_*`)."""
+
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings
+
+
+class RegistrySettings(ServiceSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LORAPLEX_REGISTRY_", extra="ignore", populate_by_name=True
+    )
+
+    service_name: str = "registry"
+    port: int = 50051
+    metrics_port: int = 51051
+    #: SQLAlchemy URL; empty means SQLite at <data_dir>/registry/registry.db.
+    database_url: str = ""
+    #: Largest adapter (all files together) a push may send.
+    max_adapter_bytes: int = 2 * 1024**3
+    #: Most files one version may hold.
+    max_files: int = 64
+    #: Highest LoRA rank accepted at push.
+    max_rank: int = 256
+    #: Bytes per download chunk.
+    download_chunk_bytes: int = 1024 * 1024
+    #: Unreferenced blobs and temp files younger than this are left alone at start-up,
+    #: since another replica sharing the storage may be mid-upload.
+    orphan_grace_seconds: float = 3600.0
+    #: How often a watch stream polls the database for other replicas' events.
+    watch_poll_seconds: float = 1.0

@@ -1,0 +1,372 @@
+"""Registry metadata: versions, files, aliases and the event log, one transaction per call.
+
+Synchronous SQLAlchemy; the async core runs these calls in its executor. Every
+query is scoped by tenant, so a name from another tenant simply finds nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from services.common.errors import Aborted, FailedPrecondition, NotFound
+from services.registry.models import AdapterRow, AliasRow, Base, EventRow, FileRow, VersionRow
+from services.registry.names import AdapterName, AdapterRef
+from services.registry.peft_files import PeftInfo
+from services.registry.records import (
+    AdapterSummary,
+    AliasRecord,
+    EventKind,
+    EventRecord,
+    FileRecord,
+    VersionRecord,
+    now,
+    utc,
+)
+
+
+def manifest_digest(files: Sequence[FileRecord]) -> str:
+    lines = "".join(f"{f.path}\0{f.sha256}\0{f.size_bytes}\n" for f in sorted(files, key=_path))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _path(record: FileRecord) -> str:
+    return record.path
+
+
+def _effective(alias: AliasRow, moment: datetime) -> int:
+    if alias.staged_version and alias.effective_at and utc(alias.effective_at) <= moment:
+        return alias.staged_version
+    return alias.version
+
+
+class AdapterStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        Base.metadata.create_all(engine)
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def create_version(
+        self,
+        name: AdapterName,
+        files: Sequence[FileRecord],
+        peft: PeftInfo,
+        lineage: dict[str, str],
+        metrics: dict[str, float],
+        description: str,
+        aliases: Sequence[str] = (),
+    ) -> VersionRecord:
+        for _attempt in range(5):
+            try:
+                return self._create_version(
+                    name, files, peft, lineage, metrics, description, aliases
+                )
+            except IntegrityError:
+                continue  # a concurrent push took the same version number: take the next
+        raise Aborted("too many concurrent pushes to this adapter; try again")
+
+    def _create_version(self, name, files, peft, lineage, metrics, description, aliases):
+        moment = now()
+        with Session(self.engine) as session, session.begin():
+            adapter = self._adapter(session, name)
+            if adapter is None:
+                adapter = AdapterRow(tenant=name.tenant, name=name.name, created_at=moment)
+                session.add(adapter)
+                session.flush()
+            latest = session.scalar(
+                select(func.max(VersionRow.version)).where(VersionRow.adapter_id == adapter.id)
+            )
+            row = VersionRow(
+                adapter_id=adapter.id,
+                version=(latest or 0) + 1,
+                digest=manifest_digest(files),
+                size_bytes=sum(f.size_bytes for f in files),
+                peft_type=peft.peft_type,
+                base_model=peft.base_model,
+                peft_config=peft.raw,
+                lineage=dict(lineage),
+                metrics=dict(metrics),
+                description=description,
+                created_at=moment,
+                files=[
+                    FileRow(path=f.path, size_bytes=f.size_bytes, sha256=f.sha256) for f in files
+                ],
+            )
+            session.add(row)
+            session.flush()
+            self._event(session, name, EventKind.VERSION_PUSHED, row.version, moment=moment)
+            for alias in aliases:
+                self._move_alias(session, adapter, name, alias, row.version, moment, moment)
+            session.flush()
+            session.refresh(adapter)
+            return self._record(row, adapter, moment)
+
+    def set_alias(
+        self, name: AdapterName, alias: str, version: int, stage_seconds: int = 0
+    ) -> AliasRecord:
+        moment = now()
+        effective_at = moment + timedelta(seconds=stage_seconds)
+        with Session(self.engine) as session, session.begin():
+            adapter = self._require_adapter(session, name)
+            if version not in {v.version for v in adapter.versions}:
+                raise NotFound(f"version {version} of {name} not found")
+            row = self._move_alias(session, adapter, name, alias, version, moment, effective_at)
+            return self._alias_record(name, row)
+
+    def _move_alias(
+        self,
+        session: Session,
+        adapter: AdapterRow,
+        name: AdapterName,
+        alias: str,
+        version: int,
+        moment: datetime,
+        effective_at: datetime,
+    ) -> AliasRow:
+        row = next((a for a in adapter.aliases if a.alias == alias), None)
+        previous = _effective(row, moment) if row else 0
+        staged = effective_at > moment
+        if row is None:
+            row = AliasRow(adapter=adapter, alias=alias, version=0 if staged else version)
+            session.add(row)
+        else:
+            row.version = previous
+        row.staged_version = version if staged else 0
+        row.effective_at = effective_at if staged else None
+        if not staged:
+            row.version = version
+        self._event(
+            session, name, EventKind.ALIAS_SET, version, alias, previous, effective_at, moment
+        )
+        return row
+
+    def delete_alias(self, name: AdapterName, alias: str) -> None:
+        moment = now()
+        with Session(self.engine) as session, session.begin():
+            adapter = self._require_adapter(session, name)
+            row = next((a for a in adapter.aliases if a.alias == alias), None)
+            if row is None:
+                raise NotFound(f"alias {alias!r} of {name} not found")
+            previous = _effective(row, moment)
+            session.delete(row)
+            self._event(session, name, EventKind.ALIAS_DELETED, 0, alias, previous, moment=moment)
+
+    def delete(self, name: AdapterName, version: int, force: bool) -> tuple[list[int], set[str]]:
+        """Deletes versions; returns their numbers and the blob digests no longer referenced."""
+        moment = now()
+        with Session(self.engine) as session, session.begin():
+            adapter = self._require_adapter(session, name)
+            doomed = [v for v in adapter.versions if version in (0, v.version)]
+            if not doomed:
+                raise NotFound(f"version {version} of {name} not found")
+            numbers = {v.version for v in doomed}
+            pinned = [a for a in adapter.aliases if {a.version, a.staged_version} & numbers]
+            if pinned and not force:
+                labels = ", ".join(f"{a.alias}→{_effective(a, moment)}" for a in pinned)
+                raise FailedPrecondition(
+                    f"aliases point at the versions to delete ({labels}): move them first,"
+                    " or delete with force"
+                )
+            for alias in pinned:
+                self._event(
+                    session, name, EventKind.ALIAS_DELETED, 0, alias.alias,
+                    _effective(alias, moment), moment=moment,
+                )  # fmt: skip
+                session.delete(alias)
+            digests = {f.sha256 for v in doomed for f in v.files}
+            for row in doomed:
+                self._event(session, name, EventKind.VERSION_DELETED, row.version, moment=moment)
+                session.delete(row)
+            if version == 0:
+                session.delete(adapter)
+            session.flush()
+            still_used = set(
+                session.scalars(select(FileRow.sha256).where(FileRow.sha256.in_(digests)))
+            )
+            return sorted(numbers), digests - still_used
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def resolve(self, ref: AdapterRef) -> VersionRecord:
+        moment = now()
+        with Session(self.engine) as session:
+            adapter = self._require_adapter(session, ref.adapter)
+            number = ref.version
+            if ref.alias:
+                alias = next((a for a in adapter.aliases if a.alias == ref.alias), None)
+                number = _effective(alias, moment) if alias else 0
+                if not number:
+                    raise NotFound(f"alias {ref.alias!r} of {ref.adapter} not found")
+            versions = adapter.versions
+            row = next((v for v in versions if v.version == number), None) if number else None
+            if number is None:
+                row = versions[-1] if versions else None
+            if row is None:
+                raise NotFound(f"{ref} not found")
+            return self._record(row, adapter, moment)
+
+    def list_adapters(
+        self, tenant: str, after: str, limit: int, base_model: str = ""
+    ) -> list[AdapterSummary]:
+        moment = now()
+        with Session(self.engine) as session:
+            latest = (
+                select(VersionRow.adapter_id, func.max(VersionRow.version).label("version"))
+                .group_by(VersionRow.adapter_id)
+                .subquery()
+            )
+            query = (
+                select(AdapterRow, VersionRow)
+                .join(latest, latest.c.adapter_id == AdapterRow.id)
+                .join(
+                    VersionRow,
+                    (VersionRow.adapter_id == AdapterRow.id)
+                    & (VersionRow.version == latest.c.version),
+                )
+                .where(AdapterRow.tenant == tenant, AdapterRow.name > after)
+                .order_by(AdapterRow.name)
+                .limit(limit)
+                .options(selectinload(AdapterRow.aliases), selectinload(VersionRow.files))
+            )
+            if base_model:
+                query = query.where(VersionRow.base_model == base_model)
+            summaries = []
+            for adapter, row in session.execute(query):
+                count = session.scalar(
+                    select(func.count()).where(VersionRow.adapter_id == adapter.id)
+                )
+                summaries.append(
+                    AdapterSummary(
+                        name=AdapterName(adapter.tenant, adapter.name),
+                        latest=self._record(row, adapter, moment),
+                        version_count=count or 0,
+                        aliases={a.alias: _effective(a, moment) for a in adapter.aliases},
+                    )
+                )
+            return summaries
+
+    def list_versions(self, name: AdapterName, before: int, limit: int) -> list[VersionRecord]:
+        moment = now()
+        with Session(self.engine) as session:
+            adapter = self._require_adapter(session, name)
+            rows = [v for v in reversed(adapter.versions) if not before or v.version < before]
+            return [self._record(v, adapter, moment) for v in rows[:limit]]
+
+    def aliases(self, tenant: str, name: str = "") -> list[AliasRecord]:
+        with Session(self.engine) as session:
+            query = select(AdapterRow).where(AdapterRow.tenant == tenant)
+            if name:
+                query = query.where(AdapterRow.name == name)
+            return [
+                self._alias_record(AdapterName(a.tenant, a.name), alias)
+                for a in session.scalars(query.options(selectinload(AdapterRow.aliases)))
+                for alias in a.aliases
+            ]
+
+    def events_after(
+        self, tenant: str, after: int, name: str = "", limit: int = 100
+    ) -> list[EventRecord]:
+        with Session(self.engine) as session:
+            query = select(EventRow).where(EventRow.tenant == tenant, EventRow.sequence > after)
+            if name:
+                query = query.where(EventRow.name == name)
+            rows = session.scalars(query.order_by(EventRow.sequence).limit(limit))
+            return [
+                EventRecord(
+                    sequence=r.sequence,
+                    kind=EventKind(r.kind),
+                    name=AdapterName(r.tenant, r.name),
+                    version=r.version,
+                    alias=r.alias,
+                    previous_version=r.previous_version,
+                    effective_at=utc(r.effective_at),
+                    occurred_at=utc(r.occurred_at),
+                )
+                for r in rows
+            ]
+
+    def last_sequence(self) -> int:
+        with Session(self.engine) as session:
+            return session.scalar(select(func.max(EventRow.sequence))) or 0
+
+    def referenced_digests(self) -> set[str]:
+        with Session(self.engine) as session:
+            return set(session.scalars(select(FileRow.sha256).distinct()))
+
+    # -- helpers --------------------------------------------------------------------------
+
+    @staticmethod
+    def _adapter(session: Session, name: AdapterName) -> AdapterRow | None:
+        return session.scalar(
+            select(AdapterRow)
+            .where(AdapterRow.tenant == name.tenant, AdapterRow.name == name.name)
+            .options(
+                selectinload(AdapterRow.versions).selectinload(VersionRow.files),
+                selectinload(AdapterRow.aliases),
+            )
+        )
+
+    def _require_adapter(self, session: Session, name: AdapterName) -> AdapterRow:
+        adapter = self._adapter(session, name)
+        if adapter is None:
+            raise NotFound(f"adapter {name} not found")
+        return adapter
+
+    @staticmethod
+    def _event(
+        session: Session,
+        name: AdapterName,
+        kind: EventKind,
+        version: int,
+        alias: str = "",
+        previous: int = 0,
+        effective_at: datetime | None = None,
+        moment: datetime | None = None,
+    ) -> None:
+        moment = moment or now()
+        session.add(
+            EventRow(
+                tenant=name.tenant,
+                name=name.name,
+                kind=int(kind),
+                version=version,
+                alias=alias,
+                previous_version=previous,
+                effective_at=effective_at or moment,
+                occurred_at=moment,
+            )
+        )
+
+    @staticmethod
+    def _alias_record(name: AdapterName, row: AliasRow) -> AliasRecord:
+        return AliasRecord(
+            name=name,
+            alias=row.alias,
+            version=_effective(row, now()),
+            staged_version=row.staged_version if row.staged_version else 0,
+            effective_at=utc(row.effective_at) if row.effective_at else None,
+        )
+
+    @staticmethod
+    def _record(row: VersionRow, adapter: AdapterRow, moment: datetime) -> VersionRecord:
+        return VersionRecord(
+            name=AdapterName(adapter.tenant, adapter.name),
+            version=row.version,
+            digest=row.digest,
+            size_bytes=row.size_bytes,
+            peft=PeftInfo.from_config(row.peft_config or {}),
+            lineage=dict(row.lineage or {}),
+            metrics=dict(row.metrics or {}),
+            description=row.description,
+            created_at=utc(row.created_at),
+            files=tuple(FileRecord(f.path, f.size_bytes, f.sha256) for f in row.files),
+            aliases=tuple(
+                sorted(a.alias for a in adapter.aliases if _effective(a, moment) == row.version)
+            ),
+        )
