@@ -115,7 +115,7 @@ def wait_until_serving(target: str, service: str, timeout: float = 60.0) -> None
 def service_process(
     module: str, service: str, env: dict[str, str], port: int, timeout: float = 60.0
 ) -> Iterator[subprocess.Popen]:
-    """Runs `python -m <module>` as a real OS process until ready; kills it on exit."""
+    """Runs `python -m <module>` as a real OS process until ready; SIGTERM (then kill) on exit."""
     full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen([sys.executable, "-m", module], env=full_env)
     try:
@@ -123,5 +123,9 @@ def service_process(
         yield process
     finally:
         if process.poll() is None:
-            process.kill()
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
         process.wait(timeout=30)

@@ -45,7 +45,8 @@ def make_lora_adapter(
 
 
 def make_big_adapter(folder: Path, megabytes: int) -> Path:
-    """A LoRA adapter whose weights file is about `megabytes` MB (for benchmarks)."""
-    hidden = 1024
-    rank = max(1, megabytes * 1024 * 1024 // (2 * hidden * 4 * 8))
-    return make_lora_adapter(folder, rank=rank, hidden=hidden, layers=4, targets=("q_proj",))
+    """A rank-64 LoRA adapter whose weights are about `megabytes` MB (for benchmarks)."""
+    hidden, rank, targets = 2048, 64, ("q_proj", "k_proj", "v_proj", "o_proj")
+    pair_bytes = 2 * hidden * rank * 4
+    layers = max(1, round(megabytes * 1e6 / pair_bytes / len(targets)))
+    return make_lora_adapter(folder, rank=rank, hidden=hidden, layers=layers, targets=targets)
