@@ -141,14 +141,26 @@ class VectorIndex:
             else:
                 selector = None
             if self.kind is IndexKind.HNSW:
-                params = faiss.SearchParametersHNSW(efSearch=max(self.params.ef_search, k))
+                params = faiss.SearchParametersHNSW(efSearch=self._ef_search(k, allowed))
             else:
                 params = faiss.SearchParameters()
             if selector is not None:
                 params.sel = selector
             scores, ids = self._index.search(query, min(k, self.ntotal), params=params)
-        keep = ids[0] >= 0
+            keep = ids[0] >= 0
+            # A selective filter can cut the graph so HNSW misses allowed vectors:
+            # an under-filled result falls back to exact over the subset.
+            underfilled = allowed is not None and keep.sum() < min(k, len(allowed))
+            if self.kind is IndexKind.HNSW and underfilled:
+                return self._exact_subset(query, k, allowed)
         return scores[0][keep], ids[0][keep]
+
+    def _ef_search(self, k: int, allowed: np.ndarray | None) -> int:
+        """Wider beams for selective filters, so fewer searches need the exact fallback."""
+        ef = max(self.params.ef_search, k)
+        if allowed is not None and len(allowed):
+            ef = max(ef, min(k * self.ntotal // len(allowed), 4 * self.params.ef_search))
+        return ef
 
     def _exact_subset(
         self, query: np.ndarray, k: int, allowed: np.ndarray

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -33,6 +34,7 @@ class Served:
         self.stub = pb_grpc.RetrievalServiceStub(running.channel)
 
 
+@contextlib.asynccontextmanager
 async def serve(settings: RetrievalSettings, embedder: Embedder) -> AsyncIterator[Served]:
     app = RetrievalApp(settings, embedder)
     async with running_server(settings, app) as running:
@@ -41,5 +43,5 @@ async def serve(settings: RetrievalSettings, embedder: Embedder) -> AsyncIterato
 
 @pytest.fixture
 async def served(tmp_path: Path, embedder: Embedder) -> AsyncIterator[Served]:
-    async for item in serve(make_settings(tmp_path), embedder):
+    async with serve(make_settings(tmp_path), embedder) as item:
         yield item
