@@ -6,6 +6,7 @@ import hashlib
 import signal
 import threading
 import time
+import urllib.request
 
 import grpc
 import pytest
@@ -130,17 +131,26 @@ def test_killed_mid_upload_leaves_nothing_behind(tmp_path):
         assert len(list((blobs / "sha256").glob("*/*"))) == 2
 
 
-def test_sigterm_flips_health_and_exits_cleanly(tmp_path):
+def test_metrics_then_sigterm_flips_health_and_exits_cleanly(tmp_path):
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     env = {
         "LORAPLEX_DATA_DIR": str(tmp_path / "data"),
+        "LORAPLEX_API_KEYS": f"acme:{TEST_TENANT_KEYS['acme']}",
         "LORAPLEX_REGISTRY_PORT": str(port),
-        "LORAPLEX_REGISTRY_METRICS_PORT": "0",
+        "LORAPLEX_REGISTRY_METRICS_PORT": str(metrics_port),
         "LORAPLEX_REGISTRY_GRACE_SECONDS": "2",
     }
     with service_process("services.registry", SERVICE_NAME, env, port) as process:
+        config = ClientConfig(address=f"127.0.0.1:{port}", api_key=TEST_TENANT_KEYS["acme"])
+        with RegistryClient(config=config) as client, pytest.raises(LoraplexClientError):
+            client.get("acme/absent")
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
+        assert (
+            'loraplex_rpc_total{code="NOT_FOUND",method="/loraplex.registry.v1.RegistryService/'
+            'GetAdapter"} 1.0' in metrics
+        )
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         watch = health_pb2_grpc.HealthStub(channel).Watch(
             health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=20
