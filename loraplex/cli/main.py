@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from loraplex.cli import keys, registry
+from loraplex.cli import docs, keys, registry
 
 app = typer.Typer(
     name="loraplex",
@@ -14,6 +14,7 @@ app = typer.Typer(
 )
 app.add_typer(keys.app, name="keys")
 app.add_typer(registry.app, name="registry")
+app.add_typer(docs.app, name="docs")
 
 
 if __name__ == "__main__":
