@@ -1,0 +1,1 @@
+"""Training service: datasets in, fine-tuning jobs in worker processes, adapters out."""

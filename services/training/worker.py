@@ -1,0 +1,152 @@
+"""The trainer entry point a job runs in its own process (or Kubernetes pod).
+
+    python -m services.training.worker --job-dir DIR
+
+It reads `job.json`, appends events to `events.jsonl`, writes `result.json` and the
+artifact, and exits 0 (done), 1 (failed: the last event says why) or 3 (stopped).
+SIGTERM stops it between steps: a cancel (a `cancel` file exists) stops at once, a
+shutdown saves a checkpoint first so the next service can resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from services.training.datasets import mix, read_rows, split_rows
+from services.training.spec import JobSpec
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_STOPPED = 0, 1, 3
+OOM_REASON = (
+    "the job ran out of memory: lower batch_size or max_seq_length, or use an adapter method"
+)
+
+
+class EventWriter:
+    """Appends one JSON object per line; the service tails the file into the event log."""
+
+    def __init__(self, path: Path) -> None:
+        self.handle = path.open("a", encoding="utf-8")
+
+    def __call__(self, kind: str, **payload: Any) -> None:
+        self.handle.write(json.dumps({"kind": kind, "time": time.time(), **payload}) + "\n")
+        self.handle.flush()
+
+    def close(self) -> None:
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+
+
+def folder_sha256(folder: Path) -> str:
+    """Content hash of a model folder: names and bytes of every file, in order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve(root: Path, path: str) -> Path:
+    """job.json paths are relative to the data root so a pod can mount it elsewhere."""
+    return Path(path) if Path(path).is_absolute() else root / path
+
+
+def load_splits(job: dict[str, Any], spec: JobSpec, root: Path) -> Any:
+    """Reads the datasets, holds out validation/test by ratio when not given, mixes train."""
+    from services.training.trainer import Splits
+
+    seed = spec.hyperparameters.seed
+    val_ratio = 0.0 if spec.validation_dataset_id else spec.validation_ratio
+    test_ratio = 0.0 if spec.test_dataset_id else spec.test_ratio
+    parts, validation, test = [], [], []
+    for item in spec.train:
+        rows = read_rows(resolve(root, job["datasets"][item.dataset_id]))
+        train, val, tst = split_rows(rows, val_ratio, test_ratio, seed)
+        parts.append((train, item.weight))
+        validation += val
+        test += tst
+    if spec.validation_dataset_id:
+        validation = read_rows(resolve(root, job["datasets"][spec.validation_dataset_id]))
+    if spec.test_dataset_id:
+        test = read_rows(resolve(root, job["datasets"][spec.test_dataset_id]))
+    return Splits(mix(parts, seed), validation, test)
+
+
+class StopFlag:
+    """Set by SIGTERM or by the parent's death; says whether it is a cancel or a shutdown."""
+
+    def __init__(self, job_dir: Path, watch_parent: bool) -> None:
+        self.job_dir = job_dir
+        self.parent = os.getppid() if watch_parent else None
+        self.signalled = False
+        signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.signalled = True
+
+    def __call__(self) -> str:
+        if (self.job_dir / "cancel").exists():
+            return "cancel"
+        if self.signalled or (self.parent is not None and os.getppid() != self.parent):
+            return "shutdown"
+        return ""
+
+
+def run_job(job_dir: Path, data_root: Path, watch_parent: bool = True) -> int:
+    from services.training.trainer import StopTraining, Trainer, TrainingError
+
+    job = json.loads((job_dir / "job.json").read_text())
+    spec = JobSpec.from_dict(job["spec"])
+    emit = EventWriter(job_dir / "events.jsonl")
+    stop = StopFlag(job_dir, watch_parent)
+    try:
+        splits = load_splits(job, spec, data_root)
+        base_dir = resolve(data_root, job["base_model_dir"])
+        trainer = Trainer(spec, base_dir, job_dir, emit, stop)
+        result = trainer.run(splits)
+        result["base_model_sha256"] = folder_sha256(base_dir)
+        (job_dir / "result.json").write_text(json.dumps(result))
+        return EXIT_OK
+    except StopTraining as stopped:
+        log.info("job stopped: %s", stopped)
+        return EXIT_STOPPED
+    except TrainingError as exc:
+        emit("error", reason=str(exc))
+    except (MemoryError, RuntimeError) as exc:
+        if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+            emit("error", reason=OOM_REASON)
+        else:
+            log.exception("trainer crashed")
+            emit("error", reason=f"the trainer crashed ({type(exc).__name__}); see the job log")
+    except Exception as exc:
+        log.exception("trainer crashed")
+        emit("error", reason=f"the trainer crashed ({type(exc).__name__}); see the job log")
+    finally:
+        emit.close()
+    return EXIT_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run one training job from its folder.")
+    parser.add_argument("--job-dir", type=Path, required=True)
+    parser.add_argument("--data-root", type=Path, required=True)
+    parser.add_argument("--no-watch-parent", action="store_true", help="for Kubernetes pods")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return run_job(args.job_dir, args.data_root, watch_parent=not args.no_watch_parent)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
