@@ -2,7 +2,8 @@
 
 Packing puts a micro-batch's sequences end to end in one row with position ids that
 restart at each sequence: transformers turns that into a block-diagonal causal mask,
-so no token attends across sequences and no compute is spent on padding. Soft-prompt
+so no token attends across sequences and no compute is spent on padding (callers must
+pass `use_cache=False`: with a cache, transformers ignores the packing). Soft-prompt
 methods prepend virtual tokens per sequence and cannot pack: they get padded batches.
 """
 

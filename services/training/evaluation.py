@@ -46,7 +46,7 @@ def mean_loss(
         tokens = int((batch["labels"][:, 1:] != IGNORE).sum())
         if tokens == 0:
             continue
-        loss = model(**batch).loss
+        loss = model(**batch, use_cache=False).loss
         total += float(loss) * tokens
         count += tokens
     model.train()

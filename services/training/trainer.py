@@ -207,7 +207,7 @@ class Trainer:
                 examples = next(batches)
                 batch = make_batch(examples, self.pack, self.pad_id)
                 batch = {k: v.to(self.device) for k, v in batch.items()}
-                loss = self.model(**batch).loss / accum
+                loss = self.model(**batch, use_cache=False).loss / accum
                 loss.backward()
                 loss_sum += float(loss.detach())
                 tokens += real_tokens(examples)
