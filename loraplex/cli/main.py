@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from loraplex.cli import docs, keys, registry
+from loraplex.cli import docs, keys, registry, train
 
 app = typer.Typer(
     name="loraplex",
@@ -15,6 +15,8 @@ app = typer.Typer(
 app.add_typer(keys.app, name="keys")
 app.add_typer(registry.app, name="registry")
 app.add_typer(docs.app, name="docs")
+app.add_typer(train.app, name="train")
+app.add_typer(train.data_app, name="data")
 
 
 if __name__ == "__main__":
