@@ -1,0 +1,1 @@
+"""Inference: one vLLM engine, per-request tenant LoRA adapters, grounded in retrieval."""

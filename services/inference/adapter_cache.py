@@ -1,0 +1,76 @@
+"""Adapter files on local disk, keyed by content digest, evicted least-recently-used.
+
+Each entry is written into a temp folder and renamed into place once every file
+has passed its hash check, so a crash never leaves a half adapter that looks whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from collections import OrderedDict
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+class AdapterDiskCache:
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+        self.tmp = root / "tmp"
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        entries = sorted(
+            (p for p in root.iterdir() if p.is_dir() and p.name != "tmp"),
+            key=lambda p: p.stat().st_mtime,
+        )
+        self._sizes: OrderedDict[str, int] = OrderedDict(
+            (p.name, _folder_bytes(p)) for p in entries
+        )
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(self._sizes.values())
+
+    def get(self, digest: str) -> Path | None:
+        if digest not in self._sizes:
+            return None
+        self._sizes.move_to_end(digest)
+        return self.root / digest
+
+    def staging(self) -> Path:
+        path = self.tmp / uuid.uuid4().hex
+        path.mkdir()
+        return path
+
+    def commit(self, digest: str, staged: Path) -> Path:
+        target = self.root / digest
+        if target.exists():
+            shutil.rmtree(staged, ignore_errors=True)
+        else:
+            os.replace(staged, target)
+        self._sizes[digest] = _folder_bytes(target)
+        self._sizes.move_to_end(digest)
+        return target
+
+    def evict_over_limit(self, keep: set[str]) -> list[str]:
+        """Drops the oldest entries beyond the byte limit; returns their digests."""
+        evicted = []
+        for digest in list(self._sizes):
+            if self.size_bytes <= self.max_bytes:
+                break
+            if digest in keep:
+                continue
+            shutil.rmtree(self.root / digest, ignore_errors=True)
+            del self._sizes[digest]
+            evicted.append(digest)
+        if evicted:
+            log.info("evicted %d adapters from the disk cache", len(evicted))
+        return evicted

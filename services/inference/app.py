@@ -1,0 +1,73 @@
+"""Wires the engine, adapter manager, gateways and servicer for the server bootstrap."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from loraplex.inference.v1 import inference_service_pb2 as pb
+from loraplex.inference.v1 import inference_service_pb2_grpc as pb_grpc
+from services.common.channels import open_channel
+from services.common.settings import ClientTlsSettings
+from services.inference.adapter_cache import AdapterDiskCache
+from services.inference.adapters import AdapterManager
+from services.inference.admission import Admission
+from services.inference.engine import VllmEngine
+from services.inference.gateways import RegistryGateway, RetrievalGateway
+from services.inference.generation import InferenceCore
+from services.inference.servicer import InferenceServicer
+from services.inference.settings import InferenceSettings
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["InferenceService"].full_name
+
+
+class InferenceApp:
+    service_names = (SERVICE_NAME,)
+
+    def __init__(self, settings: InferenceSettings, engine: VllmEngine | None = None) -> None:
+        """`engine` lets tests share one started engine between apps."""
+        self.settings = settings
+        self.engine = engine
+        self._owns_engine = engine is None
+        self.servicer = InferenceServicer()
+        self.core: InferenceCore | None = None
+
+    def register(self, server: grpc.aio.Server) -> None:
+        pb_grpc.add_InferenceServiceServicer_to_server(self.servicer, server)
+
+    async def start(self) -> None:
+        """Loads the model; the service reports ready only after this returns."""
+        s = self.settings
+        if self.engine is None:
+            self.engine = VllmEngine(s)
+            await asyncio.to_thread(self.engine.start)
+        tls = ClientTlsSettings()
+        self._channels = [open_channel(s.registry_addr, tls), open_channel(s.retrieval_addr, tls)]
+        adapters = AdapterManager(
+            self.engine,
+            RegistryGateway(self._channels[0], s.service_key, s.registry_timeout_seconds),
+            AdapterDiskCache(s.service_dir("inference") / "adapters", s.adapter_cache_bytes),
+        )
+        self.core = InferenceCore(
+            self.engine,
+            adapters,
+            RetrievalGateway(self._channels[1], s.service_key, s.retrieval_timeout_seconds),
+            Admission(s.max_pending, s.per_tenant_concurrency),
+            s.max_tokens_cap,
+            s.default_max_tokens,
+            s.rag_context_share,
+        )
+        for tenant in s.watch_tenants:
+            adapters.ensure_watch(tenant)
+        self.servicer.attach(self.core)
+
+    async def close(self) -> None:
+        if self.core is not None:
+            await self.core.adapters.close()
+        for channel in getattr(self, "_channels", []):
+            await channel.close()
+        if self._owns_engine and self.engine is not None:
+            self.engine.shutdown()

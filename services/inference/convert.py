@@ -1,0 +1,64 @@
+"""Protobuf ↔ inference core types. Translation only."""
+
+from __future__ import annotations
+
+from loraplex.inference.v1 import inference_service_pb2 as pb
+from services.inference.generation import GenerationRequest, GenerationResult, RagRequest
+
+
+def generation_request(spec: pb.GenerationInput) -> GenerationRequest:
+    sampling = spec.sampling
+    rag = None
+    if spec.rag.collection:
+        rag = RagRequest(
+            collection=spec.rag.collection,
+            top_k=spec.rag.top_k,
+            filter=spec.rag.filter if spec.rag.HasField("filter") else None,
+            min_score=spec.rag.min_score,
+            hybrid=spec.rag.hybrid,
+            max_context_tokens=spec.rag.max_context_tokens,
+        )
+    return GenerationRequest(
+        adapter=spec.adapter,
+        prompt=spec.prompt,
+        messages=[(m.role, m.content) for m in spec.messages],
+        few_shot=[(e.input, e.output) for e in spec.few_shot],
+        max_tokens=sampling.max_tokens,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        top_k=sampling.top_k,
+        stop=list(sampling.stop),
+        seed=sampling.seed if sampling.HasField("seed") else None,
+        repetition_penalty=sampling.repetition_penalty,
+        rag=rag,
+        use_chat_template=spec.use_chat_template if spec.HasField("use_chat_template") else None,
+    )
+
+
+def result(record: GenerationResult) -> pb.GenerationResult:
+    return pb.GenerationResult(
+        text=record.text,
+        finish_reason=record.finish_reason,
+        usage=pb.Usage(
+            prompt_tokens=record.prompt_tokens, completion_tokens=record.completion_tokens
+        ),
+        citations=[
+            pb.Citation(
+                number=c.number,
+                cited=c.cited,
+                document_id=c.chunk.document_id,
+                chunk_index=c.chunk.chunk_index,
+                start_char=c.chunk.start_char,
+                end_char=c.chunk.end_char,
+                score=c.chunk.score,
+                source=c.chunk.source,
+                text=c.chunk.text,
+            )
+            for c in record.citations
+        ],
+        adapter_ref=record.adapter_ref,
+        collection=record.collection,
+        collection_revision=record.collection_revision,
+        time_to_first_token_ms=record.time_to_first_token_ms,
+        total_ms=record.total_ms,
+    )

@@ -1,0 +1,261 @@
+"""One generation from request to result: admission, adapter, grounding, prompt, engine.
+
+Plain async code over the engine, the adapter manager and the retrieval gateway;
+the servicer only converts protobuf.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter, Histogram
+
+from loraplex.retrieval.v1 import retrieval_service_pb2 as ret_pb
+from services.common.context import request_id_var
+from services.common.errors import InvalidArgument
+from services.inference.adapters import AdapterManager
+from services.inference.admission import Admission
+from services.inference.engine import SamplingOptions, VllmEngine
+from services.inference.gateways import RetrievalGateway
+from services.inference.rag import (
+    CitationFilter,
+    Source,
+    cited_numbers,
+    context_block,
+    select_sources,
+)
+
+ROLES = {"system", "user", "assistant"}
+TTFT = Histogram(
+    "loraplex_inference_ttft_seconds",
+    "Time to first token",
+    ["tenant", "adapter"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+)
+TOKENS = Counter(
+    "loraplex_inference_generated_tokens_total", "Generated tokens", ["tenant", "adapter"]
+)
+TOKENS_PER_SECOND = Histogram(
+    "loraplex_inference_tokens_per_second",
+    "Decode speed per request",
+    ["tenant", "adapter"],
+    buckets=(1, 5, 10, 20, 50, 100, 200, 500),
+)
+
+
+@dataclass(frozen=True)
+class RagRequest:
+    collection: str
+    top_k: int = 4
+    filter: ret_pb.MetadataFilter | None = None
+    min_score: float = 0.0
+    hybrid: bool = False
+    max_context_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    adapter: str = ""
+    prompt: str = ""
+    messages: Sequence[tuple[str, str]] = ()
+    few_shot: Sequence[tuple[str, str]] = ()
+    max_tokens: int = 0
+    temperature: float = 0.0
+    top_p: float = 0.0
+    top_k: int = 0
+    stop: Sequence[str] = ()
+    seed: int | None = None
+    repetition_penalty: float = 0.0
+    rag: RagRequest | None = None
+    use_chat_template: bool | None = None
+
+
+@dataclass(frozen=True)
+class CitationRecord:
+    number: int
+    cited: bool
+    chunk: ret_pb.ScoredChunk
+
+
+@dataclass
+class GenerationResult:
+    text: str = ""
+    finish_reason: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    citations: list[CitationRecord] = field(default_factory=list)
+    adapter_ref: str = ""
+    collection: str = ""
+    collection_revision: int = 0
+    time_to_first_token_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+class InferenceCore:
+    def __init__(
+        self,
+        engine: VllmEngine,
+        adapters: AdapterManager,
+        retrieval: RetrievalGateway,
+        admission: Admission,
+        max_tokens_cap: int,
+        default_max_tokens: int,
+        rag_context_share: float = 0.5,
+    ) -> None:
+        self.engine = engine
+        self.adapters = adapters
+        self.retrieval = retrieval
+        self.admission = admission
+        self.max_tokens_cap = max_tokens_cap
+        self.default_max_tokens = default_max_tokens
+        self.rag_context_share = rag_context_share
+
+    async def generate(
+        self, tenant: str, request: GenerationRequest
+    ) -> AsyncIterator[str | GenerationResult]:
+        """Yields text deltas, then the result."""
+        options = self._sampling(request)
+        turns = self._turns(request)
+        started = time.perf_counter()
+        with self.admission.slot(tenant):
+            resolved = (
+                await self.adapters.resolve(tenant, request.adapter) if request.adapter else None
+            )
+            result = GenerationResult(adapter_ref=resolved.ref if resolved else "")
+            sources: list[Source] = []
+            if request.rag and request.rag.collection:
+                sources, result.collection_revision = await self._retrieve(
+                    tenant, request, turns, options
+                )
+                result.collection = request.rag.collection
+            prompt_ids = self._render(request, turns, sources)
+            result.prompt_tokens = len(prompt_ids)
+            label = request.adapter.partition("@")[0] if request.adapter else "base"
+            citations = CitationFilter(len(sources)) if sources else None
+            request_id = f"{request_id_var.get()}-{uuid.uuid4().hex[:8]}"
+            text: list[str] = []
+            first_token_at = None
+            async for chunk in self.engine.generate(
+                prompt_ids, options, request_id, resolved.handle if resolved else None
+            ):
+                if first_token_at is None and chunk.completion_tokens:
+                    first_token_at = time.perf_counter()
+                    TTFT.labels(tenant, label).observe(first_token_at - started)
+                delta = citations.feed(chunk.delta) if citations else chunk.delta
+                if chunk.finished and citations:
+                    delta += citations.flush()
+                if delta:
+                    text.append(delta)
+                    yield delta
+                result.completion_tokens = chunk.completion_tokens
+                result.finish_reason = chunk.finish_reason or result.finish_reason
+        finished = time.perf_counter()
+        result.text = "".join(text)
+        result.total_ms = (finished - started) * 1000
+        if first_token_at is not None:
+            result.time_to_first_token_ms = (first_token_at - started) * 1000
+            decode_s = finished - first_token_at
+            if decode_s > 0 and result.completion_tokens > 1:
+                TOKENS_PER_SECOND.labels(tenant, label).observe(
+                    (result.completion_tokens - 1) / decode_s
+                )
+        TOKENS.labels(tenant, label).inc(result.completion_tokens)
+        cited = cited_numbers(result.text, len(sources))
+        result.citations = [CitationRecord(s.number, s.number in cited, s.chunk) for s in sources]
+        yield result
+
+    # -- request shaping ------------------------------------------------------------------
+
+    def _sampling(self, request: GenerationRequest) -> SamplingOptions:
+        max_tokens = request.max_tokens or self.default_max_tokens
+        if not 0 < max_tokens <= self.max_tokens_cap:
+            raise InvalidArgument(f"max_tokens must be between 1 and {self.max_tokens_cap}")
+        if not 0 <= request.temperature <= 2:
+            raise InvalidArgument("temperature must be between 0 and 2")
+        if not 0 <= request.top_p <= 1:
+            raise InvalidArgument("top_p must be between 0 and 1")
+        if request.top_k < 0 or request.repetition_penalty < 0:
+            raise InvalidArgument("top_k and repetition_penalty must not be negative")
+        if len(request.stop) > 8 or any(not s or len(s) > 64 for s in request.stop):
+            raise InvalidArgument("give at most 8 stop sequences of 1-64 characters")
+        return SamplingOptions(
+            max_tokens=max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p or 1.0,
+            top_k=request.top_k,
+            stop=tuple(request.stop),
+            seed=request.seed,
+            repetition_penalty=request.repetition_penalty or 1.0,
+        )
+
+    @staticmethod
+    def _turns(request: GenerationRequest) -> list[tuple[str, str]]:
+        if request.messages:
+            for role, content in request.messages:
+                if role not in ROLES:
+                    raise InvalidArgument(f"message role {role!r} is not one of {sorted(ROLES)}")
+                if not content:
+                    raise InvalidArgument("messages must not be empty")
+            if request.messages[-1][0] != "user":
+                raise InvalidArgument("the last message must be the user's")
+            return list(request.messages)
+        if not request.prompt.strip():
+            raise InvalidArgument("give a prompt or chat messages")
+        return [("user", request.prompt)]
+
+    async def _retrieve(
+        self,
+        tenant: str,
+        request: GenerationRequest,
+        turns: list[tuple[str, str]],
+        options: SamplingOptions,
+    ) -> tuple[list[Source], int]:
+        rag = request.rag
+        assert rag is not None
+        if not 0 < (rag.top_k or 4) <= 50:
+            raise InvalidArgument("rag top_k must be between 1 and 50")
+        query = turns[-1][1]
+        search = ret_pb.SearchChunksRequest(
+            collection=rag.collection,
+            query=query,
+            top_k=rag.top_k or 4,
+            min_score=rag.min_score,
+            mode=ret_pb.SEARCH_MODE_HYBRID if rag.hybrid else ret_pb.SEARCH_MODE_DENSE,
+        )
+        if rag.filter is not None:
+            search.filter.CopyFrom(rag.filter)
+        reply = await self.retrieval.search(tenant, search)
+        base_tokens = len(self._render(request, turns, []))
+        room = self.engine.max_model_len - options.max_tokens - base_tokens - 32
+        budget = rag.max_context_tokens or int(self.engine.max_model_len * self.rag_context_share)
+        budget = min(budget, room)
+        count = lambda text: len(self.engine.encode(text))  # noqa: E731
+        return select_sources(reply.chunks, count, max(budget, 0)), reply.revision
+
+    def _render(
+        self, request: GenerationRequest, turns: list[tuple[str, str]], sources: list[Source]
+    ) -> list[int]:
+        context = context_block(sources) if sources else ""
+        chat = request.use_chat_template
+        if chat is None:
+            chat = self.engine.has_chat_template
+        if chat:
+            messages: list[dict[str, str]] = []
+            system = [c for r, c in turns if r == "system"]
+            system_text = "\n\n".join([*system, context] if context else system)
+            if system_text:
+                messages.append({"role": "system", "content": system_text})
+            for example_in, example_out in request.few_shot:
+                messages.append({"role": "user", "content": example_in})
+                messages.append({"role": "assistant", "content": example_out})
+            messages += [{"role": r, "content": c} for r, c in turns if r != "system"]
+            return self.engine.render_chat(messages)
+        parts = [context] if context else []
+        parts += [f"Input: {i}\nOutput: {o}\n" for i, o in request.few_shot]
+        parts += [c for _, c in turns]
+        if request.few_shot:
+            parts[-1] = f"Input: {parts[-1]}\nOutput:"
+        return self.engine.encode("\n".join(parts))

