@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from loraplex.cli import docs, keys, registry, train
+from loraplex.cli import ask, docs, keys, registry, train
 
 app = typer.Typer(
     name="loraplex",
@@ -17,6 +17,7 @@ app.add_typer(registry.app, name="registry")
 app.add_typer(docs.app, name="docs")
 app.add_typer(train.app, name="train")
 app.add_typer(train.data_app, name="data")
+app.command("ask")(ask.ask)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Typed Python clients for the loraplex services."""
 
 from loraplex.client.base import ClientConfig, LoraplexClientError
+from loraplex.client.inference import InferenceClient
 from loraplex.client.registry import RegistryClient
 
-__all__ = ["ClientConfig", "LoraplexClientError", "RegistryClient"]
+__all__ = ["ClientConfig", "InferenceClient", "LoraplexClientError", "RegistryClient"]

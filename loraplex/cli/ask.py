@@ -1,0 +1,68 @@
+"""`loraplex ask`: stream an answer from the inference service, with its cited sources."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from loraplex.cli.common import AddressOption, ApiKeyOption, console, reported_errors
+from loraplex.client.inference import InferenceClient
+
+
+def _filters(items: list[str]) -> dict[str, str | list[str]]:
+    filters: dict[str, str | list[str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--filter looks like key=value or key=a|b, got {item!r}")
+        filters[key] = value.split("|") if "|" in value else value
+    return filters
+
+
+def ask(
+    question: Annotated[str, typer.Argument(help="what to ask")],
+    adapter: Annotated[str, typer.Option(help="tenant/name[@version|@alias]")] = "",
+    collection: Annotated[str, typer.Option(help="your collection to ground the answer in")] = "",
+    top_k: Annotated[int, typer.Option(help="chunks to retrieve")] = 4,
+    hybrid: Annotated[bool, typer.Option(help="fuse BM25 with dense search")] = False,
+    filter_: Annotated[
+        list[str], typer.Option("--filter", help="metadata key=value (or key=a|b)")
+    ] = [],  # noqa: B006
+    max_tokens: Annotated[int, typer.Option()] = 256,
+    temperature: Annotated[float, typer.Option()] = 0.0,
+    system: Annotated[str, typer.Option(help="system message")] = "",
+    address: AddressOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Ask a question; the answer streams, then the sources it was given and cites."""
+    messages = [("system", system)] if system else []
+    messages.append(("user", question))
+    result = None
+    with reported_errors(), InferenceClient(address, api_key) as client:
+        for item in client.stream(
+            messages=messages, adapter=adapter, collection=collection, top_k=top_k,
+            hybrid=hybrid, filters=_filters(filter_), max_tokens=max_tokens,
+            temperature=temperature,
+        ):  # fmt: skip
+            if isinstance(item, str):
+                console.print(item, end="", markup=False, highlight=False)
+            else:
+                result = item
+    console.print()
+    if result is None:
+        return
+    served_by = result.adapter_ref or "base model"
+    console.print(
+        f"[dim]{served_by} · {result.usage.completion_tokens} tokens · "
+        f"{result.total_ms / 1000:.1f}s · first token {result.time_to_first_token_ms:.0f} ms[/dim]"
+    )
+    if result.citations:
+        table = Table("#", "cited", "source", "document", "chars", "score", title="sources")
+        for c in result.citations:
+            table.add_row(
+                str(c.number), "✔" if c.cited else "", c.source.title or c.source.uri,
+                c.document_id, f"{c.start_char}-{c.end_char}", f"{c.score:.3f}",
+            )  # fmt: skip
+        console.print(table)

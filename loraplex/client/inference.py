@@ -1,0 +1,81 @@
+"""Inference client: generate or stream answers with a tenant adapter and RAG."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from loraplex.client.base import BaseClient
+from loraplex.inference.v1 import inference_service_pb2 as pb
+from loraplex.inference.v1 import inference_service_pb2_grpc as pb_grpc
+
+
+def generation_input(
+    prompt: str = "",
+    *,
+    messages: Sequence[tuple[str, str]] = (),
+    adapter: str = "",
+    max_tokens: int = 0,
+    temperature: float = 0.0,
+    top_p: float = 0.0,
+    stop: Sequence[str] = (),
+    seed: int | None = None,
+    few_shot: Sequence[tuple[str, str]] = (),
+    collection: str = "",
+    top_k: int = 0,
+    filters: dict[str, str | Sequence[str]] | None = None,
+    min_score: float = 0.0,
+    hybrid: bool = False,
+) -> pb.GenerationInput:
+    """Builds the request message; `filters` maps a metadata key to a value or a list of them."""
+    sampling = pb.SamplingParams(
+        max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=list(stop)
+    )
+    if seed is not None:
+        sampling.seed = seed
+    spec = pb.GenerationInput(
+        adapter=adapter,
+        prompt=prompt,
+        messages=[pb.ChatMessage(role=r, content=c) for r, c in messages],
+        few_shot=[pb.FewShotExample(input=i, output=o) for i, o in few_shot],
+        sampling=sampling,
+    )
+    if collection:
+        spec.rag.CopyFrom(
+            pb.RagOptions(collection=collection, top_k=top_k, min_score=min_score, hybrid=hybrid)
+        )
+        for key, value in (filters or {}).items():
+            condition = spec.rag.filter.conditions.add(key=key)
+            if isinstance(value, str):
+                condition.equals = value
+            else:
+                getattr(condition, "in").values.extend(value)  # `in` is a keyword
+    return spec
+
+
+class InferenceClient(BaseClient):
+    service = "inference"
+
+    @property
+    def stub(self) -> pb_grpc.InferenceServiceStub:
+        return pb_grpc.InferenceServiceStub(self.channel)
+
+    def generate(
+        self, prompt: str = "", *, timeout: float | None = 300, **options
+    ) -> pb.GenerationResult:
+        """One whole answer; options are those of `generation_input`."""
+        request = pb.GenerateTextRequest(input=generation_input(prompt, **options))
+        return self._call(self.stub.GenerateText, request, timeout).result
+
+    def stream(
+        self, prompt: str = "", *, timeout: float | None = 300, **options
+    ) -> Iterator[str | pb.GenerationResult]:
+        """Yields text deltas, then the final result (with citations)."""
+        spec = generation_input(prompt, **options)
+        for message in self._stream(
+            self.stub.StreamGenerateText, pb.StreamGenerateTextRequest(input=spec), timeout
+        ):
+            yield message.result if message.HasField("result") else message.delta
+
+    def loaded_adapters(self) -> list[str]:
+        reply = self._call(self.stub.ListLoadedAdapters, pb.ListLoadedAdaptersRequest())
+        return [a.adapter_ref for a in reply.adapters]
