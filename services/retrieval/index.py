@@ -177,6 +177,11 @@ class VectorIndex:
         order = np.argsort(-scores, kind="stable")[:k]
         return scores[order].astype(np.float32), present[order]
 
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """Stored vectors of the given ids (benchmarks and checks)."""
+        with self._lock:
+            return self._index.reconstruct_batch(np.ascontiguousarray(ids, dtype=np.int64))
+
     def _ids_array(self) -> np.ndarray:
         return faiss.vector_to_array(self._index.id_map).astype(np.int64)
 

@@ -21,11 +21,18 @@ log = logging.getLogger(__name__)
 class LiveCollection:
     """Record, vector index, cached BM25 index and the lock that orders writes."""
 
-    def __init__(self, record: CollectionRecord, index: VectorIndex, index_dir: Path) -> None:
+    def __init__(
+        self,
+        record: CollectionRecord,
+        index: VectorIndex,
+        index_dir: Path,
+        snapshot_revision: int = -1,
+    ) -> None:
         self.record = record
         self.index = index
         self.snapshot_path = index_dir / f"{record.pk}.npz"
-        self.snapshot_revision = index.revision if self.snapshot_path.exists() else 0
+        #: Revision the snapshot on disk holds (-1: none), so replayed writes get snapshotted.
+        self.snapshot_revision = snapshot_revision
         self.write_lock = asyncio.Lock()
         self.bm25: Bm25Index | None = None
         self.bm25_lock = threading.Lock()
@@ -61,11 +68,12 @@ class LiveCollection:
 
 def load_index(
     store: RetrievalStore, record: CollectionRecord, index_dir: Path, params: IndexParams
-) -> VectorIndex:
+) -> tuple[VectorIndex, int]:
     """Snapshot plus what it lacks (set difference with the store's live chunk ids).
 
     Comparing id sets rather than trusting revisions alone also repairs a snapshot
-    written by an older process that crashed mid-way through anything.
+    written by an older process that crashed mid-way through anything. Returns the
+    index and the revision of the snapshot it started from (-1: none).
     """
     path = index_dir / f"{record.pk}.npz"
     index = VectorIndex.load(path, params)
@@ -77,9 +85,10 @@ def load_index(
     if index is None:
         ids, vectors = store.vectors(record.pk, None, record.dimension)
         log.info("index of %s/%s built from %d stored chunks", record.tenant, record.name, len(ids))
-        return VectorIndex.build(
+        index = VectorIndex.build(
             record.index_kind, record.dimension, params, ids, vectors, record.revision
         )
+        return index, -1
     stored = store.chunk_ids(record.pk)
     indexed = index.live_ids()
     missing = np.setdiff1d(stored, indexed, assume_unique=True)
@@ -96,4 +105,4 @@ def load_index(
         len(ids),
         len(stale),
     )
-    return index
+    return index, snapshot_revision

@@ -26,6 +26,7 @@ from services.retrieval.chunking import chunk_text, validate_chunking
 from services.retrieval.embedder import EmbedderPool
 from services.retrieval.index import IndexParams, VectorIndex
 from services.retrieval.live import LiveCollection, load_index
+from services.retrieval.metrics import CHUNKS_EMBEDDED, REBUILDS, SEARCH_SECONDS, WRITES
 from services.retrieval.records import (
     ChunkHit,
     CollectionRecord,
@@ -89,8 +90,10 @@ class CollectionManager:
         records = await self._run(self.store.all_collections)
         index_dir = self.settings.index_dir()
         for record in records:
-            index = await self._run(load_index, self.store, record, index_dir, self.params)
-            self._live[(record.tenant, record.name)] = LiveCollection(record, index, index_dir)
+            index, on_disk = await self._run(load_index, self.store, record, index_dir, self.params)
+            self._live[(record.tenant, record.name)] = LiveCollection(
+                record, index, index_dir, on_disk
+            )
         known = {f"{r.pk}.npz" for r in records}
         for path in index_dir.glob("*.npz"):
             if path.name not in known:
@@ -215,6 +218,7 @@ class CollectionManager:
                 part = await self._run(embedder.encode, piece)
                 parts.append(part)
                 progress.chunks_embedded += len(part)
+                CHUNKS_EMBEDDED.labels(embedder.name).inc(len(part))
                 yield dataclasses.replace(progress)
             vectors = np.vstack(parts)
             offset = 0
@@ -222,6 +226,7 @@ class CollectionManager:
                 item.vectors = vectors[offset : offset + len(item.chunks)]
                 offset += len(item.chunks)
             result = await self._commit(live, self.store.write_documents, prepared)
+            WRITES.labels("upsert").inc()
             progress.documents_written += result.documents
             progress.revision = result.revision
             yield dataclasses.replace(progress)
@@ -237,6 +242,7 @@ class CollectionManager:
             raise InvalidArgument("give either document_ids or a filter, not both")
         validate.conditions(conditions, self.settings)
         result = await self._commit(live, self.store.delete_documents, doc_ids, conditions)
+        WRITES.labels("delete").inc()
         return result.documents, result.revision
 
     async def _commit(self, live: LiveCollection, write: Callable[..., WriteResult], *args: Any):
@@ -284,6 +290,7 @@ class CollectionManager:
                 dropped = live.index.tombstones
                 live.index = fresh
                 await self._run(live.snapshot)
+            REBUILDS.inc()
             log.info("rebuilt %s/%s: %d tombstones dropped", record.tenant, record.name, dropped)
         except Exception:
             log.exception("index rebuild of %s failed; tombstones stay", live.record.name)
@@ -307,9 +314,19 @@ class CollectionManager:
         k = validate.query(query, top_k, self.settings)
         conds = validate.conditions(conditions or [], self.settings)
         embedder = self.embedders.get(live.record.embedding_model)
-        hits = await self._run(
-            run_search, self.store, embedder, live, query, k, conds, min_score, mode, self.settings
-        )
+        with SEARCH_SECONDS.labels(mode.value).time():
+            hits = await self._run(
+                run_search,
+                self.store,
+                embedder,
+                live,
+                query,
+                k,
+                conds,
+                min_score,
+                mode,
+                self.settings,
+            )
         return hits, live.index.revision
 
     async def stats(self, tenant: str, name: str) -> CollectionStats:

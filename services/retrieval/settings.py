@@ -29,8 +29,11 @@ class RetrievalSettings(ServiceSettings):
     #: Extra embedders as name -> local directory, loaded on first use.
     extra_embedders: dict[str, Path] = Field(default_factory=dict)
     embed_batch_size: int = 64
+    #: 0 leaves torch's default.
     torch_threads: int = 0
-    faiss_threads: int = 0
+    #: One OpenMP thread per FAISS search: a single query gains little from more, and
+    #: threads spinning beside torch's ruin tail latency. Concurrency comes from the executor.
+    faiss_threads: int = 1
     default_chunk_size_tokens: int = 200
     default_chunk_overlap_tokens: int = 32
     max_collections_per_tenant: int = 100

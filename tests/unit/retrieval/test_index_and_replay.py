@@ -102,8 +102,8 @@ def test_store_is_tenant_scoped_and_replay_brings_a_stale_snapshot_up_to_date(tm
     record = store.get_collection("acme", "c")
     assert record.revision == last.revision == 5
 
-    replayed = load_index(store, record, tmp_path, params)
-    assert replayed.revision == 5
+    replayed, on_disk = load_index(store, record, tmp_path, params)
+    assert (on_disk, replayed.revision) == (2, 5)
     assert sorted(replayed.live_ids().tolist()) == sorted(store.chunk_ids(record.pk).tolist())
     assert store.chunk_ids(record.pk, [Condition("k", ("1", "3"))]).tolist() == sorted(
         [*third.added_ids.tolist(), *last.added_ids.tolist()]
