@@ -1,0 +1,1 @@
+"""Grouped multi-LoRA ops for vLLM's CPU platform, shipped as a vLLM general plugin."""
