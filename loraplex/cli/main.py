@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from loraplex.cli import ask, docs, keys, registry, train
+from loraplex.cli import ask, docs, keys, models, registry, train
 
 app = typer.Typer(
     name="loraplex",
@@ -13,6 +13,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(keys.app, name="keys")
+app.add_typer(models.app, name="models")
 app.add_typer(registry.app, name="registry")
 app.add_typer(docs.app, name="docs")
 app.add_typer(train.app, name="train")

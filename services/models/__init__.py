@@ -1,0 +1,1 @@
+"""The managed model store: base models imported once, checksummed, shared by services."""
