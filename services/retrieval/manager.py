@@ -44,7 +44,8 @@ from services.retrieval.store import RetrievalStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_PROGRESS_EVERY_CHUNKS = 256
+# Small slices: finer progress, and a query waits at most one slice for the embedder.
+_PROGRESS_EVERY_CHUNKS = 64
 
 
 @dataclasses.dataclass
