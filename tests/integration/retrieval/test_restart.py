@@ -118,6 +118,12 @@ async def test_acknowledged_writes_survive_sigkill_and_restart(tmp_path):
                 assert "elevator" in fixed.chunks[0].text
                 assert all("boiler in building 2" not in c.text for c in hits.chunks)
                 assert fixed.revision == 10
+        # A graceful stop snapshots what start-up replayed, so the next start replays nothing.
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        for path in snapshots:
+            with np.load(path) as data:
+                assert int(data["header"][0]) == 10
     finally:
         if proc.poll() is None:
             _kill(proc)

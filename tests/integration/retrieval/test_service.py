@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -119,3 +121,28 @@ async def test_reupsert_replaces_all_old_chunks_and_deletes_by_id_and_filter(ser
         "d7",
     ]
     assert (await stats(stub, "kb")).documents == 5
+
+
+async def test_concurrent_upserts_and_searches_stay_consistent(served):
+    stub = served.stub
+    await create(stub, "busy", index_kind=pb.INDEX_KIND_HNSW)
+
+    async def writer(prefix: str) -> None:
+        for batch in range(4):
+            docs = [doc(f"{prefix}{batch}-{i}", f"{prefix} log line {batch} {i}") for i in range(5)]
+            await upsert(stub, "busy", [docs])
+
+    async def reader() -> int:
+        served_searches = 0
+        for _ in range(10):
+            found = await search(stub, "busy", "log line", top_k=5)
+            assert len({c.document_id for c in found.chunks}) == len(found.chunks)
+            served_searches += 1
+        return served_searches
+
+    results = await asyncio.gather(writer("a"), writer("b"), reader())
+    assert results[2] == 10
+    numbers = await stats(stub, "busy")
+    assert (numbers.documents, numbers.chunks, numbers.revision) == (40, 40, 8)
+    index = served.app.manager._get("acme", "busy").index
+    assert index.ntotal == 40 and index.revision == 8
