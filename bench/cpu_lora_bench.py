@@ -70,7 +70,9 @@ def workload(distinct: int, rounds: int) -> list[list[int | None]]:
     return batches
 
 
-def run_vllm(model: Path, adapters: Path, lora: bool, cpu_loras: int, rows: list, rounds: int):
+def run_vllm(
+    model: Path, adapters: Path, lora: bool, cpu_loras: int, rows: list, rounds: int, eager: bool
+):
     """One engine; returns {row name: tok/s} for the given (name, distinct) rows."""
     from vllm import LLM, SamplingParams
     from vllm.lora.request import LoRARequest
@@ -89,6 +91,7 @@ def run_vllm(model: Path, adapters: Path, lora: bool, cpu_loras: int, rows: list
         max_model_len=256,
         kv_cache_memory_bytes=256 * 1024 * 1024,
         seed=0,
+        enforce_eager=eager,
         **kwargs,
     )
     params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True)
@@ -161,6 +164,9 @@ def run_peft(model: Path, adapters: Path, rows: list, rounds: int):
 MIXED_ROWS = [("1 adapter mixed", 1), ("8 adapters mixed", 8), ("64 adapters mixed", 64)]
 CONFIGS = {
     "disabled": {"lora": False, "rows": [("LoRA disabled", 0)]},
+    # vLLM's CPU platform turns torch.compile off whenever LoRA is enabled: this row separates
+    # that cost from the LoRA ops' own.
+    "eager": {"lora": False, "eager": True, "rows": [("LoRA disabled, eager", 0)]},
     "large": {"lora": True, "cpu_loras": NUM_ADAPTERS, "rows": [("base requests", 0), *MIXED_ROWS]},
     "small": {"lora": True, "cpu_loras": MAX_LORAS, "rows": [("64 mixed, cache too small", 64)]},
 }
@@ -180,6 +186,7 @@ def worker(args: argparse.Namespace) -> None:
             config.get("cpu_loras", MAX_LORAS),
             config["rows"],
             args.rounds,
+            config.get("eager", False),
         )
     print("RESULT " + json.dumps(results), flush=True)
 
@@ -217,7 +224,7 @@ def main() -> None:
                 args.adapters / f"a{index}", args.model, RANK, index + 1, TARGET_MODULES, 0.05
             )
         table: dict[str, dict[str, float]] = {}
-        for name in ("disabled", "large", "small"):
+        for name in ("disabled", "eager", "large", "small"):
             for plugin in (False, True) if CONFIGS[name]["lora"] else (False,):
                 for row, tok_s in spawn(args, name, plugin).items():
                     table.setdefault(row, {})["plugin" if plugin else "vllm"] = tok_s

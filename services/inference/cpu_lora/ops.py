@@ -191,3 +191,87 @@ def grouped_lora_linear(
             column += width
     if permuted:
         out[:, offset : offset + total].index_add_(0, groups.order, target)
+
+
+# Stacked path: for decode batches that mix many adapters, a dozen tiny matmuls per layer cost
+# more in dispatch than in arithmetic on a CPU. There, one matmul over all stacked slots,
+# followed by a per-row one-hot slot mask, does the same work in a fixed number of ops; the
+# mask zeroes every slot but the row's own (rows without an adapter: all of them) before the
+# expand, so a row only ever receives its own adapter's delta, exactly as in the grouped path.
+
+
+def slot_mask(indices: torch.Tensor | Sequence[int], slots: int) -> torch.Tensor:
+    """`[rows, slots]` float32 one-hot of each row's slot; all-zero rows for index -1."""
+    index_tensor = torch.as_tensor(indices, dtype=torch.long).reshape(-1).cpu()
+    mask = torch.zeros(index_tensor.numel(), slots + 1, dtype=torch.float32)
+    mask.scatter_(1, torch.where(index_tensor < 0, slots, index_tensor).unsqueeze(1), 1.0)
+    return mask[:, :slots].contiguous()
+
+
+def transpose_stacked_b(lora_b: torch.Tensor) -> torch.Tensor:
+    """vLLM's `[slots, 1, out, rank]` B weights as one `[slots * rank, out]` matrix."""
+    slots, out_size, rank = lora_b.shape[0], lora_b.shape[-2], lora_b.shape[-1]
+    return lora_b.reshape(slots, out_size, rank).transpose(1, 2).reshape(slots * rank, out_size)
+
+
+def _all_slots(lora_a: torch.Tensor) -> torch.Tensor:
+    """vLLM's `[slots, 1, rank, in]` A weights as one `[slots * rank, in]` matrix (a view)."""
+    return lora_a.reshape(-1, lora_a.shape[-1])
+
+
+def stacked_shrink(
+    out: torch.Tensor, x: torch.Tensor, lora_a: torch.Tensor, mask: torch.Tensor, scale: float
+) -> None:
+    """`grouped_shrink` computed over all slots at once, keeping each row's own slot."""
+    slots, rank = lora_a.shape[0], lora_a.shape[-2]
+    shrunk = x.to(out.dtype) @ _all_slots(lora_a).to(out.dtype).t()
+    own = (shrunk.view(-1, slots, rank) * mask.unsqueeze(-1)).sum(dim=1)
+    if scale != 1.0:
+        own.mul_(scale)
+    out[:, :rank] = own
+
+
+def stacked_expand(
+    out: torch.Tensor,
+    x: torch.Tensor,
+    lora_b_t: torch.Tensor,
+    mask: torch.Tensor,
+    offset: int,
+    size: int,
+    add_inputs: bool = True,
+) -> None:
+    """`grouped_expand` with `lora_b_t = transpose_stacked_b(lora_b)`; base rows get + 0."""
+    slots = mask.shape[1]
+    rank = lora_b_t.shape[0] // slots
+    width = min(size, out.shape[1] - offset)
+    spread = x[:, :rank].to(out.dtype).unsqueeze(1) * mask.to(out.dtype).unsqueeze(-1)
+    columns = out[:, offset : offset + width]
+    if add_inputs:
+        columns.addmm_(spread.view(-1, slots * rank), lora_b_t[:, :width])
+    else:
+        base_rows = mask.sum(dim=1, keepdim=True) == 0
+        delta = spread.view(-1, slots * rank) @ lora_b_t[:, :width]
+        columns.copy_(torch.where(base_rows, columns, delta))
+
+
+def stacked_lora_linear(
+    out: torch.Tensor,
+    x: torch.Tensor,
+    lora_a: Sequence[torch.Tensor],
+    lora_b_t: Sequence[torch.Tensor],
+    output_slices: Sequence[int],
+    mask: torch.Tensor,
+    scale: float = 1.0,
+    offset: int = 0,
+) -> None:
+    """`grouped_lora_linear` over all slots at once: three ops per slice, any adapter mix."""
+    x = x.to(torch.float32)
+    slots = mask.shape[1]
+    weights = mask.unsqueeze(-1) if scale == 1.0 else mask.unsqueeze(-1) * scale
+    column = offset
+    for a_stacked, b_t, width in zip(lora_a, lora_b_t, output_slices, strict=True):
+        rank = a_stacked.shape[-2]
+        shrunk = x @ _all_slots(a_stacked).to(torch.float32).t()
+        own = (shrunk.view(-1, slots, rank) * weights).view(-1, slots * rank)
+        out[:, column : column + width].addmm_(own.to(out.dtype), b_t[:, :width])
+        column += width

@@ -20,12 +20,21 @@ from services.inference.cpu_lora.ops import (
     grouped_expand,
     grouped_lora_linear,
     grouped_shrink,
+    slot_mask,
+    stacked_expand,
+    stacked_lora_linear,
+    stacked_shrink,
+    transpose_stacked_b,
 )
 
 if TYPE_CHECKING:
     from vllm.lora.layers import LoRAMapping
 
 _NO_ROWS = RowGroups((), None, 0)
+# Cost model of the path choice, calibrated on a 2-core AVX-512 box (see docs/cpu-lora-plugin.md):
+# a small torch op costs ~9 us of dispatch, a skinny fp32 matmul runs at ~200 MFLOP per ms.
+OP_COST_US = 9.0
+FLOP_PER_US = 200_000.0
 
 
 class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
@@ -41,6 +50,9 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         super().__init__(max_num_batched_tokens, max_batches, device, **kwargs)
         self.token_groups: RowGroups = _NO_ROWS
         self.sampler_groups: RowGroups = _NO_ROWS
+        self._slot_ids: tuple[int | None, ...] = ()
+        self._token_mask: torch.Tensor | None = None
+        self._b_t_cache: dict[int, tuple[tuple[int | None, ...], torch.Tensor, torch.Tensor]] = {}
 
     def update_metadata(
         self,
@@ -53,6 +65,40 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         super().update_metadata(mapping, lora_index_to_id, max_loras, vocab_size, **kwargs)
         self.token_groups = group_rows(self.token_lora_indices)
         self.sampler_groups = group_rows(self.sampler_indices)
+        self._slot_ids = tuple(lora_index_to_id)
+        self._token_mask = None
+
+    def _stacked(self, lora_a_or_b: torch.Tensor, rank: int, widths: int, slices: int) -> bool:
+        """Whether one matmul over all slots beats a matmul pair per adapter group.
+
+        `widths` is the sum of the inner and outer sizes the op multiplies by `rank`. Grouped:
+        ~2 ops per slice per group plus a gather and a scatter when groups are interleaved,
+        exact FLOPs. Stacked: ~3 ops per slice, FLOPs for every slot on every row.
+        """
+        groups = self.token_groups
+        slots = lora_a_or_b.shape[0]
+        if slots != len(self._slot_ids) or len(groups.spans) < 2:
+            return False
+        adapter_rows = sum(end - start for _, start, end in groups.spans)
+        grouped_ops = len(groups.spans) * (2 * slices + 1) + (2 if groups.order is not None else 0)
+        grouped = grouped_ops * OP_COST_US + 2 * adapter_rows * rank * widths / FLOP_PER_US
+        stacked_flops = 2 * groups.num_rows * slots * rank * widths
+        stacked = (3 * slices + 1) * OP_COST_US + stacked_flops / FLOP_PER_US
+        return stacked < grouped
+
+    def _mask(self) -> torch.Tensor:
+        """The step's `[rows, slots]` one-hot slot mask, built on first use."""
+        if self._token_mask is None:
+            self._token_mask = slot_mask(self.token_lora_indices, len(self._slot_ids))
+        return self._token_mask
+
+    def _transposed_b(self, lora_b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """`transpose_stacked_b(lora_b)`, rebuilt only when the slots hold other adapters."""
+        entry = self._b_t_cache.get(id(lora_b))
+        if entry is None or entry[0] != self._slot_ids or entry[2].dtype != dtype:
+            entry = (self._slot_ids, lora_b, transpose_stacked_b(lora_b).to(dtype))
+            self._b_t_cache[id(lora_b)] = entry
+        return entry[2]
 
     def _groups_for(self, groups: RowGroups, rows: int) -> RowGroups | None:
         """The step's groups, or None when `rows` does not match the mapping (let vLLM decide)."""
@@ -72,7 +118,11 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
             return super().add_shrink(y, x, lora_a_stacked, scale, **kwargs)
         for slice_idx, lora_a in enumerate(lora_a_stacked):
             out = y[slice_idx]
-            grouped_shrink(out.view(-1, out.shape[-1]), x, lora_a, groups, scale)
+            out = out.view(-1, out.shape[-1])
+            if self._stacked(lora_a, lora_a.shape[-2], x.shape[1], 1):
+                stacked_shrink(out, x, lora_a, self._mask(), scale)
+            else:
+                grouped_shrink(out, x, lora_a, groups, scale)
         return None
 
     def add_expand(
@@ -94,7 +144,13 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         offset = offset_start
         for slice_idx, lora_b in enumerate(lora_b_stacked):
             width = output_slices[slice_idx]
-            grouped_expand(flat, x[slice_idx], lora_b, groups, offset, width, add_inputs)
+            if self._stacked(lora_b, lora_b.shape[-1], width, 1):
+                lora_b_t = self._transposed_b(lora_b, flat.dtype)
+                stacked_expand(
+                    flat, x[slice_idx], lora_b_t, self._mask(), offset, width, add_inputs
+                )
+            else:
+                grouped_expand(flat, x[slice_idx], lora_b, groups, offset, width, add_inputs)
             offset += width
         return None
 
@@ -131,6 +187,14 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
             )
         flat_y = y.view(-1, y.shape[-1])
         flat_x = x.view(-1, x.shape[-1])
+        rank = lora_a_stacked[0].shape[-2]
+        widths = len(output_slices) * flat_x.shape[1] + sum(output_slices)
+        if self._stacked(lora_a_stacked[0], rank, widths, len(output_slices)):
+            lora_b_t = [self._transposed_b(b, flat_y.dtype) for b in lora_b_stacked]
+            stacked_lora_linear(
+                flat_y, flat_x, lora_a_stacked, lora_b_t, output_slices, self._mask(), scale
+            )
+            return None
         grouped_lora_linear(
             flat_y, flat_x, lora_a_stacked, lora_b_stacked, output_slices, groups, scale
         )

@@ -10,6 +10,11 @@ from services.inference.cpu_lora.ops import (
     grouped_expand,
     grouped_lora_linear,
     grouped_shrink,
+    slot_mask,
+    stacked_expand,
+    stacked_lora_linear,
+    stacked_shrink,
+    transpose_stacked_b,
 )
 
 SLOTS, RANK, DIM = 4, 8, 32
@@ -107,3 +112,27 @@ def test_vllm_torch_ops_apply_last_slot_to_rows_without_adapter(weights) -> None
     assert torch.count_nonzero(fixed[1]) == 0
     adapter_rows = [row for row, slot in enumerate(indices) if slot >= 0]
     torch.testing.assert_close(fixed[adapter_rows], y[adapter_rows])
+
+
+@pytest.mark.parametrize("indices", BATCHES.values(), ids=BATCHES.keys())
+def test_stacked_path_matches_grouped(weights, indices) -> None:
+    """The all-slots path gives the same result, and exactly `+ 0` on rows without adapter."""
+    lora_a, lora_b = weights
+    lora_b_t = [transpose_stacked_b(b) for b in lora_b]
+    groups, mask = group_rows(indices), slot_mask(indices, SLOTS)
+    x, y = torch.randn(len(indices), DIM), torch.randn(len(indices), 2 + sum(SLICES))
+    expected = naive(y, x, indices, lora_a, lora_b, 0.5, 2)
+    fused = y.clone()
+    stacked_lora_linear(fused, x, lora_a, lora_b_t, SLICES, mask, 0.5, offset=2)
+    split = y.clone()
+    column = 2
+    for a, b_t, width in zip(lora_a, lora_b_t, SLICES, strict=True):
+        buffer = torch.zeros(len(indices), RANK)
+        stacked_shrink(buffer, x, a, mask, 0.5)
+        stacked_expand(split, buffer, b_t, mask, column, width)
+        column += width
+    base_rows = [row for row, slot in enumerate(indices) if slot < 0]
+    for got in (fused, split):
+        torch.testing.assert_close(got, expected)
+        assert torch.equal(got[base_rows], y[base_rows])
+    assert groups.empty == (mask.sum() == 0)
