@@ -108,8 +108,9 @@ class RetrievalClient(BaseClient):
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
 
-        # gRPC reads requests on its own thread and only logs what the iterator raises;
-        # keep the caller's error (a bad file, say) to raise it here instead of CANCELLED.
+        # gRPC reads requests on its own thread and only logs what the iterator raises:
+        # a failing `docs` (a bad file, say) ends the stream after the batches already
+        # sent, and its error is raised here once those are durable.
         failure: list[BaseException] = []
 
         def requests() -> Iterator[pb.UpsertDocumentsRequest]:
@@ -126,7 +127,6 @@ class RetrievalClient(BaseClient):
                     yield pb.UpsertDocumentsRequest(collection=collection)
             except Exception as exc:
                 failure.append(exc)
-                raise
 
         last = pb.UpsertDocumentsResponse()
         try:
@@ -137,9 +137,11 @@ class RetrievalClient(BaseClient):
                 if progress_cb is not None:
                     progress_cb(last.chunks_embedded, last.chunks_total, last.documents_written)
         except grpc.RpcError as error:
-            if failure:
+            if failure:  # the stream ended early because of it, so it is the real cause
                 raise failure[0] from None
             raise LoraplexClientError.from_rpc_error(error) from None
+        if failure:
+            raise failure[0]
         if not last.done:
             raise LoraplexClientError(grpc.StatusCode.INTERNAL, "upsert ended before completion")
         return last
