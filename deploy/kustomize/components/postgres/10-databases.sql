@@ -1,0 +1,3 @@
+-- One database per service: their schemas are independent.
+CREATE DATABASE registry OWNER loraplex;
+CREATE DATABASE training OWNER loraplex;

