@@ -1,0 +1,1 @@
+"""Demo content: the Acme Robotics handbook, its instruction data and held-out questions."""
