@@ -27,6 +27,7 @@ protos: $(STAMP)
 lint: setup
 	$(BIN)/ruff check .
 	cd protos && ../$(BIN)/buf lint
+	bash scripts/check_deploy.sh
 
 test: setup lint
 	$(BIN)/python -m pytest -q

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +55,20 @@ class KeyEntry:
 class KeyRing:
     """Hashed API keys → identities, loaded from a keys file and/or settings."""
 
+    #: How often the keys file is checked for changes (keys added without a restart).
+    RELOAD_SECONDS = 1.0
+
     def __init__(self, entries: Mapping[str, KeyEntry] | None = None) -> None:
-        self._by_hash: dict[str, KeyEntry] = dict(entries or {})
+        self._fixed: dict[str, KeyEntry] = dict(entries or {})
+        self._from_file: dict[str, KeyEntry] = {}
+        self._file: Path | None = None
+        self._file_mtime: float | None = None
+        self._checked_at = 0.0
+
+    @property
+    def _by_hash(self) -> dict[str, KeyEntry]:
+        self._maybe_reload()
+        return {**self._from_file, **self._fixed}
 
     def __len__(self) -> int:
         return len(self._by_hash)
@@ -72,20 +85,40 @@ class KeyRing:
         In the environment lists, a key may be given raw or as `sha256:<hex>`.
         """
         ring = cls()
-        if keys_file is not None and keys_file.exists():
-            ring._merge_file(keys_file)
+        ring._file = keys_file
+        ring._from_file = ring._read_file()
         ring._merge_pairs(tenant_keys, PrincipalKind.TENANT)
         ring._merge_pairs(service_keys, PrincipalKind.SERVICE)
         return ring
 
-    def _merge_file(self, path: Path) -> None:
+    def _read_file(self) -> dict[str, KeyEntry]:
+        path = self._file
+        if path is None or not path.exists():
+            self._file_mtime = None
+            return {}
+        self._file_mtime = path.stat().st_mtime
         try:
             data = json.loads(path.read_text())
-            for item in data.get("keys", []):
-                kind = PrincipalKind(item["kind"])
-                self._by_hash[item["sha256"]] = KeyEntry(kind, item["name"])
+            return {
+                item["sha256"]: KeyEntry(PrincipalKind(item["kind"]), item["name"])
+                for item in data.get("keys", [])
+            }
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"keys file {path} is malformed: {exc}") from exc
+
+    def _maybe_reload(self) -> None:
+        """Picks up keys added to (or removed from) the file while the server runs."""
+        if self._file is None or time.monotonic() - self._checked_at < self.RELOAD_SECONDS:
+            return
+        self._checked_at = time.monotonic()
+        mtime = self._file.stat().st_mtime if self._file.exists() else None
+        if mtime == self._file_mtime:
+            return
+        try:
+            self._from_file = self._read_file()
+            log.info("reloaded %d keys from %s", len(self._from_file), self._file)
+        except ValueError as exc:  # keep serving with the last good keys
+            log.error("%s", exc)
 
     def _merge_pairs(self, pairs: str, kind: PrincipalKind) -> None:
         for pair in filter(None, (p.strip() for p in pairs.split(","))):
@@ -93,20 +126,21 @@ class KeyRing:
             if not sep or not key:
                 raise ValueError(f"key entry {pair[:12]!r}… must look like name:key")
             digest = key.removeprefix("sha256:") if key.startswith("sha256:") else hash_key(key)
-            self._by_hash[digest] = KeyEntry(kind, validate_identity_name(name, kind.value))
+            self._fixed[digest] = KeyEntry(kind, validate_identity_name(name, kind.value))
 
     def authenticate(self, metadata: Mapping[str, str]) -> Principal:
         """Resolves call metadata to a principal, or raises UNAUTHENTICATED/PERMISSION_DENIED."""
+        known = self._by_hash
         header = metadata.get(AUTHORIZATION_HEADER, "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            if not self._by_hash:
+            if not known:
                 raise Unauthenticated(
                     "no API keys are configured on this server: create one with"
                     " `loraplex keys create --tenant NAME`"
                 )
             raise Unauthenticated("missing API key: send 'authorization: Bearer <key>'")
-        entry = self._by_hash.get(hash_key(token.strip()))
+        entry = known.get(hash_key(token.strip()))
         if entry is None:
             raise Unauthenticated("unknown API key")
         act_for = metadata.get(ACT_FOR_TENANT_HEADER, "")

@@ -8,7 +8,6 @@ after the server has drained.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common.auth import KeyRing
+from services.common.errors import LoraplexError
 from services.common.interceptors import ServiceInterceptor
 from services.common.logs import configure_logging
 from services.common.metrics import start_metrics_server
@@ -127,14 +127,24 @@ async def serve(settings: ServiceSettings, app: ServiceApp) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_requested.set)
-    await server.start()
+    try:
+        await server.start()
+    except BaseException:
+        log.exception("%s failed to start", settings.service_name)
+        await server.stop(grace=0)
+        raise
     await stop_requested.wait()
     log.info("shutdown requested; draining for up to %.0fs", settings.grace_seconds)
     await server.stop()
 
 
 def run(settings: ServiceSettings, app_factory: Callable[[ServiceSettings], ServiceApp]) -> None:
-    """Entry point body for `python -m services.<svc>`."""
+    """Entry point body for `python -m services.<svc>`; exits 1 if the service cannot start."""
     configure_logging(settings.log_level, settings.log_json)
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         asyncio.run(serve(settings, app_factory(settings)))
+    except KeyboardInterrupt:
+        pass
+    except LoraplexError as error:  # a start-up precondition, e.g. no model imported
+        log.error("%s cannot start: %s", settings.service_name, error.message)
+        raise SystemExit(1) from None

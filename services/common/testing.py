@@ -95,7 +95,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until_serving(target: str, service: str, timeout: float = 60.0) -> None:
+def wait_until_serving(
+    target: str, service: str, timeout: float = 60.0, process: subprocess.Popen | None = None
+) -> None:
     """Blocks until the health service reports `service` SERVING (the readiness probe)."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -103,6 +105,8 @@ def wait_until_serving(target: str, service: str, timeout: float = 60.0) -> None
     with grpc.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"{service} exited with code {process.returncode}")
             with contextlib.suppress(grpc.RpcError):
                 reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
@@ -119,7 +123,7 @@ def service_process(
     full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen([sys.executable, "-m", module], env=full_env)
     try:
-        wait_until_serving(f"127.0.0.1:{port}", service, timeout)
+        wait_until_serving(f"127.0.0.1:{port}", service, timeout, process)
         yield process
     finally:
         if process.poll() is None:

@@ -131,7 +131,7 @@ class VllmEngine:
     def __init__(self, settings: InferenceSettings) -> None:
         self.settings = settings
         self.model_dir = settings.model_path()
-        self.model_name = settings.served_model_name or self.model_dir.name
+        self.model_name = settings.served_model_name or settings.model_name
         self._llm: Any = None
         self.tokenizer: Any = None
         self.lora_modules: tuple[str, ...] = ()

@@ -8,6 +8,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServiceSettings
+from services.models.store import DEFAULT_MODEL
 
 
 class InferenceSettings(ServiceSettings):
@@ -19,9 +20,11 @@ class InferenceSettings(ServiceSettings):
     port: int = 50054
     metrics_port: int = 51054
 
-    #: Local model folder (HF layout); empty means <data_dir>/models/default.
+    #: Base model in the store (`loraplex models import`) at <data_dir>/models/<name>.
+    model_name: str = DEFAULT_MODEL
+    #: Or any local model folder (HF layout), overriding model_name.
     model: Path | None = None
-    #: Name adapters must have been trained on (compared by last path component too).
+    #: Name adapters must have been trained on; default: model_name.
     served_model_name: str = ""
     dtype: str = "float32"
     max_model_len: int = 2048
@@ -57,4 +60,4 @@ class InferenceSettings(ServiceSettings):
     rag_context_share: float = 0.5
 
     def model_path(self) -> Path:
-        return self.model or self.data_dir / "models" / "default"
+        return self.model or self.data_dir / "models" / self.model_name
