@@ -63,7 +63,16 @@ def start(
     epochs: float = 0.0,
     max_steps: int = 0,
     batch_size: int = 0,
+    gradient_accumulation: int = 0,
+    max_seq_length: Annotated[int, typer.Option(help="tokens per sequence (0: 512)")] = 0,
+    seed: int = 0,
     rank: int = 0,
+    alpha: Annotated[float, typer.Option(help="LoRA alpha (0: 2 x rank)")] = 0.0,
+    target_module: Annotated[
+        list[str], typer.Option(help="LoRA target module, repeatable (default: attention)")
+    ] = [],  # noqa: B006
+    test_ratio: Annotated[float, typer.Option(help="held-out share when no --test")] = 0.0,
+    validation_ratio: Annotated[float, typer.Option(help="share when no --validation")] = 0.0,
     publish: Annotated[str, typer.Option(help="adapter name 'tenant/name'")] = "",
     promote_alias: str = "",
     promote_if: Annotated[str, typer.Option(help="e.g. 'test_exact_match>=0.8'")] = "",
@@ -75,8 +84,18 @@ def start(
     for item in dataset:
         dataset_id, _, weight = item.partition(":")
         weights[dataset_id] = float(weight or 1.0)
-    hp = {"learning_rate": learning_rate, "epochs": epochs, "max_steps": max_steps}
-    hp["batch_size"] = batch_size
+    hp = {
+        "learning_rate": learning_rate,
+        "epochs": epochs,
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "gradient_accumulation_steps": gradient_accumulation,
+        "max_seq_length": max_seq_length,
+        "seed": seed,
+    }
+    lora = None
+    if rank or alpha or target_module:
+        lora = {"rank": rank, "alpha": alpha, "dropout": 0.05, "target_modules": target_module}
     with reported_errors(), _client(address, api_key) as client:
         job = client.create_job(
             base_model,
@@ -86,7 +105,9 @@ def start(
             validation=validation,
             test=test,
             hyperparameters=hp,
-            lora={"rank": rank, "dropout": 0.05} if rank else None,
+            lora=lora,
+            validation_ratio=validation_ratio,
+            test_ratio=test_ratio,
             adapter_name=publish,
             promote_alias=promote_alias,
             promote_if=promote_if,

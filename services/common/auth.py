@@ -106,9 +106,11 @@ class KeyRing:
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"keys file {path} is malformed: {exc}") from exc
 
-    def _maybe_reload(self) -> None:
+    def _maybe_reload(self, force: bool = False) -> None:
         """Picks up keys added to (or removed from) the file while the server runs."""
-        if self._file is None or time.monotonic() - self._checked_at < self.RELOAD_SECONDS:
+        if self._file is None:
+            return
+        if not force and time.monotonic() - self._checked_at < self.RELOAD_SECONDS:
             return
         self._checked_at = time.monotonic()
         mtime = self._file.stat().st_mtime if self._file.exists() else None
@@ -140,7 +142,11 @@ class KeyRing:
                     " `loraplex keys create --tenant NAME`"
                 )
             raise Unauthenticated("missing API key: send 'authorization: Bearer <key>'")
-        entry = known.get(hash_key(token.strip()))
+        digest = hash_key(token.strip())
+        entry = known.get(digest)
+        if entry is None:  # maybe a key added a moment ago: a stat is cheap enough to check
+            self._maybe_reload(force=True)
+            entry = self._by_hash.get(digest)
         if entry is None:
             raise Unauthenticated("unknown API key")
         act_for = metadata.get(ACT_FOR_TENANT_HEADER, "")

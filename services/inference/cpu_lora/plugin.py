@@ -42,7 +42,11 @@ def _grouped_punica_wrapper(cls: type) -> str:
 def register() -> None:
     """Entry point: switch vLLM's CPU platform to the grouped punica wrapper (idempotent)."""
     if _disabled():
-        logger.info("loraplex CPU LoRA plugin disabled by %s", DISABLE_ENV)
+        logger.warning(
+            "loraplex CPU LoRA plugin disabled by %s: on the CPU, vLLM's own ops give base-model"
+            " rows batched with adapter rows the last slot's adapter (index -1)",
+            DISABLE_ENV,
+        )
         return
     from vllm.platforms import current_platform
 
