@@ -63,6 +63,7 @@ class Cli:
         result = subprocess.run(
             [sys.executable, "-m", "loraplex.cli.main", *args],
             env=self.env,
+            cwd=ROOT,  # document ids are the paths given, kept relative to the repository
             text=True,
             stdout=subprocess.PIPE if capture else None,
         )
@@ -185,7 +186,7 @@ def run(results: Path, show: int, fresh: bool) -> list[dict]:
         suite.start_all()
         step("ingest the handbook")
         cli("docs", "create", "handbook", "--chunk-size", "96", "--overlap", "16")
-        cli("docs", "ingest", "handbook", str(DEMO / "handbook"))
+        cli("docs", "ingest", "handbook", str((DEMO / "handbook").relative_to(ROOT)))
         cli("docs", "stats", "handbook")
         step("fine-tune acme's house-style LoRA with the training service")
         dataset = cli("data", "push", str(DEMO / "acme_train.jsonl"), capture=True).split()[0]
