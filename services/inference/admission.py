@@ -10,7 +10,11 @@ from prometheus_client import Gauge
 
 from services.common.errors import ResourceExhausted
 
-IN_FLIGHT = Gauge("loraplex_inference_in_flight", "Requests admitted and not yet finished")
+IN_ENGINE = Gauge(
+    "loraplex_inference_in_engine",
+    "Requests handed to the engine and not yet finished (its queue plus running)",
+    ["tenant", "adapter"],
+)
 
 
 class Admission:
@@ -35,9 +39,7 @@ class Admission:
                 " retry when one finishes"
             )
         self._by_tenant[tenant] += 1
-        IN_FLIGHT.inc()
         try:
             yield
         finally:
             self._by_tenant[tenant] -= 1
-            IN_FLIGHT.dec()

@@ -17,7 +17,7 @@ from loraplex.retrieval.v1 import retrieval_service_pb2 as ret_pb
 from services.common.context import request_id_var
 from services.common.errors import InvalidArgument
 from services.inference.adapters import AdapterManager
-from services.inference.admission import Admission
+from services.inference.admission import IN_ENGINE, Admission
 from services.inference.engine import SamplingOptions, VllmEngine
 from services.inference.gateways import RetrievalGateway
 from services.inference.rag import (
@@ -125,6 +125,8 @@ class InferenceCore:
                 await self.adapters.resolve(tenant, request.adapter) if request.adapter else None
             )
             result = GenerationResult(adapter_ref=resolved.ref if resolved else "")
+            # Labels only from resolved adapters: a caller cannot mint metric series.
+            label = resolved.ref.partition("@")[0] if resolved else "base"
             sources: list[Source] = []
             if request.rag and request.rag.collection:
                 sources, result.collection_revision = await self._retrieve(
@@ -133,25 +135,26 @@ class InferenceCore:
                 result.collection = request.rag.collection
             prompt_ids = self._render(request, turns, sources)
             result.prompt_tokens = len(prompt_ids)
-            label = request.adapter.partition("@")[0] if request.adapter else "base"
             citations = CitationFilter(len(sources)) if sources else None
             request_id = f"{request_id_var.get()}-{uuid.uuid4().hex[:8]}"
             text: list[str] = []
             first_token_at = None
-            async for chunk in self.engine.generate(
+            engine_stream = self.engine.generate(
                 prompt_ids, options, request_id, resolved.handle if resolved else None
-            ):
-                if first_token_at is None and chunk.completion_tokens:
-                    first_token_at = time.perf_counter()
-                    TTFT.labels(tenant, label).observe(first_token_at - started)
-                delta = citations.feed(chunk.delta) if citations else chunk.delta
-                if chunk.finished and citations:
-                    delta += citations.flush()
-                if delta:
-                    text.append(delta)
-                    yield delta
-                result.completion_tokens = chunk.completion_tokens
-                result.finish_reason = chunk.finish_reason or result.finish_reason
+            )
+            with IN_ENGINE.labels(tenant, label).track_inprogress():
+                async for chunk in engine_stream:
+                    if first_token_at is None and chunk.completion_tokens:
+                        first_token_at = time.perf_counter()
+                        TTFT.labels(tenant, label).observe(first_token_at - started)
+                    delta = citations.feed(chunk.delta) if citations else chunk.delta
+                    if chunk.finished and citations:
+                        delta += citations.flush()
+                    if delta:
+                        text.append(delta)
+                        yield delta
+                    result.completion_tokens = chunk.completion_tokens
+                    result.finish_reason = chunk.finish_reason or result.finish_reason
         finished = time.perf_counter()
         result.text = "".join(text)
         result.total_ms = (finished - started) * 1000

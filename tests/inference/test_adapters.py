@@ -108,3 +108,15 @@ async def test_another_tenants_adapter_is_not_found(served, loras):
         pb.ListLoadedAdaptersRequest(), metadata=tenant_metadata("globex")
     )
     assert list(loaded.adapters) == []
+
+
+async def test_concurrent_first_requests_load_an_adapter_once(served, loras):
+    await push_adapter(served, "acme", "acme/burst", loras["b"])
+    engine = served.app.engine
+    before = engine.next_adapter_id()
+    results = await asyncio.gather(
+        *(generate(served, "acme", adapter="acme/burst") for _ in range(5))
+    )
+    after = engine.next_adapter_id()
+    assert after - before == 2, "five concurrent first requests caused exactly one load"
+    assert len({r.text for r in results}) == 1 and results[0].adapter_ref == "acme/burst@1"
