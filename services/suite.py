@@ -78,7 +78,7 @@ class LocalSuite:
             env[f"{prefix}ADDR"] = self.address(service)  # what the CLI and SDK dial
         env.update(
             {
-                "LORAPLEX_TRAINING_REGISTRY_ADDRESS": self.address("registry"),
+                "LORAPLEX_TRAINING_REGISTRY_ADDR": self.address("registry"),
                 "LORAPLEX_INFERENCE_REGISTRY_ADDR": self.address("registry"),
                 "LORAPLEX_INFERENCE_RETRIEVAL_ADDR": self.address("retrieval"),
             }

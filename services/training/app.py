@@ -64,8 +64,8 @@ class TrainingApp:
             store, root / "datasets", settings.max_dataset_bytes, settings.max_row_bytes
         )
         publisher = self.publisher
-        if publisher is None and settings.registry_address and settings.service_key:
-            publisher = RegistryPublisher(settings.registry_address, settings.service_key)
+        if publisher is None and settings.registry_addr and settings.service_key:
+            publisher = RegistryPublisher(settings.registry_addr, settings.service_key)
         self.jobs = JobManager(
             store,
             datasets,

@@ -24,7 +24,7 @@ class TrainingSettings(ServiceSettings):
     #: Base models, one folder per name; empty means `<data_dir>/models`.
     models_dir: Path | None = None
     #: Registry the finished adapters are pushed to; empty disables publishing.
-    registry_address: str = "127.0.0.1:50051"
+    registry_addr: str = "127.0.0.1:50051"
     #: The training service's own key, used to act for a job's tenant at the registry.
     service_key: str = ""
     #: Jobs running at once (each in its own process).

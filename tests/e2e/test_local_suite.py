@@ -120,13 +120,13 @@ def test_suite_env_rewrites_cluster_addresses(tmp_path):
     env_file = tmp_path / "suite.env"
     env_file.write_text(
         "# comment\nLORAPLEX_INFERENCE_REGISTRY_ADDR=registry:50051\n"
-        "LORAPLEX_TRAINING_REGISTRY_ADDRESS=registry.loraplex.svc.cluster.local:50051\n"
+        "LORAPLEX_TRAINING_REGISTRY_ADDR=registry.loraplex.svc.cluster.local:50051\n"
         "LORAPLEX_LOG_JSON=true\nLORAPLEX_DATA_DIR=/data\n"
         "LORAPLEX_INFERENCE_MODEL=/data/models/smollm2\n"
     )
     suite = LocalSuite(tmp_path / "d", env_file)
     assert suite.env["LORAPLEX_INFERENCE_REGISTRY_ADDR"] == suite.address("registry")
-    assert suite.env["LORAPLEX_TRAINING_REGISTRY_ADDRESS"] == suite.address("registry")
+    assert suite.env["LORAPLEX_TRAINING_REGISTRY_ADDR"] == suite.address("registry")
     assert suite.env["LORAPLEX_LOG_JSON"] == "true"
     assert suite.env["LORAPLEX_DATA_DIR"] == str((tmp_path / "d").resolve())
     assert Path(suite.env["LORAPLEX_DATA_DIR"]).is_absolute()

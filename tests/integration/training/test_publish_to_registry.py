@@ -32,7 +32,7 @@ async def test_job_publishes_to_the_registry_with_lineage_and_gate(tmp_path, mod
         settings = settings_for(
             tmp_path / "training-data",
             models_dir,
-            registry_address=registry.target,
+            registry_addr=registry.target,
             service_key=TEST_SERVICE_KEYS["training"],
         )
         app = TrainingApp(settings)
