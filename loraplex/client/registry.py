@@ -8,8 +8,8 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
+from loraplex.client.adapter_files import IntegrityError, VerifiedFolder
 from loraplex.client.base import BaseClient, LoraplexClientError
 from loraplex.registry.v1 import registry_service_pb2 as pb
 from loraplex.registry.v1 import registry_service_pb2_grpc as pb_grpc
@@ -155,29 +155,16 @@ class RegistryClient(BaseClient):
         first = next(stream, None)
         if first is None or not first.HasField("version"):
             raise LoraplexClientError.protocol("download did not start with the version")
-        version = first.version
-        expected = {f.path: f for f in version.files}
-        total = sum(f.size_bytes for f in version.files)
-        hashes: dict[str, Any] = {}
-        done = 0
-        for message in stream:
-            chunk = message.chunk
-            if chunk.path not in expected:
-                raise LoraplexClientError.protocol(f"unexpected file {chunk.path!r} in download")
-            target = staging / chunk.path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with target.open("ab") as handle:
-                handle.write(chunk.data)
-            hashes.setdefault(chunk.path, hashlib.sha256()).update(chunk.data)
-            done += len(chunk.data)
-            if progress:
-                progress(done, total)
-        for path, info in expected.items():
-            digest = hashes[path].hexdigest() if path in hashes else hashlib.sha256().hexdigest()
-            if digest != info.sha256:
-                raise LoraplexClientError.protocol(f"{path} failed its sha256 check")
-            (staging / path).touch()
-        return version
+        files = VerifiedFolder(first.version, staging)
+        try:
+            for message in stream:
+                files.write(message.chunk.path, message.chunk.data)
+                if progress:
+                    progress(files.done, files.total)
+            files.finish()
+        except IntegrityError as error:
+            raise LoraplexClientError.protocol(str(error)) from None
+        return first.version
 
     def set_alias(
         self, name: str, alias: str, version: int, stage_seconds: int = 0

@@ -6,13 +6,12 @@ same domain error, so a tenant asking for another tenant's adapter still sees NO
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 
+from loraplex.client.adapter_files import IntegrityError, VerifiedFolder
 from loraplex.registry.v1 import registry_service_pb2 as reg_pb
 from loraplex.registry.v1 import registry_service_pb2_grpc as reg_grpc
 from loraplex.retrieval.v1 import retrieval_service_pb2 as ret_pb
@@ -79,30 +78,23 @@ class RegistryGateway:
             metadata=acting_for(self.service_key, tenant),
             timeout=self.timeout,
         )
-        version: reg_pb.AdapterVersion | None = None
-        hashes: dict[str, Any] = {}
+        files: VerifiedFolder | None = None
         try:
             async for message in call:
                 if message.HasField("version"):
-                    version = message.version
-                    continue
-                if version is None or message.chunk.path not in {f.path for f in version.files}:
-                    raise errors.DataLoss("registry sent a file it did not announce")
-                target = dest / message.chunk.path
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with target.open("ab") as handle:
-                    handle.write(message.chunk.data)
-                hashes.setdefault(message.chunk.path, hashlib.sha256()).update(message.chunk.data)
+                    files = VerifiedFolder(message.version, dest)
+                elif files is None:
+                    raise errors.DataLoss("registry sent file bytes before the version header")
+                else:
+                    files.write(message.chunk.path, message.chunk.data)
+            if files is None:
+                raise errors.DataLoss("registry sent no version header")
+            files.finish()
         except grpc.aio.AioRpcError as error:
             raise translate(error, "registry") from None
-        if version is None:
-            raise errors.DataLoss("registry sent no version header")
-        for info in version.files:
-            digest = hashes.get(info.path, hashlib.sha256()).hexdigest()
-            if digest != info.sha256:
-                raise errors.DataLoss(f"{version.name}@{version.version}: {info.path} is corrupt")
-            (dest / info.path).touch()
-        return version
+        except IntegrityError as error:
+            raise errors.DataLoss(str(error)) from None
+        return files.version
 
     async def watch(self, tenant: str) -> AsyncIterator[reg_pb.WatchAdaptersResponse]:
         call = self.stub.WatchAdapters(
