@@ -44,6 +44,8 @@ class InferenceApp:
         if self.engine is None:
             self.engine = VllmEngine(s)
             await asyncio.to_thread(self.engine.start)
+        if not s.service_key:
+            log.warning("no LORAPLEX_INFERENCE_SERVICE_KEY: adapters and RAG will be unavailable")
         tls = ClientTlsSettings()
         self._channels = [open_channel(s.registry_addr, tls), open_channel(s.retrieval_addr, tls)]
         adapters = AdapterManager(

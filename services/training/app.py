@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 
 from loraplex.training.v1 import training_service_pb2 as pb
@@ -16,6 +18,9 @@ from services.training.store import TrainingStore
 from services.training.uploads import DatasetManager
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TrainingService"].full_name
+
+
+log = logging.getLogger(__name__)
 
 
 def make_executor(settings: TrainingSettings) -> Executor:
@@ -66,6 +71,8 @@ class TrainingApp:
         publisher = self.publisher
         if publisher is None and settings.registry_addr and settings.service_key:
             publisher = RegistryPublisher(settings.registry_addr, settings.service_key)
+        if publisher is None:
+            log.warning("no LORAPLEX_TRAINING_SERVICE_KEY: jobs cannot publish to the registry")
         self.jobs = JobManager(
             store,
             datasets,

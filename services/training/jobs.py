@@ -117,6 +117,12 @@ class JobManager:
         spec = with_defaults(spec)
         validate(spec, tenant)
         self.model_dir(spec.base_model)
+        if spec.publish.adapter_name and self.publisher is None:
+            raise FailedPrecondition(
+                "this training service has no registry to publish to (set"
+                " LORAPLEX_TRAINING_REGISTRY_ADDR and LORAPLEX_TRAINING_SERVICE_KEY); start the"
+                " job without a publish name, or configure them"
+            )
         wanted = TASK_FORMATS[spec.task]
         ids = [d.dataset_id for d in spec.train]
         ids += [i for i in (spec.validation_dataset_id, spec.test_dataset_id) if i]

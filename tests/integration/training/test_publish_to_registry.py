@@ -75,3 +75,18 @@ async def test_job_publishes_to_the_registry_with_lineage_and_gate(tmp_path, mod
             reg_pb.ListAdaptersRequest(), metadata=tenant_metadata("globex")
         )
         assert list(listing.adapters) == []
+
+
+async def test_publishing_without_a_registry_is_refused_up_front(tmp_path, models_dir):
+    import grpc
+
+    settings = settings_for(tmp_path / "training-data", models_dir)  # no service key
+    app = TrainingApp(settings)
+    async with running_server(settings, app) as training:
+        dataset = await upload(training.channel, toy_rows(1), "colors")
+        spec = toy_spec(dataset.id, max_steps=1)
+        spec.publish.adapter_name = "acme/colors"
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub(training.channel).CreateJob(pb.CreateJobRequest(spec=spec), metadata=ACME)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "LORAPLEX_TRAINING_SERVICE_KEY" in err.value.details()
