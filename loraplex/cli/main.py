@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from loraplex.cli import ask, docs, keys, models, registry, train
+from loraplex.cli import ask, docs, keys, models, registry, suite, train
 
 app = typer.Typer(
     name="loraplex",
@@ -12,6 +12,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.add_typer(suite.app, name="suite")
 app.add_typer(keys.app, name="keys")
 app.add_typer(models.app, name="models")
 app.add_typer(registry.app, name="registry")
