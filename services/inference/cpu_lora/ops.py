@@ -87,6 +87,22 @@ def _mm_into(target: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> N
         target.copy_(left @ right)
 
 
+def _add_rows(target: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> None:
+    """`target[rows] += values` for distinct `rows`.
+
+    `index_put_(accumulate=True)` rather than `index_add_`: same arithmetic (one `+` per
+    element, rows are distinct), but it runs serially below ATen's grain size where
+    `index_add_` always opens an OpenMP region, which costs ~60 us per call under vLLM's
+    thread binding (the pool sleeps between the small LoRA ops).
+    """
+    target.index_put_((rows,), values, accumulate=True)
+
+
+def _set_rows(target: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> None:
+    """`target[rows] = values` (`index_put_`, serial for small batches, see `_add_rows`)."""
+    target.index_put_((rows,), values)
+
+
 def _rows(groups: RowGroups, tensor: torch.Tensor) -> torch.Tensor:
     """The adapter rows of `tensor`, in the order the spans index."""
     return tensor if groups.order is None else tensor.index_select(0, groups.order)
@@ -114,7 +130,7 @@ def grouped_shrink(
         if scale != 1.0:
             target.mul_(scale)
     if groups.order is not None:
-        out.index_copy_(0, groups.order, shrunk)
+        _set_rows(out, groups.order, shrunk)
 
 
 def grouped_expand(
@@ -149,9 +165,9 @@ def grouped_expand(
         weight = _matrix(lora_b, slot, out.dtype)[:width]
         _mm_into(delta[start:end], x[start:end], weight.t())
     if add_inputs:
-        columns.index_add_(0, groups.order, delta)
+        _add_rows(columns, groups.order, delta)
     else:
-        columns.index_copy_(0, groups.order, delta)
+        _set_rows(columns, groups.order, delta)
 
 
 def grouped_lora_linear(
@@ -190,88 +206,114 @@ def grouped_lora_linear(
                 block.addmm_(shrunk.to(out.dtype), weight.t())
             column += width
     if permuted:
-        out[:, offset : offset + total].index_add_(0, groups.order, target)
+        _add_rows(out[:, offset : offset + total], groups.order, target)
 
 
-# Stacked path: for decode batches that mix many adapters, a dozen tiny matmuls per layer cost
-# more in dispatch than in arithmetic on a CPU. There, one matmul over all stacked slots,
-# followed by a per-row one-hot slot mask, does the same work in a fixed number of ops; the
-# mask zeroes every slot but the row's own (rows without an adapter: all of them) before the
-# expand, so a row only ever receives its own adapter's delta, exactly as in the grouped path.
+# Slot-block path: for decode batches that mix adapters, a matmul pair per adapter group means a
+# dozen tiny matmuls per layer, which cost more in dispatch than in arithmetic on a CPU. There,
+# the adapter rows are gathered into one `[slots, width, in]` block (each slot's rows in its own
+# block, short blocks padded by repeating a row; only the range of slots in use), each slice
+# runs one batched shrink and one batched expand against the stacked weights as they are (views,
+# no copies), and the real rows' deltas are added back with one indexed add. The op count is
+# fixed whatever the mix; the arithmetic is the exact one plus the padding rows.
+# Padding rows are computed and dropped; rows without an adapter are never read or written.
 
 
-def slot_mask(indices: torch.Tensor | Sequence[int], slots: int) -> torch.Tensor:
-    """`[rows, slots]` float32 one-hot of each row's slot; all-zero rows for index -1."""
-    index_tensor = torch.as_tensor(indices, dtype=torch.long).reshape(-1).cpu()
-    mask = torch.zeros(index_tensor.numel(), slots + 1, dtype=torch.float32)
-    mask.scatter_(1, torch.where(index_tensor < 0, slots, index_tensor).unsqueeze(1), 1.0)
-    return mask[:, :slots].contiguous()
+@dataclass(frozen=True, slots=True)
+class SlotBlocks:
+    """Adapter rows of one batch laid out as `[count, width]` blocks, one per slot from `first`
+    to the last slot in use (slots in between without rows get a padding block).
+
+    Position `(slot - first) * width + j` of the layout holds batch row `gather[...]`; `keep`
+    lists the positions that hold a real adapter row and `rows` the batch row of each.
+    """
+
+    gather: torch.Tensor
+    keep: torch.Tensor
+    rows: torch.Tensor
+    first: int
+    count: int
+    width: int
 
 
-def transpose_stacked_b(lora_b: torch.Tensor) -> torch.Tensor:
-    """vLLM's `[slots, 1, out, rank]` B weights as one `[slots * rank, out]` matrix."""
-    slots, out_size, rank = lora_b.shape[0], lora_b.shape[-2], lora_b.shape[-1]
-    return lora_b.reshape(slots, out_size, rank).transpose(1, 2).reshape(slots * rank, out_size)
+def slot_blocks(groups: RowGroups) -> SlotBlocks:
+    """The block layout of `groups` (width: the largest group)."""
+    if groups.empty:
+        empty = torch.zeros(0, dtype=torch.long)
+        return SlotBlocks(empty, empty, empty, 0, 0, 0)
+    width = max(end - start for _, start, end in groups.spans)
+    first = min(slot for slot, _, _ in groups.spans)
+    count = max(slot for slot, _, _ in groups.spans) - first + 1
+    gather = [0] * (count * width)
+    keep: list[int] = []
+    rows: list[int] = []
+    order = None if groups.order is None else groups.order.tolist()
+    for slot, start, end in groups.spans:
+        batch_rows = range(start, end) if order is None else order[start:end]
+        for j, row in enumerate(batch_rows):
+            position = (slot - first) * width + j
+            gather[position] = row
+            keep.append(position)
+            rows.append(row)
+    as_long = lambda values: torch.tensor(values, dtype=torch.long)  # noqa: E731
+    return SlotBlocks(as_long(gather), as_long(keep), as_long(rows), first, count, width)
 
 
-def _all_slots(lora_a: torch.Tensor) -> torch.Tensor:
-    """vLLM's `[slots, 1, rank, in]` A weights as one `[slots * rank, in]` matrix (a view)."""
-    return lora_a.reshape(-1, lora_a.shape[-1])
+def _blocks_of(stacked: torch.Tensor, slots: int) -> torch.Tensor:
+    """vLLM's `[slots, 1, out, in]` (or `[slots, out, in]`) weights as `[slots, out, in]`."""
+    return stacked.reshape(slots, stacked.shape[-2], stacked.shape[-1])
 
 
-def stacked_shrink(
-    out: torch.Tensor, x: torch.Tensor, lora_a: torch.Tensor, mask: torch.Tensor, scale: float
-) -> None:
-    """`grouped_shrink` computed over all slots at once, keeping each row's own slot."""
-    slots, rank = lora_a.shape[0], lora_a.shape[-2]
-    shrunk = x.to(out.dtype) @ _all_slots(lora_a).to(out.dtype).t()
-    own = (shrunk.view(-1, slots, rank) * mask.unsqueeze(-1)).sum(dim=1)
-    if scale != 1.0:
-        own.mul_(scale)
-    out[:, :rank] = own
+def blocked_weights(
+    lora_a: Sequence[torch.Tensor],
+    lora_b: Sequence[torch.Tensor],
+    output_slices: Sequence[int],
+    slots: int,
+    dtype: torch.dtype,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The batched-matmul operands of `blocked_lora_linear`: `[slots, in, rank]` A and
+    `[slots, rank, size]` B per slice. Views of the stacked weights when no dtype conversion
+    is needed, so they stay valid when vLLM loads another adapter into a slot."""
+    weights_a = [_blocks_of(a, slots).to(torch.float32).transpose(1, 2) for a in lora_a]
+    weights_b = [
+        _blocks_of(b, slots)[:, :size].to(dtype).transpose(1, 2)
+        for b, size in zip(lora_b, output_slices, strict=True)
+    ]
+    return weights_a, weights_b
 
 
-def stacked_expand(
-    out: torch.Tensor,
-    x: torch.Tensor,
-    lora_b_t: torch.Tensor,
-    mask: torch.Tensor,
-    offset: int,
-    size: int,
-    add_inputs: bool = True,
-) -> None:
-    """`grouped_expand` with `lora_b_t = transpose_stacked_b(lora_b)`; base rows get + 0."""
-    slots = mask.shape[1]
-    rank = lora_b_t.shape[0] // slots
-    width = min(size, out.shape[1] - offset)
-    spread = x[:, :rank].to(out.dtype).unsqueeze(1) * mask.to(out.dtype).unsqueeze(-1)
-    columns = out[:, offset : offset + width]
-    if add_inputs:
-        columns.addmm_(spread.view(-1, slots * rank), lora_b_t[:, :width])
-    else:
-        base_rows = mask.sum(dim=1, keepdim=True) == 0
-        delta = spread.view(-1, slots * rank) @ lora_b_t[:, :width]
-        columns.copy_(torch.where(base_rows, columns, delta))
-
-
-def stacked_lora_linear(
+def blocked_lora_linear(
     out: torch.Tensor,
     x: torch.Tensor,
     lora_a: Sequence[torch.Tensor],
-    lora_b_t: Sequence[torch.Tensor],
+    lora_b: Sequence[torch.Tensor],
     output_slices: Sequence[int],
-    mask: torch.Tensor,
+    blocks: SlotBlocks,
     scale: float = 1.0,
     offset: int = 0,
+    weights: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None,
 ) -> None:
-    """`grouped_lora_linear` over all slots at once: three ops per slice, any adapter mix."""
-    x = x.to(torch.float32)
-    slots = mask.shape[1]
-    weights = mask.unsqueeze(-1) if scale == 1.0 else mask.unsqueeze(-1) * scale
-    column = offset
-    for a_stacked, b_t, width in zip(lora_a, lora_b_t, output_slices, strict=True):
-        rank = a_stacked.shape[-2]
-        shrunk = x @ _all_slots(a_stacked).to(torch.float32).t()
-        own = (shrunk.view(-1, slots, rank) * weights).view(-1, slots * rank)
-        out[:, column : column + width].addmm_(own.to(out.dtype), b_t[:, :width])
-        column += width
+    """`grouped_lora_linear` as batched matmuls over slot blocks: `2 * slices + 3` ops.
+
+    `weights` is `blocked_weights(lora_a, lora_b, output_slices, blocks.slots, out.dtype)`,
+    computed here when not given.
+    """
+    if not blocks.rows.numel():
+        return
+    first, count, width = blocks.first, blocks.count, blocks.width
+    if weights is None:
+        weights = blocked_weights(lora_a, lora_b, output_slices, lora_a[0].shape[0], out.dtype)
+    gathered = x.to(torch.float32).index_select(0, blocks.gather).view(count, width, -1)
+    whole = first == 0 and count == weights[0][0].shape[0]
+    deltas = []
+    for weight_a, weight_b in zip(*weights, strict=True):
+        if not whole:
+            weight_a, weight_b = weight_a[first : first + count], weight_b[first : first + count]
+        shrunk = torch.bmm(gathered, weight_a)
+        if scale != 1.0:
+            shrunk.mul_(scale)
+        deltas.append(torch.bmm(shrunk.to(out.dtype), weight_b))
+    delta = deltas[0] if len(deltas) == 1 else torch.cat(deltas, dim=2)
+    total = delta.shape[2]
+    delta = delta.view(count * width, total).index_select(0, blocks.keep)
+    _add_rows(out[:, offset : offset + total], blocks.rows, delta)

@@ -5,6 +5,13 @@ calls `register()` in every engine process (possibly several times per process).
 platform it points `Platform.get_punica_wrapper` at `GroupedPunicaWrapperCPU`; everywhere else
 it does nothing. It replaces vLLM internals, so it refuses to start (raises) on any vLLM version
 other than the one it was written and tested against, rather than silently patch unknown code.
+
+It also keeps `torch.compile` on when LoRA is enabled: vLLM's CPU platform turns compilation off
+for any LoRA config (`CpuPlatform.check_and_update_config`), because its punica ops branch on
+Python-side batch metadata that a trace-once graph would freeze. The grouped wrapper runs every
+LoRA op inside the model forward as an opaque custom op (`torch.ops.loraplex.*`), so the compiled
+graph only holds calls into it; the plugin therefore lets the platform configure compilation as
+it would without LoRA. `LORAPLEX_CPU_LORA_COMPILE=0` keeps vLLM's eager behaviour.
 """
 
 from __future__ import annotations
@@ -16,12 +23,17 @@ logger = logging.getLogger(__name__)
 
 SUPPORTED_VLLM_VERSION = "0.32.0"
 DISABLE_ENV = "LORAPLEX_CPU_LORA"
+COMPILE_ENV = "LORAPLEX_CPU_LORA_COMPILE"
 WRAPPER_QUALNAME = "services.inference.cpu_lora.wrapper.GroupedPunicaWrapperCPU"
+
+
+def _env_off(name: str) -> bool:
+    return os.environ.get(name, "1").strip().lower() in {"0", "false", "no", "off"}
 
 
 def _disabled() -> bool:
     """`LORAPLEX_CPU_LORA=0` turns the plugin off (A/B runs, bisecting a suspected bug)."""
-    return os.environ.get(DISABLE_ENV, "1").strip().lower() in {"0", "false", "no", "off"}
+    return _env_off(DISABLE_ENV)
 
 
 def check_version(installed: str) -> None:
@@ -37,6 +49,43 @@ def check_version(installed: str) -> None:
 
 def _grouped_punica_wrapper(cls: type) -> str:
     return WRAPPER_QUALNAME
+
+
+def compile_with_lora(vllm_config: object) -> bool:
+    """Whether the plugin keeps `torch.compile` on for this LoRA config.
+
+    Only the layouts whose every in-forward LoRA call goes through the wrapper's custom ops:
+    one tensor-parallel rank, no fully-sharded LoRA (that path hands the wrapper tuples of
+    buffers), and not switched off with `LORAPLEX_CPU_LORA_COMPILE=0`.
+    """
+    lora_config = getattr(vllm_config, "lora_config", None)
+    if lora_config is None or _env_off(COMPILE_ENV):
+        return False
+    if getattr(lora_config, "fully_sharded_loras", False):
+        return False
+    parallel = vllm_config.parallel_config
+    return parallel.tensor_parallel_size == 1 and parallel.pipeline_parallel_size == 1
+
+
+def _compiling_check_and_update_config(original: object) -> classmethod:
+    """`check_and_update_config` that configures compilation as if LoRA were off."""
+
+    def check_and_update_config(cls: type, vllm_config: object) -> None:
+        if not compile_with_lora(vllm_config):
+            return original(cls, vllm_config)
+        # The CPU hook reads `lora_config` only to force `CompilationMode.NONE`: hide it for the
+        # call so compilation gets exactly the settings of a LoRA-disabled engine.
+        lora_config = vllm_config.lora_config
+        vllm_config.lora_config = None
+        try:
+            original(cls, vllm_config)
+        finally:
+            vllm_config.lora_config = lora_config
+        logger.info("loraplex CPU LoRA plugin: torch.compile kept on with LoRA enabled")
+        return None
+
+    check_and_update_config.loraplex_original = original  # type: ignore[attr-defined]
+    return classmethod(check_and_update_config)
 
 
 def register() -> None:
@@ -56,6 +105,9 @@ def register() -> None:
 
     check_version(vllm.__version__)
     platform_cls = type(current_platform)
+    hook = platform_cls.check_and_update_config.__func__
+    if not hasattr(hook, "loraplex_original"):
+        platform_cls.check_and_update_config = _compiling_check_and_update_config(hook)
     if getattr(platform_cls.get_punica_wrapper, "__func__", None) is _grouped_punica_wrapper:
         return
     platform_cls.get_punica_wrapper = classmethod(_grouped_punica_wrapper)

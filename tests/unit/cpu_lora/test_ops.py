@@ -6,15 +6,13 @@ import pytest
 import torch
 
 from services.inference.cpu_lora.ops import (
+    blocked_lora_linear,
+    blocked_weights,
     group_rows,
     grouped_expand,
     grouped_lora_linear,
     grouped_shrink,
-    slot_mask,
-    stacked_expand,
-    stacked_lora_linear,
-    stacked_shrink,
-    transpose_stacked_b,
+    slot_blocks,
 )
 
 SLOTS, RANK, DIM = 4, 8, 32
@@ -115,24 +113,36 @@ def test_vllm_torch_ops_apply_last_slot_to_rows_without_adapter(weights) -> None
 
 
 @pytest.mark.parametrize("indices", BATCHES.values(), ids=BATCHES.keys())
-def test_stacked_path_matches_grouped(weights, indices) -> None:
-    """The all-slots path gives the same result, and exactly `+ 0` on rows without adapter."""
+def test_blocked_path_matches_naive(weights, indices) -> None:
+    """The slot-block path gives the naive result and never writes rows without adapter."""
     lora_a, lora_b = weights
-    lora_b_t = [transpose_stacked_b(b) for b in lora_b]
-    groups, mask = group_rows(indices), slot_mask(indices, SLOTS)
     x, y = torch.randn(len(indices), DIM), torch.randn(len(indices), 2 + sum(SLICES))
     expected = naive(y, x, indices, lora_a, lora_b, 0.5, 2)
-    fused = y.clone()
-    stacked_lora_linear(fused, x, lora_a, lora_b_t, SLICES, mask, 0.5, offset=2)
-    split = y.clone()
-    column = 2
-    for a, b_t, width in zip(lora_a, lora_b_t, SLICES, strict=True):
-        buffer = torch.zeros(len(indices), RANK)
-        stacked_shrink(buffer, x, a, mask, 0.5)
-        stacked_expand(split, buffer, b_t, mask, column, width)
-        column += width
+    blocks = slot_blocks(group_rows(indices))
     base_rows = [row for row, slot in enumerate(indices) if slot < 0]
-    for got in (fused, split):
+    for weights_arg in (None, blocked_weights(lora_a, lora_b, SLICES, SLOTS, torch.float32)):
+        got = y.clone()
+        blocked_lora_linear(
+            got, x, lora_a, lora_b, SLICES, blocks, 0.5, offset=2, weights=weights_arg
+        )
         torch.testing.assert_close(got, expected)
         assert torch.equal(got[base_rows], y[base_rows])
-    assert groups.empty == (mask.sum() == 0)
+
+
+def test_slot_blocks_layout() -> None:
+    blocks = slot_blocks(group_rows([-1, 3, 1, -1, 3, 3]))
+    assert (blocks.first, blocks.count, blocks.width) == (1, 3, 3)
+    assert blocks.rows.tolist() == [2, 1, 4, 5]
+    assert blocks.keep.tolist() == [0, 6, 7, 8]
+    assert blocks.gather[blocks.keep].tolist() == blocks.rows.tolist()
+    assert slot_blocks(group_rows([-1, -1])).rows.numel() == 0
+
+
+def test_blocked_weights_are_views_that_follow_slot_updates(weights) -> None:
+    """vLLM writes a new adapter into a slot in place; cached views must see it."""
+    lora_a, lora_b = weights
+    weights_a, weights_b = blocked_weights(lora_a, lora_b, SLICES, SLOTS, torch.float32)
+    lora_a[0][2].fill_(7.0)
+    lora_b[1][3].zero_()
+    assert torch.all(weights_a[0][2] == 7.0)
+    assert torch.count_nonzero(weights_b[1][3]) == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from services.inference.cpu_lora import plugin
@@ -13,7 +15,8 @@ def cpu_platform(monkeypatch: pytest.MonkeyPatch):
     from vllm.platforms import current_platform
 
     platform_cls = type(current_platform)
-    monkeypatch.setattr(platform_cls, "get_punica_wrapper", platform_cls.get_punica_wrapper)
+    for name in ("get_punica_wrapper", "check_and_update_config"):
+        monkeypatch.setattr(platform_cls, name, platform_cls.__dict__[name])
     return current_platform
 
 
@@ -64,3 +67,46 @@ def test_register_is_idempotent(monkeypatch: pytest.MonkeyPatch, cpu_platform) -
 
     wrapper = get_punica_wrapper(64, 4, "cpu")
     assert type(wrapper).__name__ == "GroupedPunicaWrapperCPU"
+
+
+def _config(**lora: object) -> SimpleNamespace:
+    parallel = SimpleNamespace(tensor_parallel_size=1, pipeline_parallel_size=1)
+    lora_config = SimpleNamespace(**{"fully_sharded_loras": False, **lora})
+    return SimpleNamespace(lora_config=lora_config, parallel_config=parallel)
+
+
+def test_compile_with_lora_conditions(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(plugin.COMPILE_ENV, raising=False)
+    assert plugin.compile_with_lora(_config())
+    assert not plugin.compile_with_lora(SimpleNamespace(lora_config=None))
+    assert not plugin.compile_with_lora(_config(fully_sharded_loras=True))
+    sharded = _config()
+    sharded.parallel_config.tensor_parallel_size = 2
+    assert not plugin.compile_with_lora(sharded)
+    monkeypatch.setenv(plugin.COMPILE_ENV, "0")
+    assert not plugin.compile_with_lora(_config())
+
+
+def test_platform_hook_keeps_compilation_with_lora(
+    monkeypatch: pytest.MonkeyPatch, cpu_platform
+) -> None:
+    """The patched hook runs the original with `lora_config` hidden, then restores it."""
+    if not cpu_platform.is_cpu():
+        pytest.skip("patches the CPU platform only")
+    monkeypatch.delenv(plugin.DISABLE_ENV, raising=False)
+    monkeypatch.delenv(plugin.COMPILE_ENV, raising=False)
+    seen = []
+
+    def original(cls, vllm_config) -> None:
+        seen.append(vllm_config.lora_config)
+
+    monkeypatch.setattr(type(cpu_platform), "check_and_update_config", classmethod(original))
+    plugin.register()
+    plugin.register()
+    config = _config()
+    lora_config = config.lora_config
+    cpu_platform.check_and_update_config(config)
+    assert seen == [None] and config.lora_config is lora_config
+    monkeypatch.setenv(plugin.COMPILE_ENV, "0")
+    cpu_platform.check_and_update_config(config)
+    assert seen == [None, lora_config]
