@@ -7,7 +7,8 @@ one workload per row: `rounds` batches of 18 prompts, 32 new tokens each, greedy
 In the mixed rows every third request is a base request and the others cycle through N distinct
 adapters. Every engine config runs in its own subprocess (the plugin is chosen per process with
 `LORAPLEX_CPU_LORA`), warmed up with one untimed pass; the "cache too small" row runs with
-`max_cpu_loras=max_loras`, so adapters are evicted and reloaded from disk during the timed pass.
+`max_cpu_loras=max_loras`, so adapters are evicted and reloaded from disk during the timed pass;
+the "plugin eager" rows run the plugin with `LORAPLEX_CPU_LORA_COMPILE=0` (vLLM's eager mode).
 Prints one table: tok/s and ratios against LoRA disabled and against peft's mixed batch.
 """
 
@@ -169,6 +170,15 @@ CONFIGS = {
     "eager": {"lora": False, "eager": True, "rows": [("LoRA disabled, eager", 0)]},
     "large": {"lora": True, "cpu_loras": NUM_ADAPTERS, "rows": [("base requests", 0), *MIXED_ROWS]},
     "small": {"lora": True, "cpu_loras": MAX_LORAS, "rows": [("64 mixed, cache too small", 64)]},
+    # The plugin keeps torch.compile on with LoRA; this config turns that off (vLLM's default
+    # eager mode with LoRA) to separate what compilation buys from what the grouped ops buy.
+    "plugin-eager": {
+        "lora": True,
+        "cpu_loras": NUM_ADAPTERS,
+        "plugin_only": True,
+        "env": {"LORAPLEX_CPU_LORA_COMPILE": "0"},
+        "rows": [("base requests, plugin eager", 0), ("8 adapters mixed, plugin eager", 8)],
+    },
 }
 
 
@@ -193,6 +203,7 @@ def worker(args: argparse.Namespace) -> None:
 
 def spawn(args: argparse.Namespace, name: str, plugin: bool) -> dict[str, float]:
     env = dict(os.environ, LORAPLEX_CPU_LORA="1" if plugin else "0")
+    env.update(CONFIGS.get(name, {}).get("env", {}))
     command = [sys.executable, __file__, "--worker", name, "--rounds", str(args.rounds)]
     command += ["--model", str(args.model), "--adapters", str(args.adapters)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
@@ -224,8 +235,16 @@ def main() -> None:
                 args.adapters / f"a{index}", args.model, RANK, index + 1, TARGET_MODULES, 0.05
             )
         table: dict[str, dict[str, float]] = {}
-        for name in ("disabled", "eager", "large", "small"):
-            for plugin in (False, True) if CONFIGS[name]["lora"] else (False,):
+        for name in ("disabled", "eager", "large", "small", "plugin-eager"):
+            config = CONFIGS[name]
+            plugins = (
+                (False,)
+                if not config["lora"]
+                else (True,)
+                if config.get("plugin_only")
+                else (False, True)
+            )
+            for plugin in plugins:
                 for row, tok_s in spawn(args, name, plugin).items():
                     table.setdefault(row, {})["plugin" if plugin else "vllm"] = tok_s
         for row, tok_s in spawn(args, "peft", False).items():
