@@ -125,6 +125,15 @@ class BaseClient:
         except grpc.RpcError as error:
             raise LoraplexClientError.from_rpc_error(error) from None
 
+    def _paged(self, method: Callable[..., Any], request: Any, field: str) -> Iterator[Any]:
+        """Every item of a paged List RPC: re-sends `request` with each next page token."""
+        while True:
+            page = self._call(method, request)
+            yield from getattr(page, field)
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
     def _stream(
         self, method: Callable[..., Iterator[T]], request: Any, timeout: float | None = None
     ) -> Iterator[T]:

@@ -101,30 +101,12 @@ class RegistryClient(BaseClient):
         return self._call(self.stub.GetAdapter, pb.GetAdapterRequest(ref=ref)).version
 
     def list(self, base_model: str = "", page_size: int = 100) -> Iterator[pb.AdapterSummary]:
-        token = ""
-        while True:
-            page = self._call(
-                self.stub.ListAdapters,
-                pb.ListAdaptersRequest(
-                    page_size=page_size, page_token=token, base_model=base_model
-                ),
-            )
-            yield from page.adapters
-            token = page.next_page_token
-            if not token:
-                return
+        request = pb.ListAdaptersRequest(page_size=page_size, base_model=base_model)
+        return self._paged(self.stub.ListAdapters, request, "adapters")
 
     def list_versions(self, name: str, page_size: int = 100) -> Iterator[pb.AdapterVersion]:
-        token = ""
-        while True:
-            page = self._call(
-                self.stub.ListAdapterVersions,
-                pb.ListAdapterVersionsRequest(name=name, page_size=page_size, page_token=token),
-            )
-            yield from page.versions
-            token = page.next_page_token
-            if not token:
-                return
+        request = pb.ListAdapterVersionsRequest(name=name, page_size=page_size)
+        return self._paged(self.stub.ListAdapterVersions, request, "versions")
 
     def pull(
         self,

@@ -78,16 +78,8 @@ class RetrievalClient(BaseClient):
         return self._call(self.stub.GetCollection, pb.GetCollectionRequest(name=name)).collection
 
     def list_collections(self, page_size: int = 100) -> Iterator[pb.Collection]:
-        token = ""
-        while True:
-            page = self._call(
-                self.stub.ListCollections,
-                pb.ListCollectionsRequest(page_size=page_size, page_token=token),
-            )
-            yield from page.collections
-            token = page.next_page_token
-            if not token:
-                return
+        request = pb.ListCollectionsRequest(page_size=page_size)
+        return self._paged(self.stub.ListCollections, request, "collections")
 
     def delete_collection(self, name: str) -> None:
         self._call(self.stub.DeleteCollection, pb.DeleteCollectionRequest(name=name))

@@ -83,14 +83,8 @@ class TrainingClient(BaseClient):
         return self._call(self.stub.GetDataset, pb.GetDatasetRequest(id=dataset_id)).dataset
 
     def list_datasets(self, page_size: int = 100) -> Iterator[pb.Dataset]:
-        token = ""
-        while True:
-            request = pb.ListDatasetsRequest(page_size=page_size, page_token=token)
-            page = self._call(self.stub.ListDatasets, request)
-            yield from page.datasets
-            token = page.next_page_token
-            if not token:
-                return
+        request = pb.ListDatasetsRequest(page_size=page_size)
+        return self._paged(self.stub.ListDatasets, request, "datasets")
 
     def create_job(
         self,
@@ -135,14 +129,8 @@ class TrainingClient(BaseClient):
         return self._call(self.stub.GetJob, pb.GetJobRequest(id=job_id)).job
 
     def list_jobs(self, page_size: int = 100) -> Iterator[pb.Job]:
-        token = ""
-        while True:
-            request = pb.ListJobsRequest(page_size=page_size, page_token=token)
-            page = self._call(self.stub.ListJobs, request)
-            yield from page.jobs
-            token = page.next_page_token
-            if not token:
-                return
+        request = pb.ListJobsRequest(page_size=page_size)
+        return self._paged(self.stub.ListJobs, request, "jobs")
 
     def cancel_job(self, job_id: str) -> pb.Job:
         return self._call(self.stub.CancelJob, pb.CancelJobRequest(id=job_id)).job
