@@ -295,7 +295,7 @@ class Registry:
         """Removes blobs this push stored, unless a version or another push uses them."""
         if not digests:
             return
-        referenced = await self._run(self.store.referenced_digests)
+        referenced = await self._run(self.store.referenced, digests)
         self.blobs.delete(d for d in digests if d not in referenced and self._inflight[d] <= 1)
 
     # -- reads ----------------------------------------------------------------------------

@@ -186,10 +186,7 @@ class AdapterStore:
             if version == 0:
                 session.delete(adapter)
             session.flush()
-            still_used = set(
-                session.scalars(select(FileRow.sha256).where(FileRow.sha256.in_(digests)))
-            )
-            return sorted(numbers), digests - still_used
+            return sorted(numbers), digests - self._referenced(session, digests)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -298,6 +295,16 @@ class AdapterStore:
     def referenced_digests(self) -> set[str]:
         with Session(self.engine) as session:
             return set(session.scalars(select(FileRow.sha256).distinct()))
+
+    def referenced(self, digests: set[str]) -> set[str]:
+        """Which of `digests` some stored version still uses."""
+        with Session(self.engine) as session:
+            return self._referenced(session, digests)
+
+    @staticmethod
+    def _referenced(session: Session, digests: set[str]) -> set[str]:
+        query = select(FileRow.sha256).where(FileRow.sha256.in_(digests)).distinct()
+        return set(session.scalars(query))
 
     # -- helpers --------------------------------------------------------------------------
 
