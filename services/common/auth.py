@@ -61,6 +61,7 @@ class KeyRing:
     def __init__(self, entries: Mapping[str, KeyEntry] | None = None) -> None:
         self._fixed: dict[str, KeyEntry] = dict(entries or {})
         self._from_file: dict[str, KeyEntry] = {}
+        self._keys: dict[str, KeyEntry] = dict(self._fixed)
         self._file: Path | None = None
         self._file_mtime: float | None = None
         self._checked_at = 0.0
@@ -68,7 +69,11 @@ class KeyRing:
     @property
     def _by_hash(self) -> dict[str, KeyEntry]:
         self._maybe_reload()
-        return {**self._from_file, **self._fixed}
+        return self._keys
+
+    def _merge(self) -> None:
+        """Environment keys win over the file's; rebuilt only when either changes."""
+        self._keys = {**self._from_file, **self._fixed}
 
     def __len__(self) -> int:
         return len(self._by_hash)
@@ -87,6 +92,7 @@ class KeyRing:
         ring = cls()
         ring._file = keys_file
         ring._from_file = ring._read_file()
+        ring._merge()
         ring._merge_pairs(tenant_keys, PrincipalKind.TENANT)
         ring._merge_pairs(service_keys, PrincipalKind.SERVICE)
         return ring
@@ -118,6 +124,7 @@ class KeyRing:
             return
         try:
             self._from_file = self._read_file()
+            self._merge()
             log.info("reloaded %d keys from %s", len(self._from_file), self._file)
         except ValueError as exc:  # keep serving with the last good keys
             log.error("%s", exc)
@@ -129,6 +136,7 @@ class KeyRing:
                 raise ValueError(f"key entry {pair[:12]!r}… must look like name:key")
             digest = key.removeprefix("sha256:") if key.startswith("sha256:") else hash_key(key)
             self._fixed[digest] = KeyEntry(kind, validate_identity_name(name, kind.value))
+        self._merge()
 
     def authenticate(self, metadata: Mapping[str, str]) -> Principal:
         """Resolves call metadata to a principal, or raises UNAUTHENTICATED/PERMISSION_DENIED."""
