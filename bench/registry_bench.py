@@ -21,7 +21,8 @@ from pathlib import Path
 
 from loraplex.client.base import ClientConfig
 from loraplex.client.registry import RegistryClient
-from services.common.testing import TEST_TENANT_KEYS, free_port, service_process
+from services.common.probes import free_port
+from services.common.testing import TEST_TENANT_KEYS, service_process
 from services.registry.app import SERVICE_NAME
 from tests.registry.adapters import make_big_adapter
 

@@ -34,7 +34,8 @@ import torch
 
 from loraplex.client.retrieval import RetrievalClient
 from services.common.db import make_engine
-from services.common.testing import TEST_TENANT_KEYS, free_port, service_process
+from services.common.probes import free_port
+from services.common.testing import TEST_TENANT_KEYS, service_process
 from services.retrieval.app import SERVICE_NAME
 from services.retrieval.chunking import Chunk, chunk_text
 from services.retrieval.embedder import Embedder, packaged_model_dir

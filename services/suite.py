@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from services.common.testing import free_port, wait_until_serving
+from services.common.probes import free_port, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_ENV_FILE = ROOT / "deploy" / "kustomize" / "overlays" / "dev" / "suite.env"

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from services.common.testing import free_port
+from services.common.probes import free_port
 
 
 def postgres_bin() -> Path | None:

@@ -14,12 +14,8 @@ import pytest
 from loraplex.client.base import ClientConfig, LoraplexClientError
 from loraplex.client.registry import RegistryClient, sha256_file
 from loraplex.registry.v1 import registry_service_pb2 as pb
-from services.common.testing import (
-    TEST_TENANT_KEYS,
-    free_port,
-    server_thread,
-    service_process,
-)
+from services.common.probes import free_port
+from services.common.testing import TEST_TENANT_KEYS, server_thread, service_process
 from services.registry.app import SERVICE_NAME, RegistryApp
 from tests.registry.adapters import make_lora_adapter
 from tests.registry.conftest import client_for, registry_settings

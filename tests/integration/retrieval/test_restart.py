@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,18 +16,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from loraplex.retrieval.v1 import retrieval_service_pb2 as pb
 from loraplex.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
+from services.common.probes import free_port
 from services.common.testing import TEST_TENANT_KEYS
 from services.retrieval.app import SERVICE_NAME
 from tests.integration.retrieval.helpers import ACME, create, doc, search, stats, upsert
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
@@ -73,7 +67,7 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 
 async def test_acknowledged_writes_survive_sigkill_and_restart(tmp_path):
-    port = _free_port()
+    port = free_port()
     target = f"127.0.0.1:{port}"
     proc = _start(tmp_path, port)
     try:

@@ -1,0 +1,39 @@
+"""Finding a free port and waiting for a server's readiness probe, outside Kubernetes.
+
+Used by the local suite runner (`loraplex suite up`, the demo) and by tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import time
+
+import grpc
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_serving(
+    target: str, service: str, timeout: float = 60.0, process: subprocess.Popen | None = None
+) -> None:
+    """Blocks until the health service reports `service` SERVING (the readiness probe)."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"{service} exited with code {process.returncode}")
+            with contextlib.suppress(grpc.RpcError):
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            time.sleep(0.1)
+    raise TimeoutError(f"{service} at {target} not serving after {timeout}s")
