@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from loraplex.registry.v1 import registry_service_pb2 as pb
+from services.common.timestamps import timestamp
 from services.registry.records import (
     AdapterSummary,
     AliasRecord,
@@ -15,14 +12,6 @@ from services.registry.records import (
     VersionRecord,
 )
 from services.registry.registry import PushFormat, PushHeader
-
-
-def timestamp(moment: datetime | None) -> Timestamp | None:
-    if moment is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
 
 
 def push_header(header: pb.PushHeader) -> PushHeader:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from loraplex.retrieval.v1 import retrieval_service_pb2 as pb
 from services.common.errors import InvalidArgument
+from services.common.timestamps import timestamp
 from services.retrieval.manager import UpsertProgress
 from services.retrieval.records import (
     ChunkHit,
@@ -47,8 +46,6 @@ def search_mode(value: int) -> SearchMode:
 
 
 def collection(record: CollectionRecord) -> pb.Collection:
-    created = Timestamp()
-    created.FromDatetime(record.created_at)
     return pb.Collection(
         name=record.name,
         embedding_model=record.embedding_model,
@@ -56,7 +53,7 @@ def collection(record: CollectionRecord) -> pb.Collection:
         index_kind=_KIND_TO_PB[record.index_kind],
         chunk_size_tokens=record.chunk_size,
         chunk_overlap_tokens=record.chunk_overlap,
-        created_at=created,
+        created_at=timestamp(record.created_at),
         revision=record.revision,
     )
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from loraplex.training.v1 import training_service_pb2 as pb
+from services.common.timestamps import timestamp
 from services.training import spec as core
 from services.training.store import DatasetRecord, EventRecord, JobRecord
 
@@ -43,14 +42,6 @@ STATE_TO_PB = {
     "cancelled": pb.JOB_STATE_CANCELLED,
 }
 _HP_FIELDS = [f.name for f in pb.Hyperparameters.DESCRIPTOR.fields]
-
-
-def timestamp(seconds: float | None) -> Timestamp | None:
-    if seconds is None:
-        return None
-    ts = Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
 
 
 def dataset_to_pb(record: DatasetRecord) -> pb.Dataset:
