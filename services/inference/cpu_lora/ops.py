@@ -1,4 +1,4 @@
-"""Grouped multi-LoRA kernels for the CPU, in plain torch.
+"""Grouped multi-LoRA ops for the CPU in plain torch: the reference and fallback of the C++ ops.
 
 vLLM's torch LoRA ops (`vllm/lora/ops/torch_ops/lora_ops.py`) apply adapters token by token:
 `weights[indices]` copies a whole `[out, rank]` matrix for every row of the batch and then runs
@@ -7,6 +7,10 @@ layer, paid even when no row has an adapter, and index -1 ("no adapter") silentl
 last slot. Here the rows of a batch are first grouped by adapter slot, once per forward step
 (`group_rows`); each op then runs one small matmul pair per adapter present, on views of the
 rows when they are contiguous, and rows without an adapter are never touched.
+
+The wrapper runs the C++ ops of `csrc/lora_kernels.cpp` (same grouping, no Python per call)
+when they could be built, and these otherwise; vLLM's sharded layers (`add_shrink` /
+`add_expand`) always use these.
 
 Weights are laid out as vLLM stacks them: `[max_loras, 1, out, in]` (or `[max_loras, out, in]`).
 Numerics follow vLLM's ops: the shrink runs in the dtype of its output buffer (float32), the
@@ -207,113 +211,3 @@ def grouped_lora_linear(
             column += width
     if permuted:
         _add_rows(out[:, offset : offset + total], groups.order, target)
-
-
-# Slot-block path: for decode batches that mix adapters, a matmul pair per adapter group means a
-# dozen tiny matmuls per layer, which cost more in dispatch than in arithmetic on a CPU. There,
-# the adapter rows are gathered into one `[slots, width, in]` block (each slot's rows in its own
-# block, short blocks padded by repeating a row; only the range of slots in use), each slice
-# runs one batched shrink and one batched expand against the stacked weights as they are (views,
-# no copies), and the real rows' deltas are added back with one indexed add. The op count is
-# fixed whatever the mix; the arithmetic is the exact one plus the padding rows.
-# Padding rows are computed and dropped; rows without an adapter are never read or written.
-
-
-@dataclass(frozen=True, slots=True)
-class SlotBlocks:
-    """Adapter rows of one batch laid out as `[count, width]` blocks, one per slot from `first`
-    to the last slot in use (slots in between without rows get a padding block).
-
-    Position `(slot - first) * width + j` of the layout holds batch row `gather[...]`; `keep`
-    lists the positions that hold a real adapter row and `rows` the batch row of each.
-    """
-
-    gather: torch.Tensor
-    keep: torch.Tensor
-    rows: torch.Tensor
-    first: int
-    count: int
-    width: int
-
-
-def slot_blocks(groups: RowGroups) -> SlotBlocks:
-    """The block layout of `groups` (width: the largest group)."""
-    if groups.empty:
-        empty = torch.zeros(0, dtype=torch.long)
-        return SlotBlocks(empty, empty, empty, 0, 0, 0)
-    width = max(end - start for _, start, end in groups.spans)
-    first = min(slot for slot, _, _ in groups.spans)
-    count = max(slot for slot, _, _ in groups.spans) - first + 1
-    gather = [0] * (count * width)
-    keep: list[int] = []
-    rows: list[int] = []
-    order = None if groups.order is None else groups.order.tolist()
-    for slot, start, end in groups.spans:
-        batch_rows = range(start, end) if order is None else order[start:end]
-        for j, row in enumerate(batch_rows):
-            position = (slot - first) * width + j
-            gather[position] = row
-            keep.append(position)
-            rows.append(row)
-    as_long = lambda values: torch.tensor(values, dtype=torch.long)  # noqa: E731
-    return SlotBlocks(as_long(gather), as_long(keep), as_long(rows), first, count, width)
-
-
-def _blocks_of(stacked: torch.Tensor, slots: int) -> torch.Tensor:
-    """vLLM's `[slots, 1, out, in]` (or `[slots, out, in]`) weights as `[slots, out, in]`."""
-    return stacked.reshape(slots, stacked.shape[-2], stacked.shape[-1])
-
-
-def blocked_weights(
-    lora_a: Sequence[torch.Tensor],
-    lora_b: Sequence[torch.Tensor],
-    output_slices: Sequence[int],
-    slots: int,
-    dtype: torch.dtype,
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """The batched-matmul operands of `blocked_lora_linear`: `[slots, in, rank]` A and
-    `[slots, rank, size]` B per slice. Views of the stacked weights when no dtype conversion
-    is needed, so they stay valid when vLLM loads another adapter into a slot."""
-    weights_a = [_blocks_of(a, slots).to(torch.float32).transpose(1, 2) for a in lora_a]
-    weights_b = [
-        _blocks_of(b, slots)[:, :size].to(dtype).transpose(1, 2)
-        for b, size in zip(lora_b, output_slices, strict=True)
-    ]
-    return weights_a, weights_b
-
-
-def blocked_lora_linear(
-    out: torch.Tensor,
-    x: torch.Tensor,
-    lora_a: Sequence[torch.Tensor],
-    lora_b: Sequence[torch.Tensor],
-    output_slices: Sequence[int],
-    blocks: SlotBlocks,
-    scale: float = 1.0,
-    offset: int = 0,
-    weights: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None,
-) -> None:
-    """`grouped_lora_linear` as batched matmuls over slot blocks: `2 * slices + 3` ops.
-
-    `weights` is `blocked_weights(lora_a, lora_b, output_slices, blocks.slots, out.dtype)`,
-    computed here when not given.
-    """
-    if not blocks.rows.numel():
-        return
-    first, count, width = blocks.first, blocks.count, blocks.width
-    if weights is None:
-        weights = blocked_weights(lora_a, lora_b, output_slices, lora_a[0].shape[0], out.dtype)
-    gathered = x.to(torch.float32).index_select(0, blocks.gather).view(count, width, -1)
-    whole = first == 0 and count == weights[0][0].shape[0]
-    deltas = []
-    for weight_a, weight_b in zip(*weights, strict=True):
-        if not whole:
-            weight_a, weight_b = weight_a[first : first + count], weight_b[first : first + count]
-        shrunk = torch.bmm(gathered, weight_a)
-        if scale != 1.0:
-            shrunk.mul_(scale)
-        deltas.append(torch.bmm(shrunk.to(out.dtype), weight_b))
-    delta = deltas[0] if len(deltas) == 1 else torch.cat(deltas, dim=2)
-    total = delta.shape[2]
-    delta = delta.view(count * width, total).index_select(0, blocks.keep)
-    _add_rows(out[:, offset : offset + total], blocks.rows, delta)

@@ -2,15 +2,16 @@
 
 vLLM asks its platform which punica wrapper to build (`Platform.get_punica_wrapper`); the plugin
 points the CPU platform at this subclass. It keeps all of vLLM's metadata handling and adds one
-thing per forward step: the batch's rows grouped by adapter slot (`ops.group_rows`), computed
-once in `update_metadata` and shared by every LoRA layer of the step. The token-level ops then
-run per adapter group instead of per token (see `ops`). Imported only inside vLLM processes.
+thing per forward step: a *plan*, the adapter slot of every row of the batch (`[rows, slot of
+row 0, ...]`, -1 = no adapter), written in place into a buffer the wrapper owns when vLLM
+updates the mapping, and read by every LoRA op of the step. The ops group the rows by slot and
+run once per adapter present; rows without an adapter are never touched.
 
-Under `torch.compile` (which the plugin keeps on with LoRA enabled) the ops called from inside
-the model forward (`add_lora_linear`, `add_shrink`, `add_expand`, `add_lora_embedding`) are
-dispatched as opaque custom ops, `torch.ops.loraplex.*`: the graph holds one call per layer with
-the activations and the stacked weights as arguments, and the per-step plan, which is Python
-data, is read when the op runs, never traced. Eager calls skip the dispatcher.
+The ops are the C++ ones of `csrc/lora_kernels.cpp` (`torch.ops.loraplex_kernels.*`, built on
+first use by `kernels.load`), or the plain-torch ones of `ops` when those cannot be built. Both
+are opaque to torch.compile (which the plugin keeps on with LoRA enabled): the graph holds one
+call per LoRA layer with the activations, the stacked weights and the plan buffer as
+arguments, so nothing about the batch is frozen into it. Imported only inside vLLM processes.
 """
 
 from __future__ import annotations
@@ -23,31 +24,21 @@ from torch.library import Library
 from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
 from vllm.utils.torch_utils import direct_register_custom_op
 
+from services.inference.cpu_lora import kernels
 from services.inference.cpu_lora.ops import (
     RowGroups,
-    SlotBlocks,
-    blocked_lora_linear,
-    blocked_weights,
     group_rows,
     grouped_expand,
     grouped_lora_linear,
     grouped_shrink,
-    slot_blocks,
 )
 
 if TYPE_CHECKING:
     from vllm.lora.layers import LoRAMapping
 
-_NO_ROWS = RowGroups((), None, 0)
-# Cost model of the path choice, calibrated on a 2-core AVX-512 box (see docs/cpu-lora-plugin.md):
-# a small torch op costs ~9 us of dispatch, a skinny fp32 matmul runs at ~200 MFLOP per ms.
-OP_COST_US = 9.0
-FLOP_PER_US = 200_000.0
-
-
-# Wrappers the custom ops dispatch to, by the address of their `_token_lora_indices` buffer. The
-# graph passes that buffer to every op as `handle`: a live tensor of the wrapper, fetched from
-# the model like the LoRA weights, never a constant frozen into a (possibly cached) graph.
+# Wrappers the plain-torch custom ops dispatch to, by the address of their plan buffer. The graph
+# passes that buffer to every op as `handle`: a live tensor of the wrapper, fetched from the
+# model like the LoRA weights, never a constant frozen into a (possibly cached) graph.
 _WRAPPERS: dict[int, weakref.ref[GroupedPunicaWrapperCPU]] = {}
 
 
@@ -120,8 +111,19 @@ for _name, _func in (
     )
 
 
+def _write_plan(plan: torch.Tensor, indices: torch.Tensor) -> None:
+    """`plan[0]` = rows, `plan[1 + row]` = the row's adapter slot."""
+    rows = indices.numel()
+    plan[0] = rows
+    plan[1 : rows + 1].copy_(indices)
+
+
+def _groups_of(plan: torch.Tensor) -> RowGroups:
+    return group_rows(plan[1 : int(plan[0]) + 1])
+
+
 class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
-    """Punica wrapper whose shrink/expand ops run one matmul pair per adapter in the batch."""
+    """Punica wrapper whose ops run once per adapter present in the batch (C++ or plain torch)."""
 
     def __init__(
         self,
@@ -131,14 +133,13 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         **kwargs: Any,
     ) -> None:
         super().__init__(max_num_batched_tokens, max_batches, device, **kwargs)
-        self.token_groups: RowGroups = _NO_ROWS
-        self.sampler_groups: RowGroups = _NO_ROWS
-        self._slot_blocks: SlotBlocks | None = None
-        # Per step: the path chosen for each layer shape. Per layer: the blocked path's weight
-        # views, keyed by the stacked tensors' addresses (the entry keeps them alive).
-        self._paths: dict[tuple, bool] = {}
-        self._views: dict[tuple, tuple[tuple[torch.Tensor, ...], tuple[list, list]]] = {}
-        _WRAPPERS[self._token_lora_indices.data_ptr()] = weakref.ref(self)
+        # Plans of the step: token rows (every layer) and sampled rows (the LoRA logits).
+        self._plan = torch.zeros(self._token_lora_indices.numel() + 1, dtype=torch.long)
+        self._sampler_plan = torch.zeros(self._sampler_indices.numel() + 1, dtype=torch.long)
+        self._token_groups: RowGroups | None = None
+        self._sampler_groups: RowGroups | None = None
+        self._kernels = kernels.load()
+        _WRAPPERS[self._plan.data_ptr()] = weakref.ref(self)
 
     def update_metadata(
         self,
@@ -149,110 +150,30 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         **kwargs: Any,
     ) -> None:
         super().update_metadata(mapping, lora_index_to_id, max_loras, vocab_size, **kwargs)
-        self.token_groups = group_rows(self.token_lora_indices)
-        self.sampler_groups = group_rows(self.sampler_indices)
-        self._slot_blocks = None
-        self._paths = {}
+        _write_plan(self._plan, self.token_lora_indices)
+        _write_plan(self._sampler_plan, self.sampler_indices)
+        self._token_groups = self._sampler_groups = None
 
-    def _blocked(self, rank: int, widths: int, slices: int) -> bool:
-        """Whether batched matmuls over slot blocks beat a matmul pair per adapter group.
+    @property
+    def token_groups(self) -> RowGroups:
+        """The plan's rows grouped by slot, for the plain-torch ops (built on first use)."""
+        if self._token_groups is None:
+            self._token_groups = _groups_of(self._plan)
+        return self._token_groups
 
-        `widths` is the sum of the inner and outer sizes the op multiplies by `rank`. Grouped:
-        `3 * slices + 1` ops per group (two matmuls and the per-slot weight views per slice)
-        plus a gather and a scatter when groups are interleaved, exact FLOPs. Blocked:
-        `2 * slices + 4` ops, FLOPs for `slots in range x largest group` rows. Uniform batches
-        go grouped; mixed decode steps go blocked; prefill by size.
-        """
-        groups = self.token_groups
-        if groups.empty:
-            return False
-        blocks = self._blocks()
-        adapter_rows = int(blocks.rows.numel())
-        grouped_ops = len(groups.spans) * (3 * slices + 1) + (2 if groups.order is not None else 0)
-        grouped = grouped_ops * OP_COST_US + 2 * adapter_rows * rank * widths / FLOP_PER_US
-        blocked_flops = 2 * blocks.count * blocks.width * rank * widths
-        blocked = (2 * slices + 4) * OP_COST_US + blocked_flops / FLOP_PER_US
-        return blocked < grouped
-
-    def _blocks(self) -> SlotBlocks:
-        """The step's slot-block layout, built on first use."""
-        if self._slot_blocks is None:
-            self._slot_blocks = slot_blocks(self.token_groups)
-        return self._slot_blocks
-
-    def _blocked_weights(
-        self,
-        lora_a: tuple[torch.Tensor, ...],
-        lora_b: tuple[torch.Tensor, ...],
-        output_slices: tuple[int, ...],
-        slots: int,
-        dtype: torch.dtype,
-    ) -> tuple[list, list]:
-        """`ops.blocked_weights`, cached per layer when they are views (no dtype conversion)."""
-        if lora_a[0].dtype != torch.float32 or lora_b[0].dtype != dtype:
-            return blocked_weights(lora_a, lora_b, output_slices, slots, dtype)
-        key = (*(t.data_ptr() for t in lora_a), *(t.data_ptr() for t in lora_b), output_slices)
-        entry = self._views.get(key)
-        if entry is None:
-            weights = blocked_weights(lora_a, lora_b, output_slices, slots, dtype)
-            entry = self._views[key] = ((*lora_a, *lora_b), weights)
-        return entry[1]
+    @property
+    def sampler_groups(self) -> RowGroups:
+        if self._sampler_groups is None:
+            self._sampler_groups = _groups_of(self._sampler_plan)
+        return self._sampler_groups
 
     def _groups_for(self, groups: RowGroups, rows: int) -> RowGroups | None:
         """The step's groups, or None when `rows` does not match the mapping (let vLLM decide)."""
         return groups if groups.num_rows == rows else None
 
-    # Entry points vLLM's layers call. Under torch.compile they only emit the custom op; eagerly
-    # they run the implementation directly.
-
-    def add_shrink(
-        self,
-        y: tuple[torch.Tensor, ...] | torch.Tensor,
-        x: torch.Tensor,
-        lora_a_stacked: tuple[torch.Tensor, ...],
-        scale: float,
-        **kwargs: Any,
-    ) -> None:
-        if torch.compiler.is_compiling() and isinstance(y, torch.Tensor):
-            torch.ops.loraplex.shrink(y, x, list(lora_a_stacked), scale, self._token_lora_indices)
-            return None
-        return self._shrink(y, x, lora_a_stacked, scale, **kwargs)
-
-    def add_expand(
-        self,
-        y: torch.Tensor,
-        x: tuple[torch.Tensor, ...] | torch.Tensor,
-        lora_b_stacked: tuple[torch.Tensor, ...],
-        output_slices: tuple[int, ...],
-        offset_start: int = 0,
-        add_inputs: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        if torch.compiler.is_compiling() and isinstance(x, torch.Tensor):
-            torch.ops.loraplex.expand(
-                y,
-                x,
-                list(lora_b_stacked),
-                list(output_slices),
-                offset_start,
-                add_inputs,
-                self._token_lora_indices,
-            )
-            return None
-        return self._expand(y, x, lora_b_stacked, output_slices, offset_start, add_inputs, **kwargs)
-
-    def add_lora_embedding(
-        self,
-        y: torch.Tensor,
-        x: torch.Tensor,
-        lora_b_stacked: torch.Tensor,
-        add_inputs: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        if torch.compiler.is_compiling():
-            torch.ops.loraplex.embedding(y, x, lora_b_stacked, add_inputs, self._token_lora_indices)
-            return None
-        return self._embedding(y, x, lora_b_stacked, add_inputs, **kwargs)
+    # Entry points vLLM's layers call. With the C++ ops they call them (eagerly or from a
+    # compiled graph alike); otherwise, under torch.compile they only emit the plain-torch custom
+    # op and eagerly they run its implementation directly.
 
     def add_lora_linear(
         self,
@@ -266,6 +187,17 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         buffer: tuple[torch.Tensor, ...] | None = None,
         **kwargs: Any,
     ) -> None:
+        if self._kernels:
+            torch.ops.loraplex_kernels.lora_linear(
+                y,
+                x,
+                list(lora_a_stacked),
+                list(lora_b_stacked),
+                scale,
+                list(output_slices),
+                self._plan,
+            )
+            return None
         if torch.compiler.is_compiling():
             torch.ops.loraplex.lora_linear(
                 y,
@@ -274,14 +206,104 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
                 list(lora_b_stacked),
                 scale,
                 list(output_slices),
-                self._token_lora_indices,
+                self._plan,
             )
             return None
         return self._lora_linear(
             y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, buffer=buffer, **kwargs
         )
 
-    # Implementations (eager, or inside the custom ops).
+    def add_lora_embedding(
+        self,
+        y: torch.Tensor,
+        x: torch.Tensor,
+        lora_b_stacked: torch.Tensor,
+        add_inputs: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if self._kernels:
+            torch.ops.loraplex_kernels.lora_embedding(y, x, lora_b_stacked, add_inputs, self._plan)
+            return None
+        if torch.compiler.is_compiling():
+            torch.ops.loraplex.embedding(y, x, lora_b_stacked, add_inputs, self._plan)
+            return None
+        return self._embedding(y, x, lora_b_stacked, add_inputs, **kwargs)
+
+    def add_lora_logits(
+        self,
+        y: torch.Tensor,
+        x: torch.Tensor,
+        lora_a_stacked: torch.Tensor,
+        lora_b_stacked: torch.Tensor,
+        scale: float,
+        *,
+        buffer: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Runs outside the compiled forward, once per step, on the sampled rows."""
+        flat_y = y.view(-1, y.shape[-1])
+        flat_x = x.view(-1, x.shape[-1])
+        width = min(lora_b_stacked.shape[-2], flat_y.shape[1])
+        if self._kernels:
+            torch.ops.loraplex_kernels.lora_linear(
+                flat_y,
+                flat_x,
+                [lora_a_stacked],
+                [lora_b_stacked],
+                scale,
+                [width],
+                self._sampler_plan,
+            )
+            return None
+        groups = self._groups_for(self.sampler_groups, flat_x.shape[0])
+        if groups is None:
+            return super().add_lora_logits(
+                y, x, lora_a_stacked, lora_b_stacked, scale, buffer=buffer, **kwargs
+            )
+        grouped_lora_linear(
+            flat_y, flat_x, (lora_a_stacked,), (lora_b_stacked,), (width,), groups, scale
+        )
+        return None
+
+    def add_shrink(
+        self,
+        y: tuple[torch.Tensor, ...] | torch.Tensor,
+        x: torch.Tensor,
+        lora_a_stacked: tuple[torch.Tensor, ...],
+        scale: float,
+        **kwargs: Any,
+    ) -> None:
+        """Called only by vLLM's sharded layers (the fused `add_lora_linear` otherwise)."""
+        if torch.compiler.is_compiling() and isinstance(y, torch.Tensor):
+            torch.ops.loraplex.shrink(y, x, list(lora_a_stacked), scale, self._plan)
+            return None
+        return self._shrink(y, x, lora_a_stacked, scale, **kwargs)
+
+    def add_expand(
+        self,
+        y: torch.Tensor,
+        x: tuple[torch.Tensor, ...] | torch.Tensor,
+        lora_b_stacked: tuple[torch.Tensor, ...],
+        output_slices: tuple[int, ...],
+        offset_start: int = 0,
+        add_inputs: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        """Called only by vLLM's sharded layers (the fused `add_lora_linear` otherwise)."""
+        if torch.compiler.is_compiling() and isinstance(x, torch.Tensor):
+            torch.ops.loraplex.expand(
+                y,
+                x,
+                list(lora_b_stacked),
+                list(output_slices),
+                offset_start,
+                add_inputs,
+                self._plan,
+            )
+            return None
+        return self._expand(y, x, lora_b_stacked, output_slices, offset_start, add_inputs, **kwargs)
+
+    # Plain-torch implementations (eager, or inside the `torch.ops.loraplex` custom ops).
 
     def _shrink(
         self,
@@ -353,62 +375,19 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         buffer: tuple[torch.Tensor, ...] | None = None,
         **kwargs: Any,
     ) -> None:
-        groups = self._groups_for(self.token_groups, x.view(-1, x.shape[-1]).shape[0])
+        flat_x = x.view(-1, x.shape[-1])
+        groups = self._groups_for(self.token_groups, flat_x.shape[0])
         if groups is None:
             return super().add_lora_linear(
                 y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, buffer=buffer, **kwargs
             )
-        if groups.empty:
-            return None
-        flat_y = y.view(-1, y.shape[-1])
-        flat_x = x.view(-1, x.shape[-1])
-        slots, rank = lora_a_stacked[0].shape[0], lora_a_stacked[0].shape[-2]
-        output_slices = tuple(output_slices)
-        path_key = (rank, flat_x.shape[1], output_slices)
-        blocked = self._paths.get(path_key)
-        if blocked is None:
-            widths = len(output_slices) * flat_x.shape[1] + sum(output_slices)
-            blocked = self._paths[path_key] = self._blocked(rank, widths, len(output_slices))
-        if blocked:
-            weights = self._blocked_weights(
-                lora_a_stacked, lora_b_stacked, output_slices, slots, flat_y.dtype
-            )
-            blocked_lora_linear(
-                flat_y,
-                flat_x,
-                lora_a_stacked,
-                lora_b_stacked,
-                output_slices,
-                self._blocks(),
-                scale,
-                weights=weights,
-            )
-            return None
         grouped_lora_linear(
-            flat_y, flat_x, lora_a_stacked, lora_b_stacked, output_slices, groups, scale
-        )
-        return None
-
-    def add_lora_logits(
-        self,
-        y: torch.Tensor,
-        x: torch.Tensor,
-        lora_a_stacked: torch.Tensor,
-        lora_b_stacked: torch.Tensor,
-        scale: float,
-        *,
-        buffer: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> None:
-        flat_y = y.view(-1, y.shape[-1])
-        flat_x = x.view(-1, x.shape[-1])
-        groups = self._groups_for(self.sampler_groups, flat_x.shape[0])
-        if groups is None:
-            return super().add_lora_logits(
-                y, x, lora_a_stacked, lora_b_stacked, scale, buffer=buffer, **kwargs
-            )
-        width = min(lora_b_stacked.shape[-2], flat_y.shape[1])
-        grouped_lora_linear(
-            flat_y, flat_x, (lora_a_stacked,), (lora_b_stacked,), (width,), groups, scale
+            y.view(-1, y.shape[-1]),
+            flat_x,
+            lora_a_stacked,
+            lora_b_stacked,
+            tuple(output_slices),
+            groups,
+            scale,
         )
         return None

@@ -38,6 +38,14 @@ def generate_batches(
     return results
 
 
+def punica_wrapper_state(worker: object) -> tuple[str, bool]:
+    """Run inside the engine's worker (`LLM.collective_rpc`): which punica wrapper the LoRA
+    manager built, and whether it runs the C++ ops."""
+    manager = worker.model_runner.lora_manager._adapter_manager
+    wrapper = next(iter(manager.punica_wrapper_mapping.values()))
+    return type(wrapper).__name__, bool(getattr(wrapper, "_kernels", False))
+
+
 def build_engine(model: str, max_loras: int, max_rank: int) -> object:
     """The engine every cpu_lora test uses: fp32, small KV cache, LoRA enabled."""
     from vllm import LLM

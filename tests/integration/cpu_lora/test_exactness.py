@@ -16,7 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cpu_lora.engine_run import build_engine, generate_batches
+from services.inference.cpu_lora import kernels
+from tests.integration.cpu_lora.engine_run import (
+    build_engine,
+    generate_batches,
+    punica_wrapper_state,
+)
 from tests.tiny_llm import TARGET_MODULES, build_tiny_llama, make_random_lora
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -77,9 +82,17 @@ def llm(assets: dict):
     """The plugin-enabled engine (the plugin loads through vLLM's entry point in this venv)."""
     if os.environ.get("LORAPLEX_CPU_LORA", "1") == "0":
         pytest.skip("plugin disabled by LORAPLEX_CPU_LORA=0")
+    # lets `collective_rpc` ship a test function to the worker (pickle), read by both sides at
+    # every call; test engines only
+    saved = os.environ.get("VLLM_ALLOW_INSECURE_SERIALIZATION")
+    os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
     engine = build_engine(assets["model"], max_loras=len(RANKS), max_rank=max(RANKS))
     yield engine
     del engine
+    if saved is None:
+        os.environ.pop("VLLM_ALLOW_INSECURE_SERIALIZATION")
+    else:
+        os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = saved
 
 
 def _check(assets: dict, llm, batches: list[list[tuple[int, str | None]]]) -> None:
@@ -103,6 +116,12 @@ def test_adapters_change_outputs(assets: dict) -> None:
             assert assets["ref"][(p_index, folder)] != base
 
 
+def test_engine_runs_the_grouped_wrapper_with_the_cpp_ops(llm) -> None:
+    """Guards the tests below: they exercise the plugin's C++ ops, not a fallback."""
+    expected = ("GroupedPunicaWrapperCPU", kernels.load())
+    assert llm.collective_rpc(punica_wrapper_state) == [expected]
+
+
 def test_single_requests_match_peft(assets: dict, llm) -> None:
     _check(assets, llm, [[(p, folder)] for folder in _slots(assets) for p in range(2)])
 
@@ -113,24 +132,27 @@ def test_uniform_batches_match_peft(assets: dict, llm) -> None:
 
 def test_mixed_batches_match_peft(assets: dict, llm) -> None:
     """Base rows next to every adapter in one batch, each prompt under each adapter once."""
+    _check(assets, llm, _mixed_batches(assets))
+
+
+def _mixed_batches(assets: dict) -> list[list[tuple[int, str | None]]]:
     slots = _slots(assets)
-    batches = [
+    return [
         [(p, slots[(p + shift) % len(slots)]) for p in range(len(PROMPTS))]
         for shift in range(len(slots))
     ]
-    _check(assets, llm, batches)
 
 
-def test_unpatched_vllm_corrupts_base_rows_in_mixed_batches(assets: dict, tmp_path: Path) -> None:
-    """The upstream bug the plugin fixes, reproduced with the plugin off in a child process."""
-    slots = _slots(assets)
-    batch = [(p, slots[p % len(slots)]) for p in range(len(PROMPTS))]
+def _run_in_child(
+    assets: dict, tmp_path: Path, batches: list, env: dict[str, str]
+) -> list[list[list[int]]]:
+    """The batches' greedy outputs from an engine in a child process with `env` set."""
     spec = {
         "model": assets["model"],
         "max_loras": len(RANKS),
         "max_rank": max(RANKS),
         "new_tokens": NEW_TOKENS,
-        "batches": [[(assets["prompts"][p], folder) for p, folder in batch]],
+        "batches": [[(assets["prompts"][p], folder) for p, folder in batch] for batch in batches],
     }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     done = subprocess.run(
@@ -141,7 +163,7 @@ def test_unpatched_vllm_corrupts_base_rows_in_mixed_batches(assets: dict, tmp_pa
             str(tmp_path / "spec.json"),
         ],
         cwd=ROOT,
-        env=dict(os.environ, LORAPLEX_CPU_LORA="0"),
+        env=dict(os.environ, **env),
         capture_output=True,
         text=True,
         timeout=300,
@@ -149,7 +171,23 @@ def test_unpatched_vllm_corrupts_base_rows_in_mixed_batches(assets: dict, tmp_pa
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("OUTPUTS ")]
     assert done.returncode == 0 and lines, done.stderr[-3000:]
-    outputs = json.loads(lines[-1].removeprefix("OUTPUTS "))[0]
+    return json.loads(lines[-1].removeprefix("OUTPUTS "))
+
+
+def test_plain_torch_fallback_matches_peft_in_mixed_batches(assets: dict, tmp_path: Path) -> None:
+    """Without the C++ ops (no compiler, or `LORAPLEX_CPU_LORA_KERNELS=0`) results are the same."""
+    batches = _mixed_batches(assets)
+    outputs = _run_in_child(assets, tmp_path, batches, {"LORAPLEX_CPU_LORA_KERNELS": "0"})
+    for batch, out in zip(batches, outputs, strict=True):
+        for (p_index, folder), tokens in zip(batch, out, strict=True):
+            assert tokens == assets["ref"][(p_index, folder)], (p_index, folder)
+
+
+def test_unpatched_vllm_corrupts_base_rows_in_mixed_batches(assets: dict, tmp_path: Path) -> None:
+    """The upstream bug the plugin fixes, reproduced with the plugin off in a child process."""
+    slots = _slots(assets)
+    batch = [(p, slots[p % len(slots)]) for p in range(len(PROMPTS))]
+    outputs = _run_in_child(assets, tmp_path, [batch], {"LORAPLEX_CPU_LORA": "0"})[0]
     base_rows = [i for i, (_, folder) in enumerate(batch) if folder is None]
     assert base_rows
     for row in base_rows:

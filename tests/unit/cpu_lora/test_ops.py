@@ -6,13 +6,10 @@ import pytest
 import torch
 
 from services.inference.cpu_lora.ops import (
-    blocked_lora_linear,
-    blocked_weights,
     group_rows,
     grouped_expand,
     grouped_lora_linear,
     grouped_shrink,
-    slot_blocks,
 )
 
 SLOTS, RANK, DIM = 4, 8, 32
@@ -110,39 +107,3 @@ def test_vllm_torch_ops_apply_last_slot_to_rows_without_adapter(weights) -> None
     assert torch.count_nonzero(fixed[1]) == 0
     adapter_rows = [row for row, slot in enumerate(indices) if slot >= 0]
     torch.testing.assert_close(fixed[adapter_rows], y[adapter_rows])
-
-
-@pytest.mark.parametrize("indices", BATCHES.values(), ids=BATCHES.keys())
-def test_blocked_path_matches_naive(weights, indices) -> None:
-    """The slot-block path gives the naive result and never writes rows without adapter."""
-    lora_a, lora_b = weights
-    x, y = torch.randn(len(indices), DIM), torch.randn(len(indices), 2 + sum(SLICES))
-    expected = naive(y, x, indices, lora_a, lora_b, 0.5, 2)
-    blocks = slot_blocks(group_rows(indices))
-    base_rows = [row for row, slot in enumerate(indices) if slot < 0]
-    for weights_arg in (None, blocked_weights(lora_a, lora_b, SLICES, SLOTS, torch.float32)):
-        got = y.clone()
-        blocked_lora_linear(
-            got, x, lora_a, lora_b, SLICES, blocks, 0.5, offset=2, weights=weights_arg
-        )
-        torch.testing.assert_close(got, expected)
-        assert torch.equal(got[base_rows], y[base_rows])
-
-
-def test_slot_blocks_layout() -> None:
-    blocks = slot_blocks(group_rows([-1, 3, 1, -1, 3, 3]))
-    assert (blocks.first, blocks.count, blocks.width) == (1, 3, 3)
-    assert blocks.rows.tolist() == [2, 1, 4, 5]
-    assert blocks.keep.tolist() == [0, 6, 7, 8]
-    assert blocks.gather[blocks.keep].tolist() == blocks.rows.tolist()
-    assert slot_blocks(group_rows([-1, -1])).rows.numel() == 0
-
-
-def test_blocked_weights_are_views_that_follow_slot_updates(weights) -> None:
-    """vLLM writes a new adapter into a slot in place; cached views must see it."""
-    lora_a, lora_b = weights
-    weights_a, weights_b = blocked_weights(lora_a, lora_b, SLICES, SLOTS, torch.float32)
-    lora_a[0][2].fill_(7.0)
-    lora_b[1][3].zero_()
-    assert torch.all(weights_a[0][2] == 7.0)
-    assert torch.count_nonzero(weights_b[1][3]) == 0

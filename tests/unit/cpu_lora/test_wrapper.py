@@ -1,33 +1,31 @@
-"""The wrapper's per-step state: path choice, cached weight views, the compiled-graph ops."""
+"""The wrapper's per-step plan and its ops: C++ and plain torch, eager and compiled."""
 
 from __future__ import annotations
 
+import pytest
 import torch
+from vllm.lora.layers import LoRAMapping
 
-from services.inference.cpu_lora.ops import group_rows
-from services.inference.cpu_lora.wrapper import GroupedPunicaWrapperCPU
+from services.inference.cpu_lora import kernels
+from services.inference.cpu_lora.wrapper import GroupedPunicaWrapperCPU, _write_plan
 
-SLOTS, RANK, HIDDEN = 8, 8, 512
+SLOTS, RANK, HIDDEN = 8, 8, 64
+MIXED = [0, 1, -1, 2, 0, -1, 1, 2, -1]
 
 
-def _wrapper(indices: list[int]) -> GroupedPunicaWrapperCPU:
+def _wrapper(indices: list[int], use_kernels: bool = True) -> GroupedPunicaWrapperCPU:
     wrapper = GroupedPunicaWrapperCPU(1024, 8, "cpu")
-    wrapper.token_groups = group_rows(indices)
-    wrapper._token_lora_indices[: len(indices)] = torch.tensor(indices)
-    wrapper.indices_len[0] = len(indices)
+    wrapper._kernels = use_kernels and kernels.load()
+    _set_batch(wrapper, indices)
     return wrapper
 
 
-def test_path_choice() -> None:
-    widths = 3 * HIDDEN + 3 * HIDDEN
-    decode_mix = [slot if row % 3 != 2 else -1 for row, slot in enumerate(list(range(8)) * 2)]
-    assert _wrapper(decode_mix)._blocked(RANK, widths, 3)
-    one_adapter_mix = [0, 0, -1] * 6
-    assert _wrapper(one_adapter_mix)._blocked(RANK, widths, 3)
-    assert not _wrapper([0] * 18)._blocked(RANK, widths, 3)
-    assert not _wrapper([-1] * 18)._blocked(RANK, widths, 3)
-    lopsided_prefill = [0] * 900 + [5] * 10
-    assert not _wrapper(lopsided_prefill)._blocked(RANK, widths, 3)
+def _set_batch(wrapper: GroupedPunicaWrapperCPU, indices: list[int]) -> None:
+    """What `update_metadata` leaves behind for a batch with these slots."""
+    wrapper._token_lora_indices[: len(indices)] = torch.tensor(indices)
+    wrapper.indices_len[0] = len(indices)
+    _write_plan(wrapper._plan, wrapper.token_lora_indices)
+    wrapper._token_groups = None
 
 
 def _layer(generator: torch.Generator) -> tuple[tuple, tuple]:
@@ -36,45 +34,82 @@ def _layer(generator: torch.Generator) -> tuple[tuple, tuple]:
     return lora_a, lora_b
 
 
-def test_cached_views_see_a_new_adapter_in_a_slot() -> None:
-    """The blocked path caches weight views per layer; a slot reload must not go stale."""
-    indices = [slot if row % 3 != 2 else -1 for row, slot in enumerate(list(range(8)) * 2)]
-    wrapper = _wrapper(indices)
-    lora_a, lora_b = _layer(torch.Generator().manual_seed(0))
-    x = torch.randn(len(indices), HIDDEN)
-    slices = (HIDDEN,) * 3
-    first = torch.zeros(len(indices), 3 * HIDDEN)
-    wrapper.add_lora_linear(first, x, lora_a, lora_b, 1.0, slices)
-    for tensor in lora_b:
-        tensor[1].zero_()
-    again = torch.zeros_like(first)
-    wrapper.add_lora_linear(again, x, lora_a, lora_b, 1.0, slices)
-    rows_of_slot_1 = [row for row, slot in enumerate(indices) if slot == 1]
-    assert torch.count_nonzero(again[rows_of_slot_1]) == 0
-    other = [row for row, slot in enumerate(indices) if slot not in (1, -1)]
-    torch.testing.assert_close(again[other], first[other])
+def _naive(y, x, indices, lora_a, lora_b, scale=1.0):
+    y = y.clone()
+    for row, slot in enumerate(indices):
+        if slot >= 0:
+            for i, (a, b) in enumerate(zip(lora_a, lora_b, strict=True)):
+                y[row, i * HIDDEN : (i + 1) * HIDDEN] += (x[row] @ a[slot, 0].T * scale) @ b[
+                    slot, 0
+                ].T
+    return y
 
 
-def test_custom_op_matches_eager_and_skips_base_rows() -> None:
-    """`torch.ops.loraplex.lora_linear` (what a compiled graph calls) = the eager method."""
-    indices = [0, 1, -1, 2, 0, -1, 1, 2, -1]
-    wrapper = _wrapper(indices)
+def test_update_metadata_writes_the_plan() -> None:
+    """Rows without an adapter (id 0) get slot -1; adapter ids map to the slot holding them."""
+    wrapper = GroupedPunicaWrapperCPU(1024, 8, "cpu")
+    lora_index_to_id = [7, 3, 9] + [None] * 5
+    mapping = LoRAMapping(index_mapping=(3, 0, 9, 9, 7, 0), prompt_mapping=(3, 0, 9, 9, 7, 0))
+    wrapper.update_metadata(mapping, lora_index_to_id, SLOTS, 320)
+    assert wrapper._plan[:7].tolist() == [6, 1, -1, 2, 2, 0, -1]
+    assert wrapper._sampler_plan[:7].tolist() == [6, 1, -1, 2, 2, 0, -1]
+    assert wrapper.token_groups.spans == ((1, 0, 1), (2, 2, 4), (0, 4, 5))
+
+
+@pytest.mark.parametrize("use_kernels", [True, False], ids=["c++", "plain torch"])
+def test_add_lora_linear_matches_naive_and_skips_base_rows(use_kernels: bool) -> None:
+    if use_kernels and not kernels.load():
+        pytest.skip("C++ LoRA ops could not be built")
+    wrapper = _wrapper(MIXED, use_kernels)
     lora_a, lora_b = _layer(torch.Generator().manual_seed(1))
-    x = torch.randn(len(indices), HIDDEN)
-    y = torch.randn(len(indices), 3 * HIDDEN)
-    eager, via_op = y.clone(), y.clone()
-    wrapper.add_lora_linear(eager, x, lora_a, lora_b, 0.5, (HIDDEN,) * 3)
+    x = torch.randn(len(MIXED), HIDDEN)
+    y = torch.randn(len(MIXED), 3 * HIDDEN)
+    got = y.clone()
+    wrapper.add_lora_linear(got, x, lora_a, lora_b, 0.5, (HIDDEN,) * 3)
+    torch.testing.assert_close(got, _naive(y, x, MIXED, lora_a, lora_b, 0.5))
+    base = [row for row, slot in enumerate(MIXED) if slot < 0]
+    assert torch.equal(got[base], y[base])
+    # the plain-torch custom op (what a compiled graph calls without the C++ ops) agrees
+    via_op = y.clone()
     torch.ops.loraplex.lora_linear(
-        via_op, x, list(lora_a), list(lora_b), 0.5, [HIDDEN] * 3, wrapper._token_lora_indices
+        via_op, x, list(lora_a), list(lora_b), 0.5, [HIDDEN] * 3, wrapper._plan
     )
-    assert torch.equal(eager, via_op)
-    base = [row for row, slot in enumerate(indices) if slot < 0]
-    assert torch.equal(via_op[base], y[base])
+    torch.testing.assert_close(via_op, got)
 
 
-def test_compiled_graph_calls_the_op_and_reads_the_current_plan() -> None:
-    """A graph traced once keeps working when the batch's adapter mix changes afterwards."""
-    wrapper = _wrapper([0, 1, -1, 2])
+@pytest.mark.parametrize("use_kernels", [True, False], ids=["c++", "plain torch"])
+def test_embedding_and_logits_follow_their_plans(use_kernels: bool) -> None:
+    if use_kernels and not kernels.load():
+        pytest.skip("C++ LoRA ops could not be built")
+    wrapper = _wrapper(MIXED, use_kernels)
+    sampled = [2, -1, 0]
+    _write_plan(wrapper._sampler_plan, torch.tensor(sampled))
+    wrapper._sampler_groups = None
+    generator = torch.Generator().manual_seed(4)
+    lora_b = torch.randn(SLOTS, 1, HIDDEN, RANK, generator=generator)
+    x, y = torch.randn(len(MIXED), RANK), torch.randn(len(MIXED), HIDDEN)
+    got = y.clone()
+    wrapper.add_lora_embedding(got, x, lora_b, add_inputs=True)
+    for row, slot in enumerate(MIXED):
+        expected = y[row] + (x[row] @ lora_b[slot, 0].T if slot >= 0 else 0)
+        torch.testing.assert_close(got[row], expected)
+    head_a = torch.randn(SLOTS, 1, RANK, HIDDEN, generator=generator)
+    head_b = torch.randn(SLOTS, 1, 40, RANK, generator=generator)
+    hidden, logits = torch.randn(3, HIDDEN), torch.randn(3, 32)  # vocab padded to 40 in B
+    got = logits.clone()
+    wrapper.add_lora_logits(got, hidden, head_a, head_b, 1.0)
+    for row, slot in enumerate(sampled):
+        delta = (hidden[row] @ head_a[slot, 0].T) @ head_b[slot, 0, :32].T if slot >= 0 else 0
+        torch.testing.assert_close(got[row], logits[row] + delta)
+
+
+@pytest.mark.parametrize("use_kernels", [True, False], ids=["c++", "plain torch"])
+def test_compiled_graph_reads_the_current_plan(use_kernels: bool) -> None:
+    """A graph traced once (through AOT functionalization of the mutating op) keeps working
+    when the batch's adapter mix changes afterwards."""
+    if use_kernels and not kernels.load():
+        pytest.skip("C++ LoRA ops could not be built")
+    wrapper = _wrapper([0, 1, -1, 2], use_kernels)
     lora_a, lora_b = _layer(torch.Generator().manual_seed(2))
 
     def layer(x: torch.Tensor) -> torch.Tensor:
@@ -82,9 +117,10 @@ def test_compiled_graph_calls_the_op_and_reads_the_current_plan() -> None:
         wrapper.add_lora_linear(y, x, lora_a, lora_b, 1.0, (HIDDEN,) * 3)
         return y + 1.0
 
-    compiled = torch.compile(layer, backend="eager", fullgraph=True, dynamic=True)
-    for indices in ([0, 1, -1, 2], [-1, -1, -1, -1], [2, 2, 2, -1]):
-        wrapper.token_groups = group_rows(indices)
-        wrapper._slot_blocks, wrapper._paths = None, {}
-        x = torch.randn(4, HIDDEN)
-        torch.testing.assert_close(compiled(x), layer(x))
+    torch._dynamo.reset()
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True, dynamic=True)
+    for indices in ([0, 1, -1, 2], [-1, -1, -1, -1], [2, 2, 2, -1], [5, -1, 7, 7, 0, -1]):
+        _set_batch(wrapper, indices)
+        x = torch.randn(len(indices), HIDDEN)
+        expected = _naive(x.repeat(1, 3) * 2.0, x, indices, lora_a, lora_b) + 1.0
+        torch.testing.assert_close(compiled(x), expected)

@@ -1,0 +1,380 @@
+// Multi-LoRA ops for vLLM's CPU platform: one call per LoRA layer, no Python inside.
+//
+// The Python ops (`ops.py`) spend most of a decode step's LoRA time in dispatch: ~14 ATen calls
+// and ~70 us of Python per layer call for a dozen adapter rows whose arithmetic takes a few us.
+// Here the whole layer is one C++ call. The batch's rows are grouped by adapter slot from the
+// step's plan (`plan[0]` = rows, `plan[1 + row]` = slot, -1 = no adapter); each slot's A and B
+// are then read once and applied to its rows with plain loops (small groups: decode, short
+// prefill chunks), or with ATen matmuls when a group is large enough for a GEMM to pay off.
+// Rows without an adapter are never read or written. float32 runs the loops; other dtypes go
+// through the ATen path.
+
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+// Groups at least this large go to ATen matmuls (oneDNN/BLAS, multi-threaded).
+constexpr int64_t kGemmRows = 32;
+
+// The adapter rows of one step, grouped by slot: rows of slot `slots[g]` are
+// `rows[starts[g] .. starts[g + 1])`, in batch order.
+struct Groups {
+  std::vector<int64_t> slots;
+  std::vector<int64_t> starts;
+  std::vector<int64_t> rows;
+  bool empty() const { return slots.empty(); }
+};
+
+Groups group_rows(const at::Tensor& plan, int64_t num_rows, int64_t num_slots) {
+  TORCH_CHECK(plan.scalar_type() == at::kLong && plan.dim() == 1 && plan.is_contiguous(),
+              "loraplex LoRA plan must be a contiguous int64 vector");
+  const int64_t* data = plan.const_data_ptr<int64_t>();
+  TORCH_CHECK(plan.numel() >= 1 && data[0] == num_rows, "loraplex LoRA op called with ",
+              num_rows, " rows but the step's adapter mapping has ",
+              plan.numel() ? data[0] : -1, ": the plan was not updated for this batch");
+  TORCH_CHECK(plan.numel() >= num_rows + 1, "loraplex LoRA plan shorter than the batch");
+  const int64_t* slot_of = data + 1;
+  std::vector<int64_t> counts(num_slots, 0);
+  for (int64_t row = 0; row < num_rows; ++row) {
+    const int64_t slot = slot_of[row];
+    if (slot < 0) continue;
+    TORCH_CHECK(slot < num_slots, "loraplex LoRA plan names slot ", slot, " of ", num_slots);
+    ++counts[slot];
+  }
+  Groups groups;
+  std::vector<int64_t> next(num_slots, 0);
+  int64_t total = 0;
+  for (int64_t slot = 0; slot < num_slots; ++slot) {
+    if (!counts[slot]) continue;
+    groups.slots.push_back(slot);
+    groups.starts.push_back(total);
+    next[slot] = total;
+    total += counts[slot];
+  }
+  groups.starts.push_back(total);
+  groups.rows.resize(total);
+  for (int64_t row = 0; row < num_rows; ++row) {
+    const int64_t slot = slot_of[row];
+    if (slot >= 0) groups.rows[next[slot]++] = row;
+  }
+  return groups;
+}
+
+// One slot's `[out, in]` matrix from vLLM's stacked `[slots, 1, out, in]` (or `[slots, out, in]`).
+at::Tensor slot_matrix(const at::Tensor& stacked, int64_t slot) {
+  at::Tensor weight = stacked.select(0, slot);
+  return weight.dim() == 3 ? weight.select(0, 0) : weight;
+}
+
+bool loop_ready(const at::Tensor& t) {
+  return t.scalar_type() == at::kFloat && t.stride(-1) == 1;
+}
+
+// Shrink: out[j, 0:width] = scale * in[j, 0:depth] . weight[0:width, 0:depth]^T for `m` rows
+// (width = rank, depth = the layer's input size). Four weight rows at a time share the loads of
+// each input row; every weight row is read once for all `m` rows.
+inline void shrink_rows(const float* const* in, int64_t m, const float* weight,
+                        int64_t weight_stride, int64_t width, int64_t depth, float* const* out,
+                        float scale) {
+  int64_t o = 0;
+  for (; o + 4 <= width; o += 4) {
+    const float* w0 = weight + o * weight_stride;
+    const float* w1 = w0 + weight_stride;
+    const float* w2 = w1 + weight_stride;
+    const float* w3 = w2 + weight_stride;
+    for (int64_t j = 0; j < m; ++j) {
+      const float* v = in[j];
+      float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
+#pragma omp simd reduction(+ : a0, a1, a2, a3)
+      for (int64_t k = 0; k < depth; ++k) {
+        a0 += v[k] * w0[k];
+        a1 += v[k] * w1[k];
+        a2 += v[k] * w2[k];
+        a3 += v[k] * w3[k];
+      }
+      out[j][o] = scale * a0;
+      out[j][o + 1] = scale * a1;
+      out[j][o + 2] = scale * a2;
+      out[j][o + 3] = scale * a3;
+    }
+  }
+  for (; o < width; ++o) {
+    const float* w = weight + o * weight_stride;
+    for (int64_t j = 0; j < m; ++j) {
+      const float* v = in[j];
+      float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t k = 0; k < depth; ++k) acc += v[k] * w[k];
+      out[j][o] = scale * acc;
+    }
+  }
+}
+
+// Expand: out[j, 0:width] (+)= in[j, 0:R] . weight[0:width, 0:R]^T with the rank R known at
+// compile time, so the compiler vectorizes across outputs (the interleaved weight rows become
+// register permutes). Outputs go in blocks that keep their weight rows in L1 for all `m` rows.
+template <int R>
+inline void expand_rows_fixed(const float* const* in, int64_t m, const float* weight,
+                              int64_t weight_stride, int64_t width, float* const* out,
+                              bool accumulate) {
+  constexpr int64_t kBlock = 256;
+  for (int64_t start = 0; start < width; start += kBlock) {
+    const int64_t end = std::min(width, start + kBlock);
+    for (int64_t j = 0; j < m; ++j) {
+      float t[R];
+      for (int k = 0; k < R; ++k) t[k] = in[j][k];
+      float* y = out[j];
+      if (weight_stride == R) {
+        const float* w = weight;
+#pragma omp simd
+        for (int64_t o = start; o < end; ++o) {
+          float acc = 0.f;
+          for (int k = 0; k < R; ++k) acc += t[k] * w[o * R + k];
+          y[o] = accumulate ? y[o] + acc : acc;
+        }
+      } else {
+        for (int64_t o = start; o < end; ++o) {
+          const float* w = weight + o * weight_stride;
+          float acc = 0.f;
+          for (int k = 0; k < R; ++k) acc += t[k] * w[k];
+          y[o] = accumulate ? y[o] + acc : acc;
+        }
+      }
+    }
+  }
+}
+
+inline void expand_rows(const float* const* in, int64_t m, const float* weight,
+                        int64_t weight_stride, int64_t width, int64_t depth, float* const* out,
+                        bool accumulate) {
+  switch (depth) {
+    case 8:
+      return expand_rows_fixed<8>(in, m, weight, weight_stride, width, out, accumulate);
+    case 16:
+      return expand_rows_fixed<16>(in, m, weight, weight_stride, width, out, accumulate);
+    case 32:
+      return expand_rows_fixed<32>(in, m, weight, weight_stride, width, out, accumulate);
+    case 64:
+      return expand_rows_fixed<64>(in, m, weight, weight_stride, width, out, accumulate);
+    default:
+      break;
+  }
+  for (int64_t j = 0; j < m; ++j) {
+    for (int64_t o = 0; o < width; ++o) {
+      const float* w = weight + o * weight_stride;
+      float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t k = 0; k < depth; ++k) acc += in[j][k] * w[k];
+      out[j][o] = accumulate ? out[j][o] + acc : acc;
+    }
+  }
+}
+
+// One slice's stacked weights, `[slots, 1, rows, cols]` or `[slots, rows, cols]`, as raw float
+// pointers: reading a slot's matrix costs pointer arithmetic, not a tensor view.
+struct Stacked {
+  const float* data;
+  int64_t slot_stride;
+  int64_t row_stride;
+  int64_t rows;
+  int64_t cols;
+  explicit Stacked(const at::Tensor& t)
+      : data(t.const_data_ptr<float>()),
+        slot_stride(t.stride(0)),
+        row_stride(t.stride(-2)),
+        rows(t.size(-2)),
+        cols(t.size(-1)) {}
+  const float* slot(int64_t s) const { return data + s * slot_stride; }
+  // Asks for slot `s`'s matrix to be brought towards the cache. A slot's A or B is a few
+  // contiguous pages, read once per step: on a decode step the loops are bound by how fast
+  // they arrive, and hardware prefetchers stop at page boundaries.
+  void prefetch(int64_t s) const {
+    const char* begin = reinterpret_cast<const char*>(slot(s));
+    const int64_t bytes = ((rows - 1) * row_stride + cols) * static_cast<int64_t>(sizeof(float));
+    for (int64_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(begin + offset, 0, 2);
+  }
+};
+
+// y[row, slice columns] += scale * x[row] @ A_i[slot]^T @ B_i[slot]^T for each slice `i`, for a
+// group small enough (< kGemmRows) that loops beat GEMM calls. float32, last dim contiguous.
+void group_by_loops(float* y, int64_t y_stride, const float* x, int64_t x_stride, int64_t in,
+                    const std::vector<Stacked>& lora_a, const std::vector<Stacked>& lora_b,
+                    float scale, at::IntArrayRef output_slices, int64_t slot,
+                    const int64_t* rows, int64_t m) {
+  const float* x_rows[kGemmRows];
+  float* y_rows[kGemmRows];
+  float* targets[kGemmRows];
+  const float* shrunk_in[kGemmRows];
+  float* shrunk_out[kGemmRows];
+  int64_t rank_max = 0;
+  for (const auto& a : lora_a) rank_max = std::max(rank_max, a.rows);
+  std::vector<float> shrunk(m * rank_max);
+  for (int64_t j = 0; j < m; ++j) {
+    x_rows[j] = x + rows[j] * x_stride;
+    y_rows[j] = y + rows[j] * y_stride;
+    shrunk_out[j] = shrunk.data() + j * rank_max;
+    shrunk_in[j] = shrunk_out[j];
+  }
+  int64_t column = 0;
+  for (size_t i = 0; i < lora_a.size(); ++i) {
+    const Stacked& a = lora_a[i];  // slot matrix [rank, in]
+    const Stacked& b = lora_b[i];  // slot matrix [out, rank]
+    const int64_t width = std::min<int64_t>(output_slices[i], b.rows);
+    shrink_rows(x_rows, m, a.slot(slot), a.row_stride, a.rows, in, shrunk_out, scale);
+    for (int64_t j = 0; j < m; ++j) targets[j] = y_rows[j] + column;
+    expand_rows(shrunk_in, m, b.slot(slot), b.row_stride, width, b.cols, targets, true);
+    column += output_slices[i];
+  }
+}
+
+// The same for a large group (or any dtype): gather, two matmuls per slice, scatter-add.
+void group_by_matmul(const at::Tensor& y, const at::Tensor& x, const at::TensorList lora_a,
+                     const at::TensorList lora_b, double scale, at::IntArrayRef output_slices,
+                     int64_t slot, const int64_t* rows, int64_t m) {
+  const bool contiguous = rows[m - 1] - rows[0] == m - 1;
+  at::Tensor index;
+  at::Tensor inputs;
+  if (contiguous) {
+    inputs = x.narrow(0, rows[0], m);
+  } else {
+    index = at::from_blob(const_cast<int64_t*>(rows), {m}, at::kLong).clone();
+    inputs = x.index_select(0, index);
+  }
+  inputs = inputs.to(at::kFloat);
+  int64_t column = 0;
+  for (size_t i = 0; i < lora_a.size(); ++i) {
+    const at::Tensor a = slot_matrix(lora_a[i], slot);
+    const at::Tensor b = slot_matrix(lora_b[i], slot);
+    const int64_t width = std::min<int64_t>(output_slices[i], b.size(0));
+    at::Tensor shrunk = at::mm(inputs, a.to(at::kFloat).t());
+    if (scale != 1.0) shrunk.mul_(scale);
+    const at::Tensor delta =
+        at::mm(shrunk.to(y.scalar_type()), b.narrow(0, 0, width).to(y.scalar_type()).t());
+    at::Tensor columns = y.narrow(1, column, width);
+    if (contiguous) {
+      columns.narrow(0, rows[0], m).add_(delta);
+    } else {
+      columns.index_put_({index}, delta, /*accumulate=*/true);
+    }
+    column += output_slices[i];
+  }
+}
+
+void apply_groups(const at::Tensor& y, const at::Tensor& x, at::TensorList lora_a,
+                  at::TensorList lora_b, double scale, at::IntArrayRef output_slices,
+                  const at::Tensor& plan) {
+  TORCH_CHECK(lora_a.size() == lora_b.size() && lora_a.size() == output_slices.size(),
+              "loraplex LoRA op: one A, one B and one output size per slice");
+  TORCH_CHECK(x.dim() == 2 && y.dim() == 2 && x.size(0) == y.size(0),
+              "loraplex LoRA op expects 2-D activations with the same rows");
+  if (lora_a.empty()) return;
+  const Groups groups = group_rows(plan, x.size(0), lora_a[0].size(0));
+  if (groups.empty()) return;
+  bool loops = loop_ready(x) && loop_ready(y);
+  for (size_t i = 0; i < lora_a.size(); ++i) {
+    loops = loops && loop_ready(lora_a[i]) && loop_ready(lora_b[i]);
+  }
+  std::vector<Stacked> stacked_a;
+  std::vector<Stacked> stacked_b;
+  if (loops) {
+    for (size_t i = 0; i < lora_a.size(); ++i) {
+      stacked_a.emplace_back(lora_a[i]);
+      stacked_b.emplace_back(lora_b[i]);
+    }
+  }
+  for (size_t g = 0; g < groups.slots.size(); ++g) {
+    const int64_t start = groups.starts[g];
+    const int64_t m = groups.starts[g + 1] - start;
+    const int64_t* rows = groups.rows.data() + start;
+    if (loops && m < kGemmRows) {
+      if (g + 1 < groups.slots.size()) {
+        for (size_t i = 0; i < stacked_a.size(); ++i) {
+          stacked_a[i].prefetch(groups.slots[g + 1]);
+          stacked_b[i].prefetch(groups.slots[g + 1]);
+        }
+      }
+      group_by_loops(y.data_ptr<float>(), y.stride(0), x.const_data_ptr<float>(), x.stride(0),
+                     x.size(1), stacked_a, stacked_b, static_cast<float>(scale), output_slices,
+                     groups.slots[g], rows, m);
+    } else {
+      group_by_matmul(y, x, lora_a, lora_b, scale, output_slices, groups.slots[g], rows, m);
+    }
+  }
+}
+
+// y[:, slice i] += scale * x @ A_i[slot]^T @ B_i[slot]^T per row (vLLM's `add_lora_linear`; the
+// slices are the packed projections of one layer, e.g. q/k/v, side by side in y).
+void lora_linear(const at::Tensor& y, const at::Tensor& x, at::TensorList lora_a,
+                 at::TensorList lora_b, double scale, at::IntArrayRef output_slices,
+                 const at::Tensor& plan) {
+  apply_groups(y.view({-1, y.size(-1)}), x.view({-1, x.size(-1)}), lora_a, lora_b, scale,
+               output_slices, plan);
+}
+
+// y[row] (+)= x[row] @ B[slot(row)]^T: the expand of vLLM's LoRA embedding (x holds the rows'
+// LoRA-A embeddings, already looked up).
+void lora_embedding(const at::Tensor& y, const at::Tensor& x, const at::Tensor& lora_b,
+                    bool add_inputs, const at::Tensor& plan) {
+  TORCH_CHECK(x.dim() == 2 && y.dim() == 2 && x.size(0) == y.size(0),
+              "loraplex LoRA embedding expects 2-D activations with the same rows");
+  const Groups groups = group_rows(plan, x.size(0), lora_b.size(0));
+  if (groups.empty()) return;
+  const int64_t width = std::min(lora_b.size(-2), y.size(1));
+  const bool loops = loop_ready(x) && loop_ready(y) && loop_ready(lora_b);
+  for (size_t g = 0; g < groups.slots.size(); ++g) {
+    const int64_t start = groups.starts[g];
+    const int64_t m = groups.starts[g + 1] - start;
+    const int64_t* rows = groups.rows.data() + start;
+    if (loops) {  // any group size: the expand alone is cheap next to the loads of B
+      const Stacked b(lora_b);  // slot matrix [out, rank]
+      const float* in[kGemmRows];
+      float* out[kGemmRows];
+      for (int64_t chunk = 0; chunk < m; chunk += kGemmRows) {
+        const int64_t n = std::min(kGemmRows, m - chunk);
+        for (int64_t j = 0; j < n; ++j) {
+          in[j] = x.const_data_ptr<float>() + rows[chunk + j] * x.stride(0);
+          out[j] = y.data_ptr<float>() + rows[chunk + j] * y.stride(0);
+        }
+        expand_rows(in, n, b.slot(groups.slots[g]), b.row_stride, width, b.cols, out,
+                    add_inputs);
+      }
+      continue;
+    }
+    const at::Tensor b = slot_matrix(lora_b, groups.slots[g]);  // [out, rank]
+    const at::Tensor index = at::from_blob(const_cast<int64_t*>(rows), {m}, at::kLong).clone();
+    const at::Tensor delta = at::mm(x.index_select(0, index).to(y.scalar_type()),
+                                    b.narrow(0, 0, width).to(y.scalar_type()).t());
+    y.narrow(1, 0, width).index_put_({index}, delta, /*accumulate=*/add_inputs);
+  }
+}
+
+void lora_linear_meta(const at::Tensor&, const at::Tensor&, at::TensorList, at::TensorList,
+                      double, at::IntArrayRef, const at::Tensor&) {}
+
+void lora_embedding_meta(const at::Tensor&, const at::Tensor&, const at::Tensor&, bool,
+                         const at::Tensor&) {}
+
+}  // namespace
+
+TORCH_LIBRARY(loraplex_kernels, m) {
+  m.def(
+      "lora_linear(Tensor(a!) y, Tensor x, Tensor[] lora_a, Tensor[] lora_b, float scale, "
+      "int[] output_slices, Tensor plan) -> ()");
+  m.def(
+      "lora_embedding(Tensor(a!) y, Tensor x, Tensor lora_b, bool add_inputs, Tensor plan) "
+      "-> ()");
+}
+
+TORCH_LIBRARY_IMPL(loraplex_kernels, CPU, m) {
+  m.impl("lora_linear", &lora_linear);
+  m.impl("lora_embedding", &lora_embedding);
+}
+
+TORCH_LIBRARY_IMPL(loraplex_kernels, Meta, m) {
+  m.impl("lora_linear", &lora_linear_meta);
+  m.impl("lora_embedding", &lora_embedding_meta);
+}

@@ -1,0 +1,167 @@
+"""The C++ LoRA ops (`torch.ops.loraplex_kernels`) against a naive per-row reference."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import pytest
+import torch
+
+from services.inference.cpu_lora import kernels
+
+# Where a compiler exists (CI, the CPU image, `make setup`) the ops must build: a failed build
+# would otherwise only show as slower engines.
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ compiler")
+
+
+def test_ops_build_and_load() -> None:
+    assert kernels.load(), "the C++ LoRA ops failed to build: see the warning logged above"
+
+SLOTS = 4
+BATCHES = {
+    "all base": [-1] * 10,
+    "uniform": [2] * 10,
+    "prefill runs": [0, 0, 0, -1, -1, 1, 1, 3, 3, 3],
+    "decode mixed": [1, -1, 2, 1, 3, 0, -1, 2, 0, 3],
+    "last slot only": [-1, 3, -1, 3, -1, -1, 3, -1, -1, -1],
+    # groups of 32+ rows take the ATen matmul path, contiguous or not
+    "large groups": [1] * 40 + [-1] * 5 + [2, -1] * 36,
+}
+
+
+def plan_of(indices: list[int]) -> torch.Tensor:
+    return torch.tensor([len(indices), *indices], dtype=torch.long)
+
+
+def stacked(rank: int, dim: int, slices: tuple[int, ...], seed: int = 0) -> tuple[list, list]:
+    generator = torch.Generator().manual_seed(seed)
+    lora_a = [torch.randn(SLOTS, 1, rank, dim, generator=generator) for _ in slices]
+    lora_b = [torch.randn(SLOTS, 1, width, rank, generator=generator) for width in slices]
+    return lora_a, lora_b
+
+
+def naive(y, x, indices, lora_a, lora_b, slices, scale):
+    """Row by row, adapter by adapter: the definition the ops must reproduce."""
+    y = y.clone()
+    for row, slot in enumerate(indices):
+        if slot < 0:
+            continue
+        column = 0
+        for a, b, width in zip(lora_a, lora_b, slices, strict=True):
+            shrunk = x[row].float() @ a[slot, 0].float().T * scale
+            y[row, column : column + width] += (shrunk.to(y.dtype) @ b[slot, 0, :width].T).to(
+                y.dtype
+            )
+            column += width
+    return y
+
+
+@pytest.mark.parametrize("indices", BATCHES.values(), ids=BATCHES.keys())
+@pytest.mark.parametrize("rank", [8, 16, 64, 12])
+def test_lora_linear_matches_naive(indices, rank) -> None:
+    """Every rank the fixed-size expand handles, and one (12) that takes the generic loop."""
+    slices, dim = (24, 8, 8), 40
+    lora_a, lora_b = stacked(rank, dim, slices)
+    x, y = torch.randn(len(indices), dim), torch.randn(len(indices), sum(slices))
+    expected = naive(y, x, indices, lora_a, lora_b, slices, 0.5)
+    got = y.clone()
+    torch.ops.loraplex_kernels.lora_linear(
+        got, x, lora_a, lora_b, 0.5, list(slices), plan_of(indices)
+    )
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    base_rows = [row for row, slot in enumerate(indices) if slot < 0]
+    assert torch.equal(got[base_rows], y[base_rows])
+
+
+def test_lora_linear_strided_inputs_padded_b_and_3d_activations() -> None:
+    """x a column slice of a wider buffer, B padded beyond the slice, [1, rows, dim] shapes."""
+    indices = BATCHES["decode mixed"]
+    slices = (16, 8)
+    lora_a, lora_b = stacked(8, 32, (24, 12))  # B rows padded beyond the slice widths
+    wide = torch.randn(len(indices), 48)
+    x = wide[:, 8:40]
+    assert not x.is_contiguous()
+    y = torch.randn(1, len(indices), sum(slices))
+    expected = naive(y[0], x, indices, lora_a, lora_b, slices, 1.0)
+    torch.ops.loraplex_kernels.lora_linear(
+        y, x.unsqueeze(0).contiguous(), lora_a, lora_b, 1.0, list(slices), plan_of(indices)
+    )
+    torch.testing.assert_close(y[0], expected, rtol=1e-4, atol=1e-4)
+    strided_y = torch.randn(len(indices), sum(slices))
+    expected = naive(strided_y, x, indices, lora_a, lora_b, slices, 1.0)
+    torch.ops.loraplex_kernels.lora_linear(
+        strided_y, x, lora_a, lora_b, 1.0, list(slices), plan_of(indices)
+    )
+    torch.testing.assert_close(strided_y, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_lora_linear_bfloat16_takes_the_matmul_path() -> None:
+    indices = BATCHES["decode mixed"]
+    slices = (16,)
+    lora_a, lora_b = stacked(8, 32, slices)
+    lora_a = [t.bfloat16() for t in lora_a]
+    lora_b = [t.bfloat16() for t in lora_b]
+    x = torch.randn(len(indices), 32, dtype=torch.bfloat16)
+    y = torch.randn(len(indices), 16, dtype=torch.bfloat16)
+    expected = naive(y, x, indices, lora_a, lora_b, slices, 1.0)
+    got = y.clone()
+    torch.ops.loraplex_kernels.lora_linear(got, x, lora_a, lora_b, 1.0, [16], plan_of(indices))
+    torch.testing.assert_close(got, expected, rtol=2e-2, atol=2e-2)
+    base_rows = [row for row, slot in enumerate(indices) if slot < 0]
+    assert torch.equal(got[base_rows], y[base_rows])
+
+
+@pytest.mark.parametrize("add_inputs", [True, False])
+@pytest.mark.parametrize("indices", BATCHES.values(), ids=BATCHES.keys())
+def test_lora_embedding(indices, add_inputs) -> None:
+    """y[row] (+)= x[row] @ B[slot]^T on adapter rows; B may be wider than y (vocab padding)."""
+    generator = torch.Generator().manual_seed(3)
+    lora_b = torch.randn(SLOTS, 1, 20, 8, generator=generator)
+    x, y = torch.randn(len(indices), 8), torch.randn(len(indices), 16)
+    expected = y.clone()
+    for row, slot in enumerate(indices):
+        if slot >= 0:
+            delta = x[row] @ lora_b[slot, 0, :16].T
+            expected[row] = expected[row] + delta if add_inputs else delta
+    got = y.clone()
+    torch.ops.loraplex_kernels.lora_embedding(got, x, lora_b, add_inputs, plan_of(indices))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_plan_must_match_the_batch() -> None:
+    lora_a, lora_b = stacked(8, 16, (8,))
+    x, y = torch.randn(4, 16), torch.randn(4, 8)
+    with pytest.raises(
+        RuntimeError, match="called with 4 rows but the step's adapter mapping has 3"
+    ):
+        torch.ops.loraplex_kernels.lora_linear(y, x, lora_a, lora_b, 1.0, [8], plan_of([0, 1, 2]))
+    with pytest.raises(RuntimeError, match="names slot 7 of 4"):
+        torch.ops.loraplex_kernels.lora_linear(
+            y, x, lora_a, lora_b, 1.0, [8], plan_of([0, 7, 1, 2])
+        )
+
+
+def test_load_can_be_switched_off_and_survives_a_failed_build(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`LORAPLEX_CPU_LORA_KERNELS=0` and a build failure both mean: plain-torch ops."""
+    monkeypatch.setattr(torch.ops, "loraplex_kernels", None, raising=False)
+    kernels.load.cache_clear()
+    try:
+        monkeypatch.setenv(kernels.KERNELS_ENV, "0")
+        assert kernels.load() is False
+        kernels.load.cache_clear()
+        monkeypatch.delenv(kernels.KERNELS_ENV)
+
+        def no_compiler(**kwargs):
+            raise RuntimeError("Error building extension: g++ not found")
+
+        monkeypatch.setattr("torch.utils.cpp_extension.load", no_compiler)
+        with caplog.at_level(logging.WARNING, logger=kernels.__name__):
+            assert kernels.load() is False
+        assert "g++ not found" in caplog.text and "plain-torch" in caplog.text
+    finally:
+        monkeypatch.undo()
+        kernels.load.cache_clear()
+    assert kernels.load() is True
