@@ -23,7 +23,9 @@ logger = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("csrc") / "lora_kernels.cpp"
 BUILD_DIR_ENV = "LORAPLEX_CPU_LORA_BUILD_DIR"
 KERNELS_ENV = "LORAPLEX_CPU_LORA_KERNELS"
-CFLAGS = ["-O3", "-march=native", "-fopenmp-simd"]
+# -fopenmp: ATen's parallel_for compiles to OpenMP regions only with it; the library then uses the
+# libgomp torch already loaded (same soname), so the ops share vLLM's bound thread pool.
+CFLAGS = ["-O3", "-march=native", "-fopenmp"]
 
 
 def _cpu_tag() -> str:

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ comp
 def test_ops_build_and_load() -> None:
     assert kernels.load(), "the C++ LoRA ops failed to build: see the warning logged above"
 
+
 SLOTS = 4
 BATCHES = {
     "all base": [-1] * 10,
@@ -165,3 +166,24 @@ def test_load_can_be_switched_off_and_survives_a_failed_build(
         monkeypatch.undo()
         kernels.load.cache_clear()
     assert kernels.load() is True
+
+
+def test_lora_linear_spreads_over_intra_op_threads() -> None:
+    """Enough work runs its (slot, slice) items on several threads: same result."""
+    # 20 interleaved rows per slot: every group stays on the loop path, and the call does
+    # enough multiply-adds to be split
+    indices = [row % SLOTS if row % 5 else -1 for row in range(100)]
+    slices, dim = (96, 64, 64), 128
+    lora_a, lora_b = stacked(16, dim, slices, seed=5)
+    x, y = torch.randn(len(indices), dim), torch.randn(len(indices), sum(slices))
+    expected = naive(y, x, indices, lora_a, lora_b, slices, 1.0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        got = y.clone()
+        torch.ops.loraplex_kernels.lora_linear(
+            got, x, lora_a, lora_b, 1.0, list(slices), plan_of(indices)
+        )
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

@@ -10,6 +10,7 @@
 // through the ATen path.
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <cstdint>
@@ -19,6 +20,11 @@ namespace {
 
 // Groups at least this large go to ATen matmuls (oneDNN/BLAS, multi-threaded).
 constexpr int64_t kGemmRows = 32;
+// Ranks up to this run the loops (vLLM's `max_lora_rank` choices go to 512; beyond, ATen).
+constexpr int64_t kMaxLoopRank = 64;
+// Below this many multiply-adds per call the loop items run on the calling thread alone: waking
+// the pool costs more than it saves.
+constexpr int64_t kParallelMacs = 1 << 18;
 
 // The adapter rows of one step, grouped by slot: rows of slot `slots[g]` are
 // `rows[starts[g] .. starts[g + 1])`, in batch order.
@@ -199,36 +205,25 @@ struct Stacked {
   }
 };
 
-// y[row, slice columns] += scale * x[row] @ A_i[slot]^T @ B_i[slot]^T for each slice `i`, for a
-// group small enough (< kGemmRows) that loops beat GEMM calls. float32, last dim contiguous.
-void group_by_loops(float* y, int64_t y_stride, const float* x, int64_t x_stride, int64_t in,
-                    const std::vector<Stacked>& lora_a, const std::vector<Stacked>& lora_b,
-                    float scale, at::IntArrayRef output_slices, int64_t slot,
-                    const int64_t* rows, int64_t m) {
+// y[row, column : column + width] += scale * x[row] @ A[slot]^T @ B[slot]^T for the `m` rows of
+// one slot and one slice, small enough (< kGemmRows) that loops beat GEMM calls. float32, last
+// dimension contiguous. Items of different slots or slices write disjoint parts of y.
+void slice_by_loops(float* y, int64_t y_stride, const float* x, int64_t x_stride, int64_t in,
+                    const Stacked& a, const Stacked& b, float scale, int64_t column,
+                    int64_t width, int64_t slot, const int64_t* rows, int64_t m) {
   const float* x_rows[kGemmRows];
-  float* y_rows[kGemmRows];
   float* targets[kGemmRows];
   const float* shrunk_in[kGemmRows];
   float* shrunk_out[kGemmRows];
-  int64_t rank_max = 0;
-  for (const auto& a : lora_a) rank_max = std::max(rank_max, a.rows);
-  std::vector<float> shrunk(m * rank_max);
+  float shrunk[kGemmRows * kMaxLoopRank];
   for (int64_t j = 0; j < m; ++j) {
     x_rows[j] = x + rows[j] * x_stride;
-    y_rows[j] = y + rows[j] * y_stride;
-    shrunk_out[j] = shrunk.data() + j * rank_max;
+    targets[j] = y + rows[j] * y_stride + column;
+    shrunk_out[j] = shrunk + j * a.rows;
     shrunk_in[j] = shrunk_out[j];
   }
-  int64_t column = 0;
-  for (size_t i = 0; i < lora_a.size(); ++i) {
-    const Stacked& a = lora_a[i];  // slot matrix [rank, in]
-    const Stacked& b = lora_b[i];  // slot matrix [out, rank]
-    const int64_t width = std::min<int64_t>(output_slices[i], b.rows);
-    shrink_rows(x_rows, m, a.slot(slot), a.row_stride, a.rows, in, shrunk_out, scale);
-    for (int64_t j = 0; j < m; ++j) targets[j] = y_rows[j] + column;
-    expand_rows(shrunk_in, m, b.slot(slot), b.row_stride, width, b.cols, targets, true);
-    column += output_slices[i];
-  }
+  shrink_rows(x_rows, m, a.slot(slot), a.row_stride, a.rows, in, shrunk_out, scale);
+  expand_rows(shrunk_in, m, b.slot(slot), b.row_stride, width, b.cols, targets, true);
 }
 
 // The same for a large group (or any dtype): gather, two matmuls per slice, scatter-add.
@@ -276,12 +271,20 @@ void apply_groups(const at::Tensor& y, const at::Tensor& x, at::TensorList lora_
   if (groups.empty()) return;
   bool loops = loop_ready(x) && loop_ready(y);
   for (size_t i = 0; i < lora_a.size(); ++i) {
-    loops = loops && loop_ready(lora_a[i]) && loop_ready(lora_b[i]);
+    loops = loops && loop_ready(lora_a[i]) && loop_ready(lora_b[i]) &&
+            lora_a[i].size(-2) <= kMaxLoopRank;
   }
+  // Loop items: one per (small group, slice), spread over the intra-op threads when worth it.
   std::vector<Stacked> stacked_a;
   std::vector<Stacked> stacked_b;
-  if (loops) {
-    for (size_t i = 0; i < lora_a.size(); ++i) {
+  std::vector<int64_t> columns;
+  std::vector<std::pair<int64_t, int64_t>> items;  // (group, slice)
+  int64_t macs = 0;
+  int64_t column = 0;
+  for (size_t i = 0; i < lora_a.size(); ++i) {
+    columns.push_back(column);
+    column += output_slices[i];
+    if (loops) {
       stacked_a.emplace_back(lora_a[i]);
       stacked_b.emplace_back(lora_b[i]);
     }
@@ -289,21 +292,37 @@ void apply_groups(const at::Tensor& y, const at::Tensor& x, at::TensorList lora_
   for (size_t g = 0; g < groups.slots.size(); ++g) {
     const int64_t start = groups.starts[g];
     const int64_t m = groups.starts[g + 1] - start;
-    const int64_t* rows = groups.rows.data() + start;
     if (loops && m < kGemmRows) {
-      if (g + 1 < groups.slots.size()) {
-        for (size_t i = 0; i < stacked_a.size(); ++i) {
-          stacked_a[i].prefetch(groups.slots[g + 1]);
-          stacked_b[i].prefetch(groups.slots[g + 1]);
-        }
+      for (size_t i = 0; i < lora_a.size(); ++i) {
+        items.emplace_back(g, i);
+        macs += m * stacked_a[i].rows * (x.size(1) + output_slices[i]);
       }
-      group_by_loops(y.data_ptr<float>(), y.stride(0), x.const_data_ptr<float>(), x.stride(0),
-                     x.size(1), stacked_a, stacked_b, static_cast<float>(scale), output_slices,
-                     groups.slots[g], rows, m);
-    } else {
-      group_by_matmul(y, x, lora_a, lora_b, scale, output_slices, groups.slots[g], rows, m);
+      continue;
     }
+    group_by_matmul(y, x, lora_a, lora_b, scale, output_slices, groups.slots[g],
+                    groups.rows.data() + start, m);
   }
+  if (items.empty()) return;
+  float* y_data = y.data_ptr<float>();
+  const float* x_data = x.const_data_ptr<float>();
+  const int64_t count = static_cast<int64_t>(items.size());
+  const int64_t grain = macs < kParallelMacs ? count : 1;
+  at::parallel_for(0, count, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      if (item + 1 < end) {  // the next item's weights, while this one computes
+        const auto& [next_group, next_slice] = items[item + 1];
+        stacked_a[next_slice].prefetch(groups.slots[next_group]);
+        stacked_b[next_slice].prefetch(groups.slots[next_group]);
+      }
+      const auto& [g, i] = items[item];
+      const int64_t start = groups.starts[g];
+      const Stacked& b = stacked_b[i];
+      slice_by_loops(y_data, y.stride(0), x_data, x.stride(0), x.size(1), stacked_a[i], b,
+                     static_cast<float>(scale), columns[i],
+                     std::min<int64_t>(output_slices[i], b.rows), groups.slots[g],
+                     groups.rows.data() + start, groups.starts[g + 1] - start);
+    }
+  });
 }
 
 // y[:, slice i] += scale * x @ A_i[slot]^T @ B_i[slot]^T per row (vLLM's `add_lora_linear`; the
