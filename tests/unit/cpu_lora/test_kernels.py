@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from services.inference.cpu_lora import kernels
+from tests.unit.cpu_lora.reference import naive_lora as naive
 
 # Where a compiler exists (CI, the CPU image, `make setup`) the ops must build: a failed build
 # would otherwise only show as slower engines.
@@ -40,22 +41,6 @@ def stacked(rank: int, dim: int, slices: tuple[int, ...], seed: int = 0) -> tupl
     lora_a = [torch.randn(SLOTS, 1, rank, dim, generator=generator) for _ in slices]
     lora_b = [torch.randn(SLOTS, 1, width, rank, generator=generator) for width in slices]
     return lora_a, lora_b
-
-
-def naive(y, x, indices, lora_a, lora_b, slices, scale):
-    """Row by row, adapter by adapter: the definition the ops must reproduce."""
-    y = y.clone()
-    for row, slot in enumerate(indices):
-        if slot < 0:
-            continue
-        column = 0
-        for a, b, width in zip(lora_a, lora_b, slices, strict=True):
-            shrunk = x[row].float() @ a[slot, 0].float().T * scale
-            y[row, column : column + width] += (shrunk.to(y.dtype) @ b[slot, 0, :width].T).to(
-                y.dtype
-            )
-            column += width
-    return y
 
 
 @pytest.mark.parametrize("indices", BATCHES.values(), ids=BATCHES.keys())

@@ -11,6 +11,7 @@ from services.inference.cpu_lora.ops import (
     grouped_lora_linear,
     grouped_shrink,
 )
+from tests.unit.cpu_lora.reference import naive_lora
 
 SLOTS, RANK, DIM = 4, 8, 32
 SLICES = (16, 8, 8)
@@ -32,16 +33,7 @@ def weights() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
 
 
 def naive(y, x, indices, lora_a, lora_b, scale, offset):
-    """Row by row, adapter by adapter: the definition the grouped ops must reproduce."""
-    y = y.clone()
-    for row, slot in enumerate(indices):
-        if slot < 0:
-            continue
-        column = offset
-        for a, b, width in zip(lora_a, lora_b, SLICES, strict=True):
-            y[row, column : column + width] += (x[row] @ a[slot, 0].T * scale) @ b[slot, 0].T
-            column += width
-    return y
+    return naive_lora(y, x, indices, lora_a, lora_b, SLICES, scale, offset)
 
 
 @pytest.mark.parametrize("indices", BATCHES.values(), ids=BATCHES.keys())

@@ -8,6 +8,7 @@ from vllm.lora.layers import LoRAMapping
 
 from services.inference.cpu_lora import kernels
 from services.inference.cpu_lora.wrapper import GroupedPunicaWrapperCPU, _write_plan
+from tests.unit.cpu_lora.reference import naive_lora
 
 SLOTS, RANK, HIDDEN = 8, 8, 64
 MIXED = [0, 1, -1, 2, 0, -1, 1, 2, -1]
@@ -35,14 +36,7 @@ def _layer(generator: torch.Generator) -> tuple[tuple, tuple]:
 
 
 def _naive(y, x, indices, lora_a, lora_b, scale=1.0):
-    y = y.clone()
-    for row, slot in enumerate(indices):
-        if slot >= 0:
-            for i, (a, b) in enumerate(zip(lora_a, lora_b, strict=True)):
-                y[row, i * HIDDEN : (i + 1) * HIDDEN] += (x[row] @ a[slot, 0].T * scale) @ b[
-                    slot, 0
-                ].T
-    return y
+    return naive_lora(y, x, indices, lora_a, lora_b, (HIDDEN,) * 3, scale)
 
 
 def test_update_metadata_writes_the_plan() -> None:
