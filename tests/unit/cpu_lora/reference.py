@@ -6,6 +6,15 @@ from collections.abc import Sequence
 
 import torch
 
+# Slot per row (-1 = no adapter) over 4 slots: the batch shapes every op is checked on.
+BATCHES = {
+    "all base": [-1] * 10,
+    "uniform": [2] * 10,
+    "prefill runs": [0, 0, 0, -1, -1, 1, 1, 3, 3, 3],
+    "decode mixed": [1, -1, 2, 1, 3, 0, -1, 2, 0, 3],
+    "last slot only": [-1, 3, -1, 3, -1, -1, 3, -1, -1, -1],
+}
+
 
 def naive_lora(
     y: torch.Tensor,

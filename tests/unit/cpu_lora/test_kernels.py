@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from services.inference.cpu_lora import kernels
+from tests.unit.cpu_lora.reference import BATCHES as SHARED_BATCHES
 from tests.unit.cpu_lora.reference import naive_lora as naive
 
 # Where a compiler exists (CI, the CPU image, `make setup`) the ops must build: a failed build
@@ -22,11 +23,7 @@ def test_ops_build_and_load() -> None:
 
 SLOTS = 4
 BATCHES = {
-    "all base": [-1] * 10,
-    "uniform": [2] * 10,
-    "prefill runs": [0, 0, 0, -1, -1, 1, 1, 3, 3, 3],
-    "decode mixed": [1, -1, 2, 1, 3, 0, -1, 2, 0, 3],
-    "last slot only": [-1, 3, -1, 3, -1, -1, 3, -1, -1, -1],
+    **SHARED_BATCHES,
     # groups of 32+ rows take the ATen matmul path, contiguous or not
     "large groups": [1] * 40 + [-1] * 5 + [2, -1] * 36,
 }

@@ -11,17 +11,10 @@ from services.inference.cpu_lora.ops import (
     grouped_lora_linear,
     grouped_shrink,
 )
-from tests.unit.cpu_lora.reference import naive_lora
+from tests.unit.cpu_lora.reference import BATCHES, naive_lora
 
 SLOTS, RANK, DIM = 4, 8, 32
 SLICES = (16, 8, 8)
-BATCHES = {
-    "all base": [-1] * 10,
-    "uniform": [2] * 10,
-    "prefill runs": [0, 0, 0, -1, -1, 1, 1, 3, 3, 3],
-    "decode mixed": [1, -1, 2, 1, 3, 0, -1, 2, 0, 3],
-    "last slot only": [-1, 3, -1, 3, -1, -1, 3, -1, -1, -1],
-}
 
 
 @pytest.fixture
