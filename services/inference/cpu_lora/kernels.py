@@ -58,9 +58,7 @@ def load() -> bool:
     if os.environ.get(KERNELS_ENV, "1").strip().lower() in {"0", "false", "no", "off"}:
         logger.info("loraplex C++ LoRA ops off (%s=0): using the plain-torch ops", KERNELS_ENV)
         return False
-    if hasattr(torch.ops, "loraplex_kernels") and hasattr(
-        torch.ops.loraplex_kernels, "lora_linear"
-    ):
+    if hasattr(torch.ops.loraplex_kernels, "lora_linear"):  # already loaded in this process
         return True
     from torch.utils import cpp_extension
 

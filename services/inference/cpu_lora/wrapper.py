@@ -37,17 +37,22 @@ if TYPE_CHECKING:
     from vllm.lora.layers import LoRAMapping
 
 # Wrappers the plain-torch custom ops dispatch to, by the address of their plan buffer. The graph
-# passes that buffer to every op as `handle`: a live tensor of the wrapper, fetched from the
-# model like the LoRA weights, never a constant frozen into a (possibly cached) graph.
+# passes that buffer to every op as `plan`: a live tensor of the wrapper, fetched from the model
+# like the LoRA weights, never a constant frozen into a (possibly cached) graph.
 _WRAPPERS: dict[int, weakref.ref[GroupedPunicaWrapperCPU]] = {}
 
 
-def _wrapper(handle: torch.Tensor) -> GroupedPunicaWrapperCPU:
-    ref = _WRAPPERS.get(handle.data_ptr())
+def _wrapper(plan: torch.Tensor) -> GroupedPunicaWrapperCPU:
+    ref = _WRAPPERS.get(plan.data_ptr())
     wrapper = ref() if ref is not None else None
     if wrapper is None:
-        raise RuntimeError("loraplex LoRA op called with a handle of no live punica wrapper")
+        raise RuntimeError("loraplex LoRA op called with a plan of no live punica wrapper")
     return wrapper
+
+
+# The plain-torch ops (`torch.ops.loraplex.*`): the fallback when the C++ ops cannot be built, and
+# vLLM's sharded layers. Each groups the rows of its plan and runs `ops`; when the rows do not
+# match the plan they defer to vLLM's own op.
 
 
 def _lora_linear_op(
@@ -57,31 +62,61 @@ def _lora_linear_op(
     lora_b: list[torch.Tensor],
     scale: float,
     output_slices: list[int],
-    handle: torch.Tensor,
+    plan: torch.Tensor,
 ) -> None:
-    _wrapper(handle)._lora_linear(y, x, tuple(lora_a), tuple(lora_b), scale, tuple(output_slices))
+    wrapper = _wrapper(plan)
+    flat_x = x.view(-1, x.shape[-1])
+    groups = wrapper._groups_for(plan, flat_x.shape[0])
+    if groups is None:
+        PunicaWrapperCPU.add_lora_linear(
+            wrapper, y, x, tuple(lora_a), tuple(lora_b), scale, tuple(output_slices)
+        )
+        return
+    grouped_lora_linear(
+        y.view(-1, y.shape[-1]), flat_x, lora_a, lora_b, tuple(output_slices), groups, scale
+    )
 
 
 def _shrink_op(
-    y: torch.Tensor,
+    y: torch.Tensor,  # or a tuple of per-slice buffers, when called directly (the schema can't)
     x: torch.Tensor,
     lora_a: list[torch.Tensor],
     scale: float,
-    handle: torch.Tensor,
+    plan: torch.Tensor,
 ) -> None:
-    _wrapper(handle)._shrink(y, x, tuple(lora_a), scale)
+    wrapper = _wrapper(plan)
+    x = x.view(-1, x.shape[-1])
+    groups = wrapper._groups_for(plan, x.shape[0])
+    if groups is None:
+        PunicaWrapperCPU.add_shrink(wrapper, y, x, tuple(lora_a), scale)
+        return
+    for slice_idx, weights in enumerate(lora_a):
+        out = y[slice_idx]
+        grouped_shrink(out.view(-1, out.shape[-1]), x, weights, groups, scale)
 
 
 def _expand_op(
     y: torch.Tensor,
-    x: torch.Tensor,
+    x: torch.Tensor,  # or a tuple of per-slice inputs, when called directly (the schema can't)
     lora_b: list[torch.Tensor],
     output_slices: list[int],
     offset_start: int,
     add_inputs: bool,
-    handle: torch.Tensor,
+    plan: torch.Tensor,
 ) -> None:
-    _wrapper(handle)._expand(y, x, tuple(lora_b), tuple(output_slices), offset_start, add_inputs)
+    wrapper = _wrapper(plan)
+    flat = y.view(-1, y.shape[-1])
+    groups = wrapper._groups_for(plan, flat.shape[0])
+    if groups is None:
+        PunicaWrapperCPU.add_expand(
+            wrapper, y, x, tuple(lora_b), tuple(output_slices), offset_start, add_inputs
+        )
+        return
+    offset = offset_start
+    for slice_idx, weights in enumerate(lora_b):
+        width = output_slices[slice_idx]
+        grouped_expand(flat, x[slice_idx], weights, groups, offset, width, add_inputs)
+        offset += width
 
 
 def _embedding_op(
@@ -89,9 +124,14 @@ def _embedding_op(
     x: torch.Tensor,
     lora_b: torch.Tensor,
     add_inputs: bool,
-    handle: torch.Tensor,
+    plan: torch.Tensor,
 ) -> None:
-    _wrapper(handle)._embedding(y, x, lora_b, add_inputs)
+    wrapper = _wrapper(plan)
+    groups = wrapper._groups_for(plan, y.shape[0])
+    if groups is None:
+        PunicaWrapperCPU.add_lora_embedding(wrapper, y, x, lora_b, add_inputs)
+        return
+    grouped_expand(y, x, lora_b, groups, add_inputs=add_inputs)
 
 
 def _no_op(*args: Any, **kwargs: Any) -> None:
@@ -118,10 +158,6 @@ def _write_plan(plan: torch.Tensor, indices: torch.Tensor) -> None:
     plan[1 : rows + 1].copy_(indices)
 
 
-def _groups_of(plan: torch.Tensor) -> RowGroups:
-    return group_rows(plan[1 : int(plan[0]) + 1])
-
-
 class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
     """Punica wrapper whose ops run once per adapter present in the batch (C++ or plain torch)."""
 
@@ -136,10 +172,11 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         # Plans of the step: token rows (every layer) and sampled rows (the LoRA logits).
         self._plan = torch.zeros(self._token_lora_indices.numel() + 1, dtype=torch.long)
         self._sampler_plan = torch.zeros(self._sampler_indices.numel() + 1, dtype=torch.long)
-        self._token_groups: RowGroups | None = None
-        self._sampler_groups: RowGroups | None = None
+        # The plans' rows grouped by slot, for the plain-torch ops (built on first use per step).
+        self._groups: dict[int, RowGroups] = {}
         self._kernels = kernels.load()
-        _WRAPPERS[self._plan.data_ptr()] = weakref.ref(self)
+        for plan in (self._plan, self._sampler_plan):
+            _WRAPPERS[plan.data_ptr()] = weakref.ref(self)
 
     def update_metadata(
         self,
@@ -152,28 +189,17 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         super().update_metadata(mapping, lora_index_to_id, max_loras, vocab_size, **kwargs)
         _write_plan(self._plan, self.token_lora_indices)
         _write_plan(self._sampler_plan, self.sampler_indices)
-        self._token_groups = self._sampler_groups = None
+        self._groups.clear()
 
-    @property
-    def token_groups(self) -> RowGroups:
-        """The plan's rows grouped by slot, for the plain-torch ops (built on first use)."""
-        if self._token_groups is None:
-            self._token_groups = _groups_of(self._plan)
-        return self._token_groups
-
-    @property
-    def sampler_groups(self) -> RowGroups:
-        if self._sampler_groups is None:
-            self._sampler_groups = _groups_of(self._sampler_plan)
-        return self._sampler_groups
-
-    def _groups_for(self, groups: RowGroups, rows: int) -> RowGroups | None:
-        """The step's groups, or None when `rows` does not match the mapping (let vLLM decide)."""
+    def _groups_for(self, plan: torch.Tensor, rows: int) -> RowGroups | None:
+        """`plan`'s rows grouped by slot, or None when `rows` does not match it (vLLM decides)."""
+        groups = self._groups.get(plan.data_ptr())
+        if groups is None:
+            groups = self._groups[plan.data_ptr()] = group_rows(plan[1 : int(plan[0]) + 1])
         return groups if groups.num_rows == rows else None
 
-    # Entry points vLLM's layers call. With the C++ ops they call them (eagerly or from a
-    # compiled graph alike); otherwise, under torch.compile they only emit the plain-torch custom
-    # op and eagerly they run its implementation directly.
+    # Entry points vLLM's layers call: the C++ op, else the plain-torch custom op (eagerly, or
+    # emitted into a graph under torch.compile alike).
 
     def add_lora_linear(
         self,
@@ -183,34 +209,11 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         lora_b_stacked: tuple[torch.Tensor, ...],
         scale: float,
         output_slices: tuple[int, ...],
-        *,
-        buffer: tuple[torch.Tensor, ...] | None = None,
         **kwargs: Any,
     ) -> None:
-        if self._kernels:
-            torch.ops.loraplex_kernels.lora_linear(
-                y,
-                x,
-                list(lora_a_stacked),
-                list(lora_b_stacked),
-                scale,
-                list(output_slices),
-                self._plan,
-            )
-            return None
-        if torch.compiler.is_compiling():
-            torch.ops.loraplex.lora_linear(
-                y,
-                x,
-                list(lora_a_stacked),
-                list(lora_b_stacked),
-                scale,
-                list(output_slices),
-                self._plan,
-            )
-            return None
-        return self._lora_linear(
-            y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, buffer=buffer, **kwargs
+        ops = torch.ops.loraplex_kernels if self._kernels else torch.ops.loraplex
+        ops.lora_linear(
+            y, x, list(lora_a_stacked), list(lora_b_stacked), scale, list(output_slices), self._plan
         )
 
     def add_lora_embedding(
@@ -223,11 +226,8 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
     ) -> None:
         if self._kernels:
             torch.ops.loraplex_kernels.lora_embedding(y, x, lora_b_stacked, add_inputs, self._plan)
-            return None
-        if torch.compiler.is_compiling():
+        else:
             torch.ops.loraplex.embedding(y, x, lora_b_stacked, add_inputs, self._plan)
-            return None
-        return self._embedding(y, x, lora_b_stacked, add_inputs, **kwargs)
 
     def add_lora_logits(
         self,
@@ -255,7 +255,7 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
                 self._sampler_plan,
             )
             return None
-        groups = self._groups_for(self.sampler_groups, flat_x.shape[0])
+        groups = self._groups_for(self._sampler_plan, flat_x.shape[0])
         if groups is None:
             return super().add_lora_logits(
                 y, x, lora_a_stacked, lora_b_stacked, scale, buffer=buffer, **kwargs
@@ -273,11 +273,10 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         scale: float,
         **kwargs: Any,
     ) -> None:
-        """Called only by vLLM's sharded layers (the fused `add_lora_linear` otherwise)."""
-        if torch.compiler.is_compiling() and isinstance(y, torch.Tensor):
-            torch.ops.loraplex.shrink(y, x, list(lora_a_stacked), scale, self._plan)
-            return None
-        return self._shrink(y, x, lora_a_stacked, scale, **kwargs)
+        """Called only by vLLM's sharded layers (the fused `add_lora_linear` otherwise); a tuple
+        of output buffers does not fit an op schema, so it runs the implementation directly."""
+        shrink = torch.ops.loraplex.shrink if isinstance(y, torch.Tensor) else _shrink_op
+        shrink(y, x, list(lora_a_stacked), scale, self._plan)
 
     def add_expand(
         self,
@@ -289,105 +288,8 @@ class GroupedPunicaWrapperCPU(PunicaWrapperCPU):
         add_inputs: bool = True,
         **kwargs: Any,
     ) -> None:
-        """Called only by vLLM's sharded layers (the fused `add_lora_linear` otherwise)."""
-        if torch.compiler.is_compiling() and isinstance(x, torch.Tensor):
-            torch.ops.loraplex.expand(
-                y,
-                x,
-                list(lora_b_stacked),
-                list(output_slices),
-                offset_start,
-                add_inputs,
-                self._plan,
-            )
-            return None
-        return self._expand(y, x, lora_b_stacked, output_slices, offset_start, add_inputs, **kwargs)
-
-    # Plain-torch implementations (eager, or inside the `torch.ops.loraplex` custom ops).
-
-    def _shrink(
-        self,
-        y: tuple[torch.Tensor, ...] | torch.Tensor,
-        x: torch.Tensor,
-        lora_a_stacked: tuple[torch.Tensor, ...],
-        scale: float,
-        **kwargs: Any,
-    ) -> None:
-        x = x.view(-1, x.shape[-1])
-        groups = self._groups_for(self.token_groups, x.shape[0])
-        if groups is None:
-            return super().add_shrink(y, x, lora_a_stacked, scale, **kwargs)
-        if groups.empty:
-            return None
-        for slice_idx, lora_a in enumerate(lora_a_stacked):
-            out = y[slice_idx]
-            grouped_shrink(out.view(-1, out.shape[-1]), x, lora_a, groups, scale)
-        return None
-
-    def _expand(
-        self,
-        y: torch.Tensor,
-        x: tuple[torch.Tensor, ...] | torch.Tensor,
-        lora_b_stacked: tuple[torch.Tensor, ...],
-        output_slices: tuple[int, ...],
-        offset_start: int = 0,
-        add_inputs: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        flat = y.view(-1, y.shape[-1])
-        groups = self._groups_for(self.token_groups, flat.shape[0])
-        if groups is None:
-            return super().add_expand(
-                y, x, lora_b_stacked, output_slices, offset_start, add_inputs, **kwargs
-            )
-        if groups.empty:
-            return None
-        offset = offset_start
-        for slice_idx, lora_b in enumerate(lora_b_stacked):
-            width = output_slices[slice_idx]
-            grouped_expand(flat, x[slice_idx], lora_b, groups, offset, width, add_inputs)
-            offset += width
-        return None
-
-    def _embedding(
-        self,
-        y: torch.Tensor,
-        x: torch.Tensor,
-        lora_b_stacked: torch.Tensor,
-        add_inputs: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        groups = self._groups_for(self.token_groups, y.shape[0])
-        if groups is None:
-            return super().add_lora_embedding(y, x, lora_b_stacked, add_inputs, **kwargs)
-        grouped_expand(y, x, lora_b_stacked, groups, add_inputs=add_inputs)
-        return None
-
-    def _lora_linear(
-        self,
-        y: torch.Tensor,
-        x: torch.Tensor,
-        lora_a_stacked: tuple[torch.Tensor, ...],
-        lora_b_stacked: tuple[torch.Tensor, ...],
-        scale: float,
-        output_slices: tuple[int, ...],
-        *,
-        buffer: tuple[torch.Tensor, ...] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        flat_x = x.view(-1, x.shape[-1])
-        groups = self._groups_for(self.token_groups, flat_x.shape[0])
-        if groups is None:
-            return super().add_lora_linear(
-                y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, buffer=buffer, **kwargs
-            )
-        grouped_lora_linear(
-            y.view(-1, y.shape[-1]),
-            flat_x,
-            lora_a_stacked,
-            lora_b_stacked,
-            tuple(output_slices),
-            groups,
-            scale,
+        """As `add_shrink`, for the expand (a tuple of inputs runs the implementation directly)."""
+        expand = torch.ops.loraplex.expand if isinstance(x, torch.Tensor) else _expand_op
+        expand(
+            y, x, list(lora_b_stacked), list(output_slices), offset_start, add_inputs, self._plan
         )
-        return None

@@ -14,6 +14,16 @@ SLOTS, RANK, HIDDEN = 8, 8, 64
 MIXED = [0, 1, -1, 2, 0, -1, 1, 2, -1]
 
 
+def _close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """The ops reorder float32 sums against the reference (and the C++ against the plain ops)."""
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    torch.manual_seed(0)
+
+
 def _wrapper(indices: list[int], use_kernels: bool = True) -> GroupedPunicaWrapperCPU:
     wrapper = GroupedPunicaWrapperCPU(1024, 8, "cpu")
     wrapper._kernels = use_kernels and kernels.load()
@@ -26,7 +36,7 @@ def _set_batch(wrapper: GroupedPunicaWrapperCPU, indices: list[int]) -> None:
     wrapper._token_lora_indices[: len(indices)] = torch.tensor(indices)
     wrapper.indices_len[0] = len(indices)
     _write_plan(wrapper._plan, wrapper.token_lora_indices)
-    wrapper._token_groups = None
+    wrapper._groups.clear()
 
 
 def _layer(generator: torch.Generator) -> tuple[tuple, tuple]:
@@ -47,7 +57,7 @@ def test_update_metadata_writes_the_plan() -> None:
     wrapper.update_metadata(mapping, lora_index_to_id, SLOTS, 320)
     assert wrapper._plan[:7].tolist() == [6, 1, -1, 2, 2, 0, -1]
     assert wrapper._sampler_plan[:7].tolist() == [6, 1, -1, 2, 2, 0, -1]
-    assert wrapper.token_groups.spans == ((1, 0, 1), (2, 2, 4), (0, 4, 5))
+    assert wrapper._groups_for(wrapper._plan, 6).spans == ((1, 0, 1), (2, 2, 4), (0, 4, 5))
 
 
 @pytest.mark.parametrize("use_kernels", [True, False], ids=["c++", "plain torch"])
@@ -60,7 +70,7 @@ def test_add_lora_linear_matches_naive_and_skips_base_rows(use_kernels: bool) ->
     y = torch.randn(len(MIXED), 3 * HIDDEN)
     got = y.clone()
     wrapper.add_lora_linear(got, x, lora_a, lora_b, 0.5, (HIDDEN,) * 3)
-    torch.testing.assert_close(got, _naive(y, x, MIXED, lora_a, lora_b, 0.5))
+    _close(got, _naive(y, x, MIXED, lora_a, lora_b, 0.5))
     base = [row for row, slot in enumerate(MIXED) if slot < 0]
     assert torch.equal(got[base], y[base])
     # the plain-torch custom op (what a compiled graph calls without the C++ ops) agrees
@@ -68,7 +78,7 @@ def test_add_lora_linear_matches_naive_and_skips_base_rows(use_kernels: bool) ->
     torch.ops.loraplex.lora_linear(
         via_op, x, list(lora_a), list(lora_b), 0.5, [HIDDEN] * 3, wrapper._plan
     )
-    torch.testing.assert_close(via_op, got)
+    _close(via_op, got)
 
 
 @pytest.mark.parametrize("use_kernels", [True, False], ids=["c++", "plain torch"])
@@ -78,7 +88,7 @@ def test_embedding_and_logits_follow_their_plans(use_kernels: bool) -> None:
     wrapper = _wrapper(MIXED, use_kernels)
     sampled = [2, -1, 0]
     _write_plan(wrapper._sampler_plan, torch.tensor(sampled))
-    wrapper._sampler_groups = None
+    wrapper._groups.clear()
     generator = torch.Generator().manual_seed(4)
     lora_b = torch.randn(SLOTS, 1, HIDDEN, RANK, generator=generator)
     x, y = torch.randn(len(MIXED), RANK), torch.randn(len(MIXED), HIDDEN)
@@ -86,7 +96,7 @@ def test_embedding_and_logits_follow_their_plans(use_kernels: bool) -> None:
     wrapper.add_lora_embedding(got, x, lora_b, add_inputs=True)
     for row, slot in enumerate(MIXED):
         expected = y[row] + (x[row] @ lora_b[slot, 0].T if slot >= 0 else 0)
-        torch.testing.assert_close(got[row], expected)
+        _close(got[row], expected)
     head_a = torch.randn(SLOTS, 1, RANK, HIDDEN, generator=generator)
     head_b = torch.randn(SLOTS, 1, 40, RANK, generator=generator)
     hidden, logits = torch.randn(3, HIDDEN), torch.randn(3, 32)  # vocab padded to 40 in B
@@ -94,7 +104,7 @@ def test_embedding_and_logits_follow_their_plans(use_kernels: bool) -> None:
     wrapper.add_lora_logits(got, hidden, head_a, head_b, 1.0)
     for row, slot in enumerate(sampled):
         delta = (hidden[row] @ head_a[slot, 0].T) @ head_b[slot, 0, :32].T if slot >= 0 else 0
-        torch.testing.assert_close(got[row], logits[row] + delta)
+        _close(got[row], logits[row] + delta)
 
 
 @pytest.mark.parametrize("use_kernels", [True, False], ids=["c++", "plain torch"])
@@ -117,4 +127,4 @@ def test_compiled_graph_reads_the_current_plan(use_kernels: bool) -> None:
         _set_batch(wrapper, indices)
         x = torch.randn(len(indices), HIDDEN)
         expected = _naive(x.repeat(1, 3) * 2.0, x, indices, lora_a, lora_b) + 1.0
-        torch.testing.assert_close(compiled(x), expected)
+        _close(compiled(x), expected)
