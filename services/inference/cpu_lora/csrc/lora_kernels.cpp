@@ -14,6 +14,7 @@
 #include <torch/library.h>
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 namespace {
@@ -344,12 +345,14 @@ void lora_embedding(const at::Tensor& y, const at::Tensor& x, const at::Tensor& 
   if (groups.empty()) return;
   const int64_t width = std::min(lora_b.size(-2), y.size(1));
   const bool loops = loop_ready(x) && loop_ready(y) && loop_ready(lora_b);
+  const std::optional<Stacked> stacked_b =
+      loops ? std::optional<Stacked>(Stacked(lora_b)) : std::nullopt;  // slot matrix [out, rank]
   for (size_t g = 0; g < groups.slots.size(); ++g) {
     const int64_t start = groups.starts[g];
     const int64_t m = groups.starts[g + 1] - start;
     const int64_t* rows = groups.rows.data() + start;
     if (loops) {  // any group size: the expand alone is cheap next to the loads of B
-      const Stacked b(lora_b);  // slot matrix [out, rank]
+      const Stacked& b = *stacked_b;
       const float* in[kGemmRows];
       float* out[kGemmRows];
       for (int64_t chunk = 0; chunk < m; chunk += kGemmRows) {
