@@ -52,6 +52,24 @@ def build_dir() -> Path:
     return Path(root) / f"torch-{torch.__version__}-{_cpu_tag()}"
 
 
+def compile_ops(
+    folder: Path, name: str = "loraplex_cpu_lora_kernels", defines: tuple[str, ...] = ()
+) -> None:
+    """Builds `csrc/lora_kernels.cpp` into `folder` (unless cached there) and loads it; `defines`
+    are extra `-D` flags, e.g. the tests' portable build under another op namespace."""
+    from torch.utils import cpp_extension
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cpp_extension.load(
+        name=name,
+        sources=[str(SOURCE)],
+        extra_cflags=[*CFLAGS, *(f"-D{define}" for define in defines)],
+        build_directory=str(folder),
+        is_python_module=False,
+        verbose=False,
+    )
+
+
 @cache
 def load() -> bool:
     """Compiles (once per machine) and loads the ops; False, with a warning, when unavailable."""
@@ -60,19 +78,9 @@ def load() -> bool:
         return False
     if hasattr(torch.ops.loraplex_kernels, "lora_linear"):  # already loaded in this process
         return True
-    from torch.utils import cpp_extension
-
     folder = build_dir()
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        cpp_extension.load(
-            name="loraplex_cpu_lora_kernels",
-            sources=[str(SOURCE)],
-            extra_cflags=CFLAGS,
-            build_directory=str(folder),
-            is_python_module=False,
-            verbose=False,
-        )
+        compile_ops(folder)
     except Exception as exc:  # compiler missing, headers missing, read-only cache dir...
         logger.warning(
             "loraplex C++ LoRA ops unavailable (%s: %s); using the slower plain-torch ops. "

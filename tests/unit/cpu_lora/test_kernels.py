@@ -21,6 +21,26 @@ def test_ops_build_and_load() -> None:
     assert kernels.load(), "the C++ LoRA ops failed to build: see the warning logged above"
 
 
+@pytest.fixture(scope="session")
+def portable_build(tmp_path_factory):
+    """The same source without its AVX-512 code (what ARM and older x86 CPUs run), under its own
+    op namespace so it loads beside the native build."""
+    kernels.compile_ops(
+        tmp_path_factory.mktemp("portable-ops"),
+        "loraplex_cpu_lora_kernels_portable",
+        ("LORAPLEX_PORTABLE", "LORAPLEX_OPS_NAMESPACE=loraplex_kernels_portable"),
+    )
+    return torch.ops.loraplex_kernels_portable
+
+
+@pytest.fixture(params=["native", "portable"])
+def ops(request):
+    if request.param == "portable":
+        return request.getfixturevalue("portable_build")
+    assert kernels.load()
+    return torch.ops.loraplex_kernels
+
+
 SLOTS = 4
 BATCHES = {
     **SHARED_BATCHES,
@@ -41,23 +61,22 @@ def stacked(rank: int, dim: int, slices: tuple[int, ...], seed: int = 0) -> tupl
 
 
 @pytest.mark.parametrize("indices", BATCHES.values(), ids=BATCHES.keys())
-@pytest.mark.parametrize("rank", [8, 16, 64, 12])
-def test_lora_linear_matches_naive(indices, rank) -> None:
-    """Every rank the fixed-size expand handles, and one (12) that takes the generic loop."""
-    slices, dim = (24, 8, 8), 40
+@pytest.mark.parametrize("rank", [8, 16, 32, 64, 12])
+def test_lora_linear_matches_naive(ops, indices, rank) -> None:
+    """Every rank the fixed-size expands handle, and one (12) that takes the generic loop; slice
+    widths with whole 16-output vectors, a remainder, and a remainder alone."""
+    slices, dim = (40, 16, 8), 40
     lora_a, lora_b = stacked(rank, dim, slices)
     x, y = torch.randn(len(indices), dim), torch.randn(len(indices), sum(slices))
     expected = naive(y, x, indices, lora_a, lora_b, slices, 0.5)
     got = y.clone()
-    torch.ops.loraplex_kernels.lora_linear(
-        got, x, lora_a, lora_b, 0.5, list(slices), plan_of(indices)
-    )
+    ops.lora_linear(got, x, lora_a, lora_b, 0.5, list(slices), plan_of(indices))
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     base_rows = [row for row, slot in enumerate(indices) if slot < 0]
     assert torch.equal(got[base_rows], y[base_rows])
 
 
-def test_lora_linear_strided_inputs_padded_b_and_3d_activations() -> None:
+def test_lora_linear_strided_inputs_padded_b_and_3d_activations(ops) -> None:
     """x a column slice of a wider buffer, B padded beyond the slice, [1, rows, dim] shapes."""
     indices = BATCHES["decode mixed"]
     slices = (16, 8)
@@ -67,15 +86,13 @@ def test_lora_linear_strided_inputs_padded_b_and_3d_activations() -> None:
     assert not x.is_contiguous()
     y = torch.randn(1, len(indices), sum(slices))
     expected = naive(y[0], x, indices, lora_a, lora_b, slices, 1.0)
-    torch.ops.loraplex_kernels.lora_linear(
+    ops.lora_linear(
         y, x.unsqueeze(0).contiguous(), lora_a, lora_b, 1.0, list(slices), plan_of(indices)
     )
     torch.testing.assert_close(y[0], expected, rtol=1e-4, atol=1e-4)
     strided_y = torch.randn(len(indices), sum(slices))
     expected = naive(strided_y, x, indices, lora_a, lora_b, slices, 1.0)
-    torch.ops.loraplex_kernels.lora_linear(
-        strided_y, x, lora_a, lora_b, 1.0, list(slices), plan_of(indices)
-    )
+    ops.lora_linear(strided_y, x, lora_a, lora_b, 1.0, list(slices), plan_of(indices))
     torch.testing.assert_close(strided_y, expected, rtol=1e-4, atol=1e-4)
 
 
@@ -97,7 +114,7 @@ def test_lora_linear_bfloat16_takes_the_matmul_path() -> None:
 
 @pytest.mark.parametrize("add_inputs", [True, False])
 @pytest.mark.parametrize("indices", BATCHES.values(), ids=BATCHES.keys())
-def test_lora_embedding(indices, add_inputs) -> None:
+def test_lora_embedding(ops, indices, add_inputs) -> None:
     """y[row] (+)= x[row] @ B[slot]^T on adapter rows; B may be wider than y (vocab padding)."""
     generator = torch.Generator().manual_seed(3)
     lora_b = torch.randn(SLOTS, 1, 20, 8, generator=generator)
@@ -108,7 +125,7 @@ def test_lora_embedding(indices, add_inputs) -> None:
             delta = x[row] @ lora_b[slot, 0, :16].T
             expected[row] = expected[row] + delta if add_inputs else delta
     got = y.clone()
-    torch.ops.loraplex_kernels.lora_embedding(got, x, lora_b, add_inputs, plan_of(indices))
+    ops.lora_embedding(got, x, lora_b, add_inputs, plan_of(indices))
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 

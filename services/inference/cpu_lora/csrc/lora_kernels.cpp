@@ -13,6 +13,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <vector>
@@ -124,6 +125,7 @@ inline void shrink_rows(const float* const* in, int64_t m, const float* weight,
 // Expand: out[j, 0:width] (+)= in[j, 0:R] . weight[0:width, 0:R]^T with the rank R known at
 // compile time, so the compiler vectorizes across outputs (the interleaved weight rows become
 // register permutes). Outputs go in blocks that keep their weight rows in L1 for all `m` rows.
+// The portable path: CPUs without AVX-512 (or -DLORAPLEX_PORTABLE) and strided weights.
 template <int R>
 inline void expand_rows_fixed(const float* const* in, int64_t m, const float* weight,
                               int64_t weight_stride, int64_t width, float* const* out,
@@ -155,9 +157,105 @@ inline void expand_rows_fixed(const float* const* in, int64_t m, const float* we
   }
 }
 
+#if defined(__AVX512F__) && !defined(LORAPLEX_PORTABLE)
+#define LORAPLEX_AVX512 1
+#include <immintrin.h>
+
+// Sums 8 vectors that hold 8 partial sums for each of two outputs (lanes 0-7: output 2i, lanes
+// 8-15: output 2i + 1) into one vector of the 16 outputs' totals, in output order. 15 shuffles
+// and 7 adds, instead of the permutes GCC emits to vectorize `expand_rows_fixed` across outputs.
+__attribute__((always_inline)) inline __m512 fold16x8(const __m512 (&p)[8]) {
+  __m512 z[4];  // [a4 b4 c4 d4]: four outputs, four partial sums each
+  for (int i = 0; i < 4; ++i) {
+    const __m512 x = p[2 * i];
+    const __m512 y = p[2 * i + 1];
+    z[i] = _mm512_add_ps(_mm512_shuffle_f32x4(x, y, 0x88), _mm512_shuffle_f32x4(x, y, 0xDD));
+  }
+  // 128-bit lane q: two sums of output q, then two of output q + 4 (w0) or q + 8, q + 12 (w1)
+  const __m512 w0 =
+      _mm512_add_ps(_mm512_shuffle_ps(z[0], z[1], 0x88), _mm512_shuffle_ps(z[0], z[1], 0xDD));
+  const __m512 w1 =
+      _mm512_add_ps(_mm512_shuffle_ps(z[2], z[3], 0x88), _mm512_shuffle_ps(z[2], z[3], 0xDD));
+  // lane q: outputs q, q + 4, q + 8, q + 12
+  const __m512 v =
+      _mm512_add_ps(_mm512_shuffle_ps(w0, w1, 0x88), _mm512_shuffle_ps(w0, w1, 0xDD));
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  return _mm512_permutexvar_ps(order, v);
+}
+
+// Expand for a rank R that is a multiple of 8, weight rows contiguous (`[width, R]`): each output
+// is a dot product of R weights with the row's R shrunk values. Sixteen outputs at a time: their
+// products (R > 16: summed down to 16 lanes per output, then 8) fold into one vector.
+template <int R>
+__attribute__((always_inline)) inline void expand_rows_avx512(const float* const* in, int64_t m,
+                                                              const float* weight, int64_t width,
+                                                              float* const* out,
+                                                              bool accumulate) {
+  static_assert(R % 8 == 0, "the vector expand needs a rank that is a multiple of 8");
+  const int64_t vector_end = width - width % 16;
+  for (int64_t j = 0; j < m; ++j) {
+    const float* t = in[j];
+    float* y = out[j];
+    __m512 tv[R >= 16 ? R / 16 : 1];
+    if constexpr (R == 8) {  // the row's 8 values twice: one vector covers two outputs
+      const __m256 t8 = _mm256_loadu_ps(t);
+      tv[0] = _mm512_insertf32x8(_mm512_castps256_ps512(t8), t8, 1);
+    } else {
+      for (int c = 0; c < R / 16; ++c) tv[c] = _mm512_loadu_ps(t + 16 * c);
+    }
+    for (int64_t o = 0; o < vector_end; o += 16) {
+      const float* w = weight + o * R;
+      __m512 p[8];
+      if constexpr (R == 8) {
+        for (int i = 0; i < 8; ++i) p[i] = _mm512_mul_ps(_mm512_loadu_ps(w + 16 * i), tv[0]);
+      } else {
+        for (int i = 0; i < 8; ++i) {
+          __m512 e[2];  // outputs 2i and 2i + 1, 16 partial sums each
+          for (int h = 0; h < 2; ++h) {
+            const float* row = w + (2 * i + h) * R;
+            __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(row), tv[0]);
+            for (int c = 1; c < R / 16; ++c) {
+              acc = _mm512_fmadd_ps(_mm512_loadu_ps(row + 16 * c), tv[c], acc);
+            }
+            e[h] = acc;
+          }
+          p[i] = _mm512_add_ps(_mm512_shuffle_f32x4(e[0], e[1], 0x44),
+                               _mm512_shuffle_f32x4(e[0], e[1], 0xEE));
+        }
+      }
+      __m512 sum = fold16x8(p);
+      if (accumulate) sum = _mm512_add_ps(sum, _mm512_loadu_ps(y + o));
+      _mm512_storeu_ps(y + o, sum);
+    }
+    for (int64_t o = vector_end; o < width; ++o) {
+      const float* w = weight + o * R;
+      float acc = 0.f;
+      for (int k = 0; k < R; ++k) acc += t[k] * w[k];
+      y[o] = accumulate ? y[o] + acc : acc;
+    }
+  }
+}
+#endif
+
 inline void expand_rows(const float* const* in, int64_t m, const float* weight,
                         int64_t weight_stride, int64_t width, int64_t depth, float* const* out,
                         bool accumulate) {
+#ifdef LORAPLEX_AVX512
+  if (weight_stride == depth) {
+    switch (depth) {
+      case 8:
+        return expand_rows_avx512<8>(in, m, weight, width, out, accumulate);
+      case 16:
+        return expand_rows_avx512<16>(in, m, weight, width, out, accumulate);
+      case 32:
+        return expand_rows_avx512<32>(in, m, weight, width, out, accumulate);
+      case 64:
+        return expand_rows_avx512<64>(in, m, weight, width, out, accumulate);
+      default:
+        break;
+    }
+  }
+#endif
   switch (depth) {
     case 8:
       return expand_rows_fixed<8>(in, m, weight, weight_stride, width, out, accumulate);
@@ -196,14 +294,6 @@ struct Stacked {
         rows(t.size(-2)),
         cols(t.size(-1)) {}
   const float* slot(int64_t s) const { return data + s * slot_stride; }
-  // Asks for slot `s`'s matrix to be brought towards the cache. A slot's A or B is a few
-  // contiguous pages, read once per step: on a decode step the loops are bound by how fast
-  // they arrive, and hardware prefetchers stop at page boundaries.
-  void prefetch(int64_t s) const {
-    const char* begin = reinterpret_cast<const char*>(slot(s));
-    const int64_t bytes = ((rows - 1) * row_stride + cols) * static_cast<int64_t>(sizeof(float));
-    for (int64_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(begin + offset, 0, 2);
-  }
 };
 
 // y[row, column : column + width] += scale * x[row] @ A[slot]^T @ B[slot]^T for the `m` rows of
@@ -310,11 +400,6 @@ void apply_groups(const at::Tensor& y, const at::Tensor& x, at::TensorList lora_
   const int64_t grain = macs < kParallelMacs ? count : 1;
   at::parallel_for(0, count, grain, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
-      if (item + 1 < end) {  // the next item's weights, while this one computes
-        const auto& [next_group, next_slice] = items[item + 1];
-        stacked_a[next_slice].prefetch(groups.slots[next_group]);
-        stacked_b[next_slice].prefetch(groups.slots[next_group]);
-      }
       const auto& [g, i] = items[item];
       const int64_t start = groups.starts[g];
       const Stacked& b = stacked_b[i];
@@ -382,7 +467,16 @@ void lora_embedding_meta(const at::Tensor&, const at::Tensor&, const at::Tensor&
 
 }  // namespace
 
-TORCH_LIBRARY(loraplex_kernels, m) {
+// The op namespace; a second build under another name (the tests' portable build) can then load
+// into the same process.
+#ifndef LORAPLEX_OPS_NAMESPACE
+#define LORAPLEX_OPS_NAMESPACE loraplex_kernels
+#endif
+// TORCH_LIBRARY pastes its namespace argument: one more expansion turns the macro into its value.
+#define LORAPLEX_LIBRARY(ns, m) TORCH_LIBRARY(ns, m)
+#define LORAPLEX_LIBRARY_IMPL(ns, key, m) TORCH_LIBRARY_IMPL(ns, key, m)
+
+LORAPLEX_LIBRARY(LORAPLEX_OPS_NAMESPACE, m) {
   m.def(
       "lora_linear(Tensor(a!) y, Tensor x, Tensor[] lora_a, Tensor[] lora_b, float scale, "
       "int[] output_slices, Tensor plan) -> ()");
@@ -391,12 +485,12 @@ TORCH_LIBRARY(loraplex_kernels, m) {
       "-> ()");
 }
 
-TORCH_LIBRARY_IMPL(loraplex_kernels, CPU, m) {
+LORAPLEX_LIBRARY_IMPL(LORAPLEX_OPS_NAMESPACE, CPU, m) {
   m.impl("lora_linear", &lora_linear);
   m.impl("lora_embedding", &lora_embedding);
 }
 
-TORCH_LIBRARY_IMPL(loraplex_kernels, Meta, m) {
+LORAPLEX_LIBRARY_IMPL(LORAPLEX_OPS_NAMESPACE, Meta, m) {
   m.impl("lora_linear", &lora_linear_meta);
   m.impl("lora_embedding", &lora_embedding_meta);
 }
