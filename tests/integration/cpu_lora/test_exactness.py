@@ -2,8 +2,8 @@
 
 One engine for the module (fp32, max_loras equal to the number of adapters so every slot is
 taken, which is what exposes upstream's "index -1 selects the last slot" bug), three adapters of
-rank 8, 16 and 64 on all linear layers, greedy decoding. References come from transformers +
-peft `generate` on the same weights and the same prompt token ids.
+rank 8, 16 and 64 on all linear layers and one of rank 8 on q/v only, greedy decoding.
+References come from transformers + peft `generate` on the same weights and prompt token ids.
 """
 
 from __future__ import annotations
@@ -28,6 +28,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[3]
 RANKS = (8, 16, 64)
+# (name, rank, modules): every rank on every linear layer, and an adapter on q/v only, whose zeroed
+# k/o/MLP slots (and every adapter's zeroed logits slot) the C++ ops skip
+ADAPTERS = (
+    *((f"r{rank}", rank, TARGET_MODULES) for rank in RANKS),
+    ("qv8", 8, ("q_proj", "v_proj")),
+)
 NEW_TOKENS = 12
 PROMPTS = (
     "the quick brown fox",
@@ -47,8 +53,8 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("cpu-lora")
     model = build_tiny_llama(root / "base")
     adapters = [
-        str(make_random_lora(root / f"r{rank}", model, rank, 10 + rank, TARGET_MODULES, 0.3))
-        for rank in RANKS
+        str(make_random_lora(root / name, model, rank, 10 + index, modules, 0.3))
+        for index, (name, rank, modules) in enumerate(ADAPTERS)
     ]
     tokenizer = AutoTokenizer.from_pretrained(model)
     prompts = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
@@ -86,7 +92,7 @@ def llm(assets: dict):
     # every call; test engines only
     saved = os.environ.get("VLLM_ALLOW_INSECURE_SERIALIZATION")
     os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
-    engine = build_engine(assets["model"], max_loras=len(RANKS), max_rank=max(RANKS))
+    engine = build_engine(assets["model"], max_loras=len(ADAPTERS), max_rank=max(RANKS))
     yield engine
     del engine
     if saved is None:
@@ -149,7 +155,7 @@ def _run_in_child(
     """The batches' greedy outputs from an engine in a child process with `env` set."""
     spec = {
         "model": assets["model"],
-        "max_loras": len(RANKS),
+        "max_loras": len(ADAPTERS),
         "max_rank": max(RANKS),
         "new_tokens": NEW_TOKENS,
         "batches": [[(assets["prompts"][p], folder) for p, folder in batch] for batch in batches],
@@ -185,8 +191,8 @@ def test_plain_torch_fallback_matches_peft_in_mixed_batches(assets: dict, tmp_pa
 
 def test_unpatched_vllm_corrupts_base_rows_in_mixed_batches(assets: dict, tmp_path: Path) -> None:
     """The upstream bug the plugin fixes, reproduced with the plugin off in a child process."""
-    slots = _slots(assets)
-    batch = [(p, slots[p % len(slots)]) for p in range(len(PROMPTS))]
+    slots = _slots(assets)  # every adapter in the batch: all slots taken, the last one too
+    batch = [(row % len(PROMPTS), folder) for row, folder in enumerate(slots)]
     outputs = _run_in_child(assets, tmp_path, [batch], {"LORAPLEX_CPU_LORA": "0"})[0]
     base_rows = [i for i, (_, folder) in enumerate(batch) if folder is None]
     assert base_rows

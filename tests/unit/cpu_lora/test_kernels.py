@@ -129,6 +129,55 @@ def test_lora_embedding(ops, indices, add_inputs) -> None:
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
+def test_slots_with_empty_b_are_skipped_until_written() -> None:
+    """vLLM zeroes a slot's B in every module its adapter does not adapt: the op skips those
+    (slot, slice) pairs, and takes them up again once anything writes into the tensor."""
+    assert kernels.load()
+    ops = torch.ops.loraplex_kernels
+    indices = BATCHES["decode mixed"]
+    slices = (16, 8)
+    lora_a, lora_b = stacked(8, 32, slices, seed=7)
+    lora_b[0][2] = 0  # slot 2 has no weights in the first slice (e.g. no q_proj)
+    lora_b[1][0] = 0
+    assert ops.live_slots(lora_b[0]).tolist() == [True, True, False, True]
+    assert ops.live_slots(lora_b[1]).tolist() == [False, True, True, True]
+
+    def check() -> None:
+        x, y = torch.randn(len(indices), 32), torch.randn(len(indices), sum(slices))
+        expected = naive(y, x, indices, lora_a, lora_b, slices, 0.5)
+        ops.lora_linear(y, x, lora_a, lora_b, 0.5, list(slices), plan_of(indices))
+        torch.testing.assert_close(y, expected, rtol=1e-4, atol=1e-4)
+
+    check()
+    lora_b[0][2, 0, :4].copy_(torch.ones(4, 8))  # set_lora: an in-place write through a view
+    assert ops.live_slots(lora_b[0]).tolist() == [True, True, True, True]
+    check()
+    lora_b[0][1] = 0  # reset_lora
+    assert ops.live_slots(lora_b[0]).tolist() == [True, False, True, True]
+    check()
+
+
+def test_slot_liveness_is_not_inherited_by_a_new_tensor_at_the_same_address() -> None:
+    assert kernels.load()
+    ops = torch.ops.loraplex_kernels
+    for _ in range(20):  # the allocator hands a freed block straight back, often
+        empty = torch.zeros(SLOTS, 1, 512, 8)
+        assert ops.live_slots(empty).tolist() == [False] * SLOTS
+        address = empty.data_ptr()
+        del empty
+        weights = torch.ones(SLOTS, 1, 512, 8)  # version 0 again, maybe the same address
+        assert ops.live_slots(weights).tolist() == [True] * SLOTS, address == weights.data_ptr()
+        del weights
+
+
+def test_inference_tensors_count_as_live() -> None:
+    """Inference-mode tensors have no version counter: nothing can be vouched for."""
+    assert kernels.load()
+    with torch.inference_mode():
+        empty = torch.zeros(SLOTS, 1, 16, 8)
+    assert torch.ops.loraplex_kernels.live_slots(empty).tolist() == [True] * SLOTS
+
+
 def test_plan_must_match_the_batch() -> None:
     lora_a, lora_b = stacked(8, 16, (8,))
     x, y = torch.randn(4, 16), torch.randn(4, 8)

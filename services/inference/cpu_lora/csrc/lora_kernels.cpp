@@ -15,7 +15,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <mutex>
 #include <optional>
+#include <unordered_map>
 #include <vector>
 
 namespace {
@@ -317,10 +320,106 @@ void slice_by_loops(float* y, int64_t y_stride, const float* x, int64_t x_stride
   expand_rows(shrunk_in, m, b.slot(slot), b.row_stride, width, b.cols, targets, true);
 }
 
+// Which slots of a stacked LoRA B hold any nonzero weight. vLLM zeroes a slot's A and B in every
+// module the slot's adapter does not adapt (`reset_lora`): the k/o/MLP projections of a q/v-only
+// adapter, the logits of any adapter without lm_head weights (a vocab-by-rank B per slot). Those
+// (slot, slice) pairs add exactly nothing, so the op skips them instead of streaming their zeros.
+//
+// A slot is checked when first used and again after any write into the tensor: the tensor's
+// version counter (shared by every view, bumped by vLLM's in-place `set_lora`/`reset_lora`)
+// tells when. A live slot's check stops at its first nonzero byte; an empty slot is read once
+// per write. Entries are keyed by data pointer and hold a weak reference to the storage, so a
+// freed tensor's address, reused by a new one, never inherits its answers.
+class SlotLiveness {
+ public:
+  // live[j] = whether slot slots[j] of `stacked` (`[slots, 1, rows, cols]` or `[slots, rows,
+  // cols]`) may be nonzero. Anything this cannot vouch for counts as live.
+  void check(const at::Tensor& stacked, const std::vector<int64_t>& slots, uint8_t* live) {
+    const int64_t num_slots = stacked.size(0);
+    if (stacked.is_inference() || !stacked.is_contiguous() || num_slots == 0) {
+      std::fill(live, live + slots.size(), 1);
+      return;
+    }
+    const int64_t version = stacked._version();
+    const int64_t slot_bytes = stacked.numel() / num_slots * stacked.element_size();
+    const char* data = static_cast<const char*>(stacked.const_data_ptr());
+    std::lock_guard<std::mutex> lock(mutex_);
+    Entry& entry = entry_for(stacked, num_slots);
+    for (size_t j = 0; j < slots.size(); ++j) {
+      const int64_t slot = slots[j];
+      if (entry.checked_at[slot] != version) {
+        entry.live[slot] = any_nonzero(data + slot * slot_bytes, slot_bytes);
+        entry.checked_at[slot] = version;
+      }
+      live[j] = entry.live[slot];
+    }
+  }
+
+ private:
+  struct Entry {
+    c10::weak_intrusive_ptr<c10::StorageImpl> storage;
+    std::vector<int64_t> sizes;
+    std::vector<int64_t> checked_at;  // per slot: the version it was last read at, -1 = never
+    std::vector<uint8_t> live;
+  };
+
+  Entry& entry_for(const at::Tensor& stacked, int64_t num_slots) {
+    const void* key = stacked.const_data_ptr();
+    const std::vector<int64_t> sizes = stacked.sizes().vec();
+    auto found = entries_.find(key);
+    if (found != entries_.end()) {
+      Entry& entry = found->second;
+      // Same live storage and shape: the same tensor (or a view of it with the same layout).
+      if (!entry.storage.expired() && entry.storage._unsafe_get_target() ==
+                                          stacked.storage().unsafeGetStorageImpl() &&
+          entry.sizes == sizes) {
+        return entry;
+      }
+      entries_.erase(found);
+    }
+    if (entries_.size() >= 4096) {  // drop what belonged to freed tensors
+      for (auto it = entries_.begin(); it != entries_.end();) {
+        it = it->second.storage.expired() ? entries_.erase(it) : std::next(it);
+      }
+    }
+    Entry entry{stacked.storage().getWeakStorageImpl(), sizes,
+                std::vector<int64_t>(num_slots, -1), std::vector<uint8_t>(num_slots, 1)};
+    return entries_.emplace(key, std::move(entry)).first->second;
+  }
+
+  // Any nonzero byte (a -0.0 counts as live: the check may say "live" for zeros, never the
+  // reverse). Stops at the first 4 KiB block with one.
+  static bool any_nonzero(const char* data, int64_t bytes) {
+    constexpr int64_t kBlock = 4096;
+    int64_t offset = 0;
+    for (; offset + kBlock <= bytes; offset += kBlock) {
+      uint64_t bits = 0;
+      for (int64_t k = 0; k < kBlock; k += 8) {
+        uint64_t word;
+        std::memcpy(&word, data + offset + k, 8);
+        bits |= word;
+      }
+      if (bits) return true;
+    }
+    for (; offset < bytes; ++offset) {
+      if (data[offset]) return true;
+    }
+    return false;
+  }
+
+  std::mutex mutex_;
+  std::unordered_map<const void*, Entry> entries_;
+};
+
+SlotLiveness& slot_liveness() {
+  static SlotLiveness instance;
+  return instance;
+}
+
 // The same for a large group (or any dtype): gather, two matmuls per slice, scatter-add.
 void group_by_matmul(const at::Tensor& y, const at::Tensor& x, const at::TensorList lora_a,
                      const at::TensorList lora_b, double scale, at::IntArrayRef output_slices,
-                     int64_t slot, const int64_t* rows, int64_t m) {
+                     int64_t slot, const int64_t* rows, int64_t m, const uint8_t* live) {
   const bool contiguous = rows[m - 1] - rows[0] == m - 1;
   at::Tensor index;
   at::Tensor inputs;
@@ -333,6 +432,10 @@ void group_by_matmul(const at::Tensor& y, const at::Tensor& x, const at::TensorL
   inputs = inputs.to(at::kFloat);
   int64_t column = 0;
   for (size_t i = 0; i < lora_a.size(); ++i) {
+    if (!live[i]) {
+      column += output_slices[i];
+      continue;
+    }
     const at::Tensor a = slot_matrix(lora_a[i], slot);
     const at::Tensor b = slot_matrix(lora_b[i], slot);
     const int64_t width = std::min<int64_t>(output_slices[i], b.size(0));
@@ -365,7 +468,17 @@ void apply_groups(const at::Tensor& y, const at::Tensor& x, at::TensorList lora_
     loops = loops && loop_ready(lora_a[i]) && loop_ready(lora_b[i]) &&
             lora_a[i].size(-2) <= kMaxLoopRank;
   }
-  // Loop items: one per (small group, slice), spread over the intra-op threads when worth it.
+  // live[g * slices + i]: whether slice i of group g's slot has any weight (see SlotLiveness).
+  const size_t slices = lora_a.size();
+  std::vector<uint8_t> live(groups.slots.size() * slices);
+  {
+    std::vector<uint8_t> column_of_live(groups.slots.size());
+    for (size_t i = 0; i < slices; ++i) {
+      slot_liveness().check(lora_b[i], groups.slots, column_of_live.data());
+      for (size_t g = 0; g < groups.slots.size(); ++g) live[g * slices + i] = column_of_live[g];
+    }
+  }
+  // Loop items: one per (small group, live slice), over the intra-op threads when worth it.
   std::vector<Stacked> stacked_a;
   std::vector<Stacked> stacked_b;
   std::vector<int64_t> columns;
@@ -384,14 +497,15 @@ void apply_groups(const at::Tensor& y, const at::Tensor& x, at::TensorList lora_
     const int64_t start = groups.starts[g];
     const int64_t m = groups.starts[g + 1] - start;
     if (loops && m < kGemmRows) {
-      for (size_t i = 0; i < lora_a.size(); ++i) {
+      for (size_t i = 0; i < slices; ++i) {
+        if (!live[g * slices + i]) continue;
         items.emplace_back(g, i);
         macs += m * stacked_a[i].rows * (x.size(1) + output_slices[i]);
       }
       continue;
     }
     group_by_matmul(y, x, lora_a, lora_b, scale, output_slices, groups.slots[g],
-                    groups.rows.data() + start, m);
+                    groups.rows.data() + start, m, live.data() + g * slices);
   }
   if (items.empty()) return;
   float* y_data = y.data_ptr<float>();
@@ -459,6 +573,18 @@ void lora_embedding(const at::Tensor& y, const at::Tensor& x, const at::Tensor& 
   }
 }
 
+// Whether each slot of a stacked B may hold weights, as `lora_linear` sees it (bool [slots]): what
+// the op skips, for tests and diagnostics.
+at::Tensor live_slots(const at::Tensor& lora_b) {
+  std::vector<int64_t> slots(lora_b.size(0));
+  for (int64_t slot = 0; slot < lora_b.size(0); ++slot) slots[slot] = slot;
+  at::Tensor live = at::empty({lora_b.size(0)}, at::kBool);
+  std::vector<uint8_t> flags(slots.size());
+  slot_liveness().check(lora_b, slots, flags.data());
+  for (size_t slot = 0; slot < flags.size(); ++slot) live[slot] = static_cast<bool>(flags[slot]);
+  return live;
+}
+
 void lora_linear_meta(const at::Tensor&, const at::Tensor&, at::TensorList, at::TensorList,
                       double, at::IntArrayRef, const at::Tensor&) {}
 
@@ -483,11 +609,13 @@ LORAPLEX_LIBRARY(LORAPLEX_OPS_NAMESPACE, m) {
   m.def(
       "lora_embedding(Tensor(a!) y, Tensor x, Tensor lora_b, bool add_inputs, Tensor plan) "
       "-> ()");
+  m.def("live_slots(Tensor lora_b) -> Tensor");
 }
 
 LORAPLEX_LIBRARY_IMPL(LORAPLEX_OPS_NAMESPACE, CPU, m) {
   m.impl("lora_linear", &lora_linear);
   m.impl("lora_embedding", &lora_embedding);
+  m.impl("live_slots", &live_slots);
 }
 
 LORAPLEX_LIBRARY_IMPL(LORAPLEX_OPS_NAMESPACE, Meta, m) {
