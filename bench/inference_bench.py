@@ -11,6 +11,12 @@ Prints one table:
 - RAG overhead as a share of the request time.
 
     .venv/bin/python -m bench.inference_bench [--requests 32] [--tokens 32]
+    .venv/bin/python -m bench.inference_bench --engine-lora smollm2
+
+`--engine-lora MODEL` then also prints the engine-level CPU multi-LoRA table of
+`bench/cpu_lora_bench.py` (LoRA disabled; base requests; 1, 8 and 64 adapters mixed, CPU LoRA
+cache large enough and too small; vLLM's own ops against the loraplex plugin; peft's mixed
+batch), one engine process per config: ~25 minutes on 2 cores for SmolLM2.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import asyncio
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -211,6 +219,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="samples per case (median)")
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument(
+        "--engine-lora", choices=("smollm2", "tiny"), help="also the CPU multi-LoRA engine table"
+    )
     args = parser.parse_args()
     rows = asyncio.run(main_async(args))
     plugin = "off" if os.environ.get("LORAPLEX_CPU_LORA") == "0" else "on if installed"
@@ -223,6 +234,10 @@ def main() -> None:
     print(f"{'case':<{width}}  {'tok/s or ms':>14}  ratio")
     for name, value, ratio in rows:
         print(f"{name:<{width}}  {value:>14}  {ratio}")
+    if args.engine_lora:
+        script = Path(__file__).with_name("cpu_lora_bench.py")
+        sys.stdout.flush()
+        subprocess.run([sys.executable, str(script), "--model", args.engine_lora], check=True)
 
 
 if __name__ == "__main__":
