@@ -578,11 +578,9 @@ void lora_embedding(const at::Tensor& y, const at::Tensor& x, const at::Tensor& 
 at::Tensor live_slots(const at::Tensor& lora_b) {
   std::vector<int64_t> slots(lora_b.size(0));
   for (int64_t slot = 0; slot < lora_b.size(0); ++slot) slots[slot] = slot;
-  at::Tensor live = at::empty({lora_b.size(0)}, at::kBool);
-  std::vector<uint8_t> flags(slots.size());
-  slot_liveness().check(lora_b, slots, flags.data());
-  for (size_t slot = 0; slot < flags.size(); ++slot) live[slot] = static_cast<bool>(flags[slot]);
-  return live;
+  at::Tensor live = at::empty({lora_b.size(0)}, at::kByte);
+  slot_liveness().check(lora_b, slots, live.data_ptr<uint8_t>());
+  return live.to(at::kBool);
 }
 
 void lora_linear_meta(const at::Tensor&, const at::Tensor&, at::TensorList, at::TensorList,
