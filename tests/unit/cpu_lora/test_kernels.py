@@ -129,12 +129,14 @@ def test_lora_embedding(ops, indices, add_inputs) -> None:
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_slots_with_empty_b_are_skipped_until_written() -> None:
+@pytest.mark.parametrize("batch", ["decode mixed", "large groups"])
+def test_slots_with_empty_b_are_skipped_until_written(batch: str) -> None:
     """vLLM zeroes a slot's B in every module its adapter does not adapt: the op skips those
-    (slot, slice) pairs, and takes them up again once anything writes into the tensor."""
+    (slot, slice) pairs, and takes them up again once anything writes into the tensor (loop
+    path and matmul path)."""
     assert kernels.load()
     ops = torch.ops.loraplex_kernels
-    indices = BATCHES["decode mixed"]
+    indices = BATCHES[batch]
     slices = (16, 8)
     lora_a, lora_b = stacked(8, 32, slices, seed=7)
     lora_b[0][2] = 0  # slot 2 has no weights in the first slice (e.g. no q_proj)

@@ -240,34 +240,30 @@ __attribute__((always_inline)) inline void expand_rows_avx512(const float* const
 }
 #endif
 
+// Expand at a rank known at compile time: the AVX-512 fold for contiguous weight rows, else the
+// portable loop.
+template <int R>
+inline void expand_rows_rank(const float* const* in, int64_t m, const float* weight,
+                             int64_t weight_stride, int64_t width, float* const* out,
+                             bool accumulate) {
+#ifdef LORAPLEX_AVX512
+  if (weight_stride == R) return expand_rows_avx512<R>(in, m, weight, width, out, accumulate);
+#endif
+  expand_rows_fixed<R>(in, m, weight, weight_stride, width, out, accumulate);
+}
+
 inline void expand_rows(const float* const* in, int64_t m, const float* weight,
                         int64_t weight_stride, int64_t width, int64_t depth, float* const* out,
                         bool accumulate) {
-#ifdef LORAPLEX_AVX512
-  if (weight_stride == depth) {
-    switch (depth) {
-      case 8:
-        return expand_rows_avx512<8>(in, m, weight, width, out, accumulate);
-      case 16:
-        return expand_rows_avx512<16>(in, m, weight, width, out, accumulate);
-      case 32:
-        return expand_rows_avx512<32>(in, m, weight, width, out, accumulate);
-      case 64:
-        return expand_rows_avx512<64>(in, m, weight, width, out, accumulate);
-      default:
-        break;
-    }
-  }
-#endif
   switch (depth) {
     case 8:
-      return expand_rows_fixed<8>(in, m, weight, weight_stride, width, out, accumulate);
+      return expand_rows_rank<8>(in, m, weight, weight_stride, width, out, accumulate);
     case 16:
-      return expand_rows_fixed<16>(in, m, weight, weight_stride, width, out, accumulate);
+      return expand_rows_rank<16>(in, m, weight, weight_stride, width, out, accumulate);
     case 32:
-      return expand_rows_fixed<32>(in, m, weight, weight_stride, width, out, accumulate);
+      return expand_rows_rank<32>(in, m, weight, weight_stride, width, out, accumulate);
     case 64:
-      return expand_rows_fixed<64>(in, m, weight, weight_stride, width, out, accumulate);
+      return expand_rows_rank<64>(in, m, weight, weight_stride, width, out, accumulate);
     default:
       break;
   }
@@ -307,17 +303,15 @@ void slice_by_loops(float* y, int64_t y_stride, const float* x, int64_t x_stride
                     int64_t width, int64_t slot, const int64_t* rows, int64_t m) {
   const float* x_rows[kGemmRows];
   float* targets[kGemmRows];
-  const float* shrunk_in[kGemmRows];
-  float* shrunk_out[kGemmRows];
+  float* shrunk_rows[kGemmRows];
   float shrunk[kGemmRows * kMaxLoopRank];
   for (int64_t j = 0; j < m; ++j) {
     x_rows[j] = x + rows[j] * x_stride;
     targets[j] = y + rows[j] * y_stride + column;
-    shrunk_out[j] = shrunk + j * a.rows;
-    shrunk_in[j] = shrunk_out[j];
+    shrunk_rows[j] = shrunk + j * a.rows;
   }
-  shrink_rows(x_rows, m, a.slot(slot), a.row_stride, a.rows, in, shrunk_out, scale);
-  expand_rows(shrunk_in, m, b.slot(slot), b.row_stride, width, b.cols, targets, true);
+  shrink_rows(x_rows, m, a.slot(slot), a.row_stride, a.rows, in, shrunk_rows, scale);
+  expand_rows(shrunk_rows, m, b.slot(slot), b.row_stride, width, b.cols, targets, true);
 }
 
 // Which slots of a stacked LoRA B hold any nonzero weight. vLLM zeroes a slot's A and B in every
@@ -416,10 +410,12 @@ SlotLiveness& slot_liveness() {
   return instance;
 }
 
-// The same for a large group (or any dtype): gather, two matmuls per slice, scatter-add.
+// The same for a large group (or any dtype): gather, two matmuls per slice, scatter-add; slice
+// i is skipped when `live[i * live_stride]` is 0.
 void group_by_matmul(const at::Tensor& y, const at::Tensor& x, const at::TensorList lora_a,
                      const at::TensorList lora_b, double scale, at::IntArrayRef output_slices,
-                     int64_t slot, const int64_t* rows, int64_t m, const uint8_t* live) {
+                     int64_t slot, const int64_t* rows, int64_t m, const uint8_t* live,
+                     size_t live_stride) {
   const bool contiguous = rows[m - 1] - rows[0] == m - 1;
   at::Tensor index;
   at::Tensor inputs;
@@ -432,7 +428,7 @@ void group_by_matmul(const at::Tensor& y, const at::Tensor& x, const at::TensorL
   inputs = inputs.to(at::kFloat);
   int64_t column = 0;
   for (size_t i = 0; i < lora_a.size(); ++i) {
-    if (!live[i]) {
+    if (!live[i * live_stride]) {
       column += output_slices[i];
       continue;
     }
@@ -468,15 +464,12 @@ void apply_groups(const at::Tensor& y, const at::Tensor& x, at::TensorList lora_
     loops = loops && loop_ready(lora_a[i]) && loop_ready(lora_b[i]) &&
             lora_a[i].size(-2) <= kMaxLoopRank;
   }
-  // live[g * slices + i]: whether slice i of group g's slot has any weight (see SlotLiveness).
+  // live[i * num_groups + g]: whether slice i of group g's slot has any weight (SlotLiveness).
   const size_t slices = lora_a.size();
-  std::vector<uint8_t> live(groups.slots.size() * slices);
-  {
-    std::vector<uint8_t> column_of_live(groups.slots.size());
-    for (size_t i = 0; i < slices; ++i) {
-      slot_liveness().check(lora_b[i], groups.slots, column_of_live.data());
-      for (size_t g = 0; g < groups.slots.size(); ++g) live[g * slices + i] = column_of_live[g];
-    }
+  const size_t num_groups = groups.slots.size();
+  std::vector<uint8_t> live(slices * num_groups);
+  for (size_t i = 0; i < slices; ++i) {
+    slot_liveness().check(lora_b[i], groups.slots, live.data() + i * num_groups);
   }
   // Loop items: one per (small group, live slice), over the intra-op threads when worth it.
   std::vector<Stacked> stacked_a;
@@ -493,19 +486,19 @@ void apply_groups(const at::Tensor& y, const at::Tensor& x, at::TensorList lora_
       stacked_b.emplace_back(lora_b[i]);
     }
   }
-  for (size_t g = 0; g < groups.slots.size(); ++g) {
+  for (size_t g = 0; g < num_groups; ++g) {
     const int64_t start = groups.starts[g];
     const int64_t m = groups.starts[g + 1] - start;
     if (loops && m < kGemmRows) {
       for (size_t i = 0; i < slices; ++i) {
-        if (!live[g * slices + i]) continue;
+        if (!live[i * num_groups + g]) continue;
         items.emplace_back(g, i);
         macs += m * stacked_a[i].rows * (x.size(1) + output_slices[i]);
       }
       continue;
     }
     group_by_matmul(y, x, lora_a, lora_b, scale, output_slices, groups.slots[g],
-                    groups.rows.data() + start, m, live.data() + g * slices);
+                    groups.rows.data() + start, m, live.data() + g, num_groups);
   }
   if (items.empty()) return;
   float* y_data = y.data_ptr<float>();
