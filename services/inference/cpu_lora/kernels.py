@@ -2,7 +2,7 @@
 
 Compiled on first use with the toolchain torch.compile already needs on the CPU (g++, ninja),
 for the host CPU (`-march=native`), and cached per source, torch version and CPU features, so
-each machine builds once (~30 s) and every later engine process loads the cached library.
+each machine builds once (~10 s) and every later engine process loads the cached library.
 `make setup` builds it ahead of time. When it cannot be built the wrapper falls back to the
 plain-torch ops of `ops.py` (same results, slower) and says so once.
 """
@@ -17,6 +17,8 @@ from functools import cache
 from pathlib import Path
 
 import torch
+
+from services.inference.cpu_lora.plugin import env_off
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ def compile_ops(
 @cache
 def load() -> bool:
     """Compiles (once per machine) and loads the ops; False, with a warning, when unavailable."""
-    if os.environ.get(KERNELS_ENV, "1").strip().lower() in {"0", "false", "no", "off"}:
+    if env_off(KERNELS_ENV):
         logger.info("loraplex C++ LoRA ops off (%s=0): using the plain-torch ops", KERNELS_ENV)
         return False
     if hasattr(torch.ops.loraplex_kernels, "lora_linear"):  # already loaded in this process

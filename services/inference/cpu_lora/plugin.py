@@ -27,13 +27,14 @@ COMPILE_ENV = "LORAPLEX_CPU_LORA_COMPILE"
 WRAPPER_QUALNAME = "services.inference.cpu_lora.wrapper.GroupedPunicaWrapperCPU"
 
 
-def _env_off(name: str) -> bool:
+def env_off(name: str) -> bool:
+    """Whether the switch `name` (default on) is set to 0/false/no/off."""
     return os.environ.get(name, "1").strip().lower() in {"0", "false", "no", "off"}
 
 
 def _disabled() -> bool:
     """`LORAPLEX_CPU_LORA=0` turns the plugin off (A/B runs, bisecting a suspected bug)."""
-    return _env_off(DISABLE_ENV)
+    return env_off(DISABLE_ENV)
 
 
 def check_version(installed: str) -> None:
@@ -59,7 +60,7 @@ def compile_with_lora(vllm_config: object) -> bool:
     buffers), and not switched off with `LORAPLEX_CPU_LORA_COMPILE=0`.
     """
     lora_config = getattr(vllm_config, "lora_config", None)
-    if lora_config is None or _env_off(COMPILE_ENV):
+    if lora_config is None or env_off(COMPILE_ENV):
         return False
     if getattr(lora_config, "fully_sharded_loras", False):
         return False
