@@ -7,10 +7,12 @@ from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument
 
-_SEGMENT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_ADAPTER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,62}$")
-_FILE_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+# Matched with fullmatch: `$` would also accept a trailing newline.
+_SEGMENT = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_ADAPTER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,62}")
+_FILE_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+_VERSION = re.compile(r"[0-9]{1,18}")
 LATEST = "latest"
 
 
@@ -38,7 +40,7 @@ class AdapterRef:
 
 def parse_name(text: str) -> AdapterName:
     tenant, sep, name = text.partition("/")
-    if not sep or not _SEGMENT.match(tenant) or not _ADAPTER.match(name) or ".." in name:
+    if not sep or not _SEGMENT.fullmatch(tenant) or not _ADAPTER.fullmatch(name) or ".." in name:
         raise InvalidArgument(
             f"adapter name {text[:80]!r} is invalid: use 'tenant/name' where name has letters,"
             " digits, '.', '_' or '-' (at most 128)"
@@ -51,7 +53,7 @@ def parse_ref(text: str) -> AdapterRef:
     name = parse_name(base)
     if not sep or selector == LATEST:
         return AdapterRef(name)
-    if selector.isdigit():
+    if _VERSION.fullmatch(selector):  # ASCII digits only: str.isdigit() accepts '²'
         version = int(selector)
         if version < 1:
             raise InvalidArgument("versions start at 1")
@@ -62,7 +64,7 @@ def parse_ref(text: str) -> AdapterRef:
 def validate_alias(alias: str) -> str:
     if alias == LATEST:
         raise InvalidArgument("'latest' is reserved: it always means the newest version")
-    if not _ALIAS.match(alias):
+    if not _ALIAS.fullmatch(alias):
         raise InvalidArgument(
             f"alias {alias[:64]!r} is invalid: start with a letter, then letters, digits,"
             " '.', '_' or '-' (at most 63)"
@@ -78,7 +80,7 @@ def validate_file_path(path: str) -> str:
         or len(path) > 255
         or "\\" in path
         or len(parts) > 3
-        or not all(_FILE_PART.match(part) for part in parts)
+        or not all(_FILE_PART.fullmatch(part) for part in parts)
     ):
         raise InvalidArgument(
             f"file path {path[:80]!r} is invalid: use a relative path of letters, digits,"
