@@ -2,23 +2,28 @@
 
 Keys are random, high-entropy tokens, so a plain sha256 is the right hash: it is
 what the keys file stores and what lookups compare. A tenant key acts only for
-its own tenant; a service key must name the tenant it acts for in metadata.
+its own tenant; a service key must name the tenant it acts for in metadata, and
+may call only the RPCs its service needs (`ServiceScopes`), so a leaked service
+key cannot, say, delete a tenant's collection.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from services.common.atomic import write_atomic
 from services.common.context import Principal, PrincipalKind
-from services.common.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from services.common.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -46,24 +51,57 @@ def generate_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+def key_id(digest: str) -> str:
+    """A key's public handle in listings and revocation: a prefix of its hash, never the key."""
+    return digest[:12]
+
+
 @dataclass(frozen=True)
 class KeyEntry:
     kind: PrincipalKind
     name: str
 
 
+class ServiceScopes:
+    """The RPCs each service identity may call on one server; everything else is denied.
+
+    Servers declare what the other services need of them (inference reads adapters and
+    searches; training publishes). A service key with no entry may call nothing.
+    """
+
+    def __init__(self, service_name: str = "", **allowed: Iterable[str]) -> None:
+        self._allowed = {
+            identity: frozenset(f"/{service_name}/{rpc}" for rpc in rpcs)
+            for identity, rpcs in allowed.items()
+        }
+
+    def check(self, principal: Principal, method: str) -> None:
+        if not principal.is_service or method in self._allowed.get(principal.name, ()):
+            return
+        raise PermissionDenied(
+            f"service key {principal.name!r} may not call {method.rsplit('/', 1)[-1]}:"
+            " a service key may call only what its service needs; use a tenant key"
+        )
+
+
+#: For servers that no other service calls.
+NO_SERVICE_CALLS = ServiceScopes()
+
+
 class KeyRing:
     """Hashed API keys → identities, loaded from a keys file and/or settings."""
 
-    #: How often the keys file is checked for changes (keys added without a restart).
+    #: How often the keys file is checked for changes (keys added or revoked without a restart).
     RELOAD_SECONDS = 1.0
+    #: An unknown key re-reads the file at most this often, so key spraying costs no I/O.
+    FORCED_RELOAD_SECONDS = 0.1
 
     def __init__(self, entries: Mapping[str, KeyEntry] | None = None) -> None:
         self._fixed: dict[str, KeyEntry] = dict(entries or {})
         self._from_file: dict[str, KeyEntry] = {}
         self._keys: dict[str, KeyEntry] = dict(self._fixed)
         self._file: Path | None = None
-        self._file_mtime: float | None = None
+        self._file_digest: str | None = None
         self._checked_at = 0.0
 
     @property
@@ -97,33 +135,43 @@ class KeyRing:
         ring._merge_pairs(service_keys, PrincipalKind.SERVICE)
         return ring
 
-    def _read_file(self) -> dict[str, KeyEntry]:
-        path = self._file
-        if path is None or not path.exists():
-            self._file_mtime = None
-            return {}
-        self._file_mtime = path.stat().st_mtime
+    def _file_bytes(self) -> bytes | None:
         try:
-            data = json.loads(path.read_text())
+            return self._file.read_bytes() if self._file is not None else None
+        except FileNotFoundError:
+            return None
+
+    def _read_file(self, content: bytes | None = None) -> dict[str, KeyEntry]:
+        content = self._file_bytes() if content is None else content
+        self._file_digest = hashlib.sha256(content).hexdigest() if content is not None else None
+        if content is None:
+            return {}
+        try:
             return {
                 item["sha256"]: KeyEntry(PrincipalKind(item["kind"]), item["name"])
-                for item in data.get("keys", [])
+                for item in read_entries(content)
             }
         except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"keys file {path} is malformed: {exc}") from exc
+            raise ValueError(f"keys file {self._file} is malformed: {exc}") from exc
 
     def _maybe_reload(self, force: bool = False) -> None:
-        """Picks up keys added to (or removed from) the file while the server runs."""
+        """Picks up keys added to or revoked from the file while the server runs.
+
+        Compares content, not modification time: `cp -p` or `rsync -t` keep the old
+        mtime, and a revoked key must stop working all the same.
+        """
         if self._file is None:
             return
-        if not force and time.monotonic() - self._checked_at < self.RELOAD_SECONDS:
+        since = time.monotonic() - self._checked_at
+        if since < (self.FORCED_RELOAD_SECONDS if force else self.RELOAD_SECONDS):
             return
         self._checked_at = time.monotonic()
-        mtime = self._file.stat().st_mtime if self._file.exists() else None
-        if mtime == self._file_mtime:
+        content = self._file_bytes()
+        digest = hashlib.sha256(content).hexdigest() if content is not None else None
+        if digest == self._file_digest:
             return
         try:
-            self._from_file = self._read_file()
+            self._from_file = self._read_file(content)
             self._merge()
             log.info("reloaded %d keys from %s", len(self._from_file), self._file)
         except ValueError as exc:  # keep serving with the last good keys
@@ -172,12 +220,89 @@ class KeyRing:
         )
 
 
+def read_entries(content: bytes) -> list[dict[str, str]]:
+    data = json.loads(content)
+    entries = data.get("keys", []) if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ValueError('expected {"keys": [...]}')
+    return entries
+
+
+@dataclass(frozen=True)
+class KeyListing:
+    """What may be shown of a stored key: never the key, nor its whole hash."""
+
+    id: str
+    kind: PrincipalKind
+    name: str
+    created_at: str
+
+
+def _listing(entry: dict[str, str]) -> KeyListing:
+    kind = PrincipalKind(entry["kind"])
+    return KeyListing(key_id(entry["sha256"]), kind, entry["name"], entry.get("created_at", ""))
+
+
+@contextlib.contextmanager
+def _edit_keys_file(path: Path) -> Iterator[list[dict[str, str]]]:
+    """Read-modify-write under an exclusive lock, replaced atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        entries = read_entries(path.read_bytes()) if path.exists() else []
+        yield entries
+        write_atomic(path, json.dumps({"keys": entries}, indent=2).encode(), mode=0o600)
+
+
 def add_key_to_file(path: Path, kind: PrincipalKind, name: str, key: str | None = None) -> str:
     """Adds a key (generated unless given) to a keys file; returns the raw key, shown once."""
     validate_identity_name(name, kind.value)
     key = key or generate_key()
-    data = json.loads(path.read_text()) if path.exists() else {"keys": []}
-    data["keys"].append({"kind": kind.value, "name": name, "sha256": hash_key(key)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(data, indent=2).encode(), mode=0o600)
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    with _edit_keys_file(path) as entries:
+        entries.append(
+            {"kind": kind.value, "name": name, "sha256": hash_key(key), "created_at": created}
+        )
     return key
+
+
+def list_keys(path: Path) -> list[KeyListing]:
+    if not path.exists():
+        return []
+    return [_listing(e) for e in read_entries(path.read_bytes())]
+
+
+def revoke_keys(
+    path: Path,
+    *,
+    key_ids: Iterable[str] = (),
+    kind: PrincipalKind | None = None,
+    name: str = "",
+    key: str = "",
+) -> list[KeyListing]:
+    """Removes the matching keys (by id, by raw key, or every key of one identity).
+
+    Running servers stop accepting them within `KeyRing.RELOAD_SECONDS`. Returns what
+    was removed; nothing matching is NOT_FOUND rather than a silent success.
+    """
+    ids = set(key_ids)
+    digest = hash_key(key) if key else ""
+    if not (ids or digest or name):
+        raise InvalidArgument("say which keys to revoke: a key id, the key itself, or a name")
+
+    def matches(entry: dict[str, str]) -> bool:
+        if key_id(entry["sha256"]) in ids or (digest and entry["sha256"] == digest):
+            return True
+        return bool(name) and entry["name"] == name and (kind is None or entry["kind"] == kind)
+
+    with _edit_keys_file(path) as entries:
+        removed = [e for e in entries if matches(e)]
+        entries[:] = [e for e in entries if not matches(e)]
+    if not removed:
+        raise NotFound("no stored key matches; `loraplex keys list` shows the ids")
+    return [
+        KeyListing(
+            key_id(e["sha256"]), PrincipalKind(e["kind"]), e["name"], e.get("created_at", "")
+        )
+        for e in removed
+    ]

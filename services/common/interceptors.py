@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 from grpc.aio import AbortError
 
-from services.common.auth import KeyRing
+from services.common.auth import NO_SERVICE_CALLS, KeyRing, ServiceScopes
 from services.common.context import new_request_id, principal_var, request_id_var
 from services.common.errors import GENERIC_INTERNAL_MESSAGE, LoraplexError
 from services.common.metrics import RPC_SECONDS, RPC_TOTAL
@@ -30,9 +30,16 @@ PUBLIC_METHOD_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 class _Call:
     """Bookkeeping for one RPC: context vars in, metrics and logs out."""
 
-    def __init__(self, method: str, keyring: KeyRing, context: grpc.aio.ServicerContext):
+    def __init__(
+        self,
+        method: str,
+        keyring: KeyRing,
+        scopes: ServiceScopes,
+        context: grpc.aio.ServicerContext,
+    ):
         self.method = method
         self.keyring = keyring
+        self.scopes = scopes
         self.context = context
         self.code = grpc.StatusCode.OK
         self.started = time.perf_counter()
@@ -42,7 +49,9 @@ class _Call:
         request_id = metadata.get(REQUEST_ID_HEADER) or new_request_id()
         request_id_var.set(request_id[:64])
         principal_var.set(None)
-        principal_var.set(self.keyring.authenticate(metadata))
+        principal = self.keyring.authenticate(metadata)
+        self.scopes.check(principal, self.method)
+        principal_var.set(principal)
 
     async def fail(self, exc: BaseException) -> None:
         trailing = ((REQUEST_ID_HEADER, request_id_var.get()),)
@@ -62,10 +71,13 @@ class _Call:
 
 
 def _wrap_unary_response(
-    behavior: Callable[[Any, Any], Awaitable[Any]], method: str, keyring: KeyRing
+    behavior: Callable[[Any, Any], Awaitable[Any]],
+    method: str,
+    keyring: KeyRing,
+    scopes: ServiceScopes,
 ) -> Callable[[Any, Any], Awaitable[Any]]:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        call = _Call(method, keyring, context)
+        call = _Call(method, keyring, scopes, context)
         cancelled = False
         try:
             call.enter()
@@ -82,10 +94,13 @@ def _wrap_unary_response(
 
 
 def _wrap_stream_response(
-    behavior: Callable[[Any, Any], AsyncIterator[Any]], method: str, keyring: KeyRing
+    behavior: Callable[[Any, Any], AsyncIterator[Any]],
+    method: str,
+    keyring: KeyRing,
+    scopes: ServiceScopes,
 ) -> Callable[[Any, Any], AsyncIterator[Any]]:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        call = _Call(method, keyring, context)
+        call = _Call(method, keyring, scopes, context)
         cancelled = False
         try:
             call.enter()
@@ -105,8 +120,9 @@ def _wrap_stream_response(
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
     """Wraps every business RPC; health and reflection pass through untouched, keyless."""
 
-    def __init__(self, keyring: KeyRing) -> None:
+    def __init__(self, keyring: KeyRing, scopes: ServiceScopes = NO_SERVICE_CALLS) -> None:
         self._keyring = keyring
+        self._scopes = scopes
 
     async def intercept_service(
         self,
@@ -119,22 +135,27 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if method.startswith(PUBLIC_METHOD_PREFIXES):
             return handler
+        call = (method, self._keyring, self._scopes)
         serde = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary_response(handler.unary_unary, method, self._keyring), **serde
+                _wrap_unary_response(handler.unary_unary, *call),
+                **serde,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary_response(handler.stream_unary, method, self._keyring), **serde
+                _wrap_unary_response(handler.stream_unary, *call),
+                **serde,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream_response(handler.unary_stream, method, self._keyring), **serde
+                _wrap_stream_response(handler.unary_stream, *call),
+                **serde,
             )
         return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream_response(handler.stream_stream, method, self._keyring), **serde
+            _wrap_stream_response(handler.stream_stream, *call),
+            **serde,
         )

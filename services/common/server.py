@@ -18,7 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common.auth import KeyRing
+from services.common.auth import NO_SERVICE_CALLS, KeyRing
 from services.common.errors import LoraplexError
 from services.common.interceptors import ServiceInterceptor
 from services.common.logs import configure_logging
@@ -71,7 +71,12 @@ class GrpcServer:
 
     async def start(self) -> int:
         server = grpc.aio.server(
-            interceptors=[ServiceInterceptor(self.keyring)],
+            # An app's optional `service_scopes` says what other services' keys may call.
+            interceptors=[
+                ServiceInterceptor(
+                    self.keyring, getattr(self.app, "service_scopes", NO_SERVICE_CALLS)
+                )
+            ],
             options=server_options(self.settings),
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
             migration_thread_pool=ThreadPoolExecutor(max_workers=2),

@@ -8,6 +8,7 @@ import grpc
 
 from loraplex.registry.v1 import registry_service_pb2 as pb
 from loraplex.registry.v1 import registry_service_pb2_grpc as pb_grpc
+from services.common.auth import ServiceScopes
 from services.common.db import make_engine, sqlite_url
 from services.registry.blobs import BlobStore
 from services.registry.registry import Limits, Registry
@@ -20,6 +21,12 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RegistryService"].full_name
 
 class RegistryApp:
     service_names = (SERVICE_NAME,)
+    #: Inference resolves, checks, downloads and watches; training publishes.
+    service_scopes = ServiceScopes(
+        SERVICE_NAME,
+        inference=("GetAdapter", "CheckCompatibility", "DownloadAdapter", "WatchAdapters"),
+        training=("PushAdapter", "SetAlias"),
+    )
 
     def __init__(self, settings: RegistrySettings) -> None:
         self.settings = settings

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 
 from loraplex.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
+from services.common.auth import ServiceScopes
 from services.common.db import make_engine
 from services.retrieval.embedder import Embedder, EmbedderPool, packaged_model_dir
 from services.retrieval.manager import CollectionManager
@@ -30,6 +31,8 @@ class RetrievalApp:
     """Ready (health SERVING for the service name) only once every index is loaded."""
 
     service_names = (SERVICE_NAME,)
+    #: Inference searches for grounding; no other service calls retrieval.
+    service_scopes = ServiceScopes(SERVICE_NAME, inference=("SearchChunks",))
 
     def __init__(self, settings: RetrievalSettings, embedder: Embedder | None = None) -> None:
         self.settings = settings

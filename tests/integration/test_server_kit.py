@@ -6,6 +6,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.auth import ServiceScopes
 from services.common.context import current_principal
 from services.common.errors import GENERIC_INTERNAL_MESSAGE, NotFound
 from services.common.settings import ServiceSettings
@@ -24,6 +25,7 @@ class EchoApp:
     """A raw-bytes service: enough to drive every interceptor path."""
 
     service_names = (SERVICE,)
+    service_scopes = ServiceScopes(SERVICE, inference=("WhoAmI",))
 
     def __init__(self) -> None:
         self.closed = False
@@ -76,6 +78,11 @@ async def test_tenant_and_service_identities_and_error_mapping():
         # A service key acts for the tenant it names.
         who = await _call(srv.channel, "WhoAmI", b"", service_metadata("inference", "globex"))
         assert who == b"service:inference:globex"
+        # ... but only for the RPCs its service needs here.
+        for method, service in (("WhoAmI", "training"), ("Missing", "inference")):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await _call(srv.channel, method, b"", service_metadata(service, "globex"))
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await _call(srv.channel, "WhoAmI", b"")

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
-from services.common.auth import KeyRing, add_key_to_file, hash_key
-from services.common.context import PrincipalKind
-from services.common.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from services.common.auth import (
+    KeyRing,
+    ServiceScopes,
+    add_key_to_file,
+    hash_key,
+    list_keys,
+    revoke_keys,
+)
+from services.common.context import Principal, PrincipalKind
+from services.common.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 
 
 def test_keys_file_stores_only_hashes(tmp_path):
@@ -80,3 +88,74 @@ def test_keys_added_to_the_file_work_without_a_restart(tmp_path, monkeypatch):
     os.utime(path, (2, 2))
     assert ring.authenticate({"authorization": f"Bearer {first}"}).tenant == "acme"
     assert ring.authenticate({"authorization": "Bearer s1", "x-loraplex-tenant": "acme"})
+
+
+def test_revocation_is_seen_when_the_edit_keeps_the_modification_time(tmp_path):
+    """`cp -p` / `rsync -t` keep the old mtime: a removed key must still stop working."""
+    path = tmp_path / "keys.json"
+    kept = add_key_to_file(path, PrincipalKind.TENANT, "acme")
+    revoked = add_key_to_file(path, PrincipalKind.TENANT, "globex")
+    ring = KeyRing.load(path)
+    assert ring.authenticate({"authorization": f"Bearer {revoked}"}).tenant == "globex"
+    before = path.stat()
+    edited = tmp_path / "edited.json"
+    edited.write_text(
+        json.dumps(
+            {"keys": [e for e in json.loads(path.read_text())["keys"] if e["name"] == "acme"]},
+            indent=2,
+        ).ljust(len(path.read_text()))
+    )
+    os.replace(edited, path)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_mtime_ns == before.st_mtime_ns and path.stat().st_size == before.st_size
+    ring._checked_at = 0.0  # as if RELOAD_SECONDS had passed
+    with pytest.raises(Unauthenticated):
+        ring.authenticate({"authorization": f"Bearer {revoked}"})
+    assert ring.authenticate({"authorization": f"Bearer {kept}"}).tenant == "acme"
+
+
+def test_revoke_and_list_never_show_keys(tmp_path):
+    path = tmp_path / "keys.json"
+    acme = add_key_to_file(path, PrincipalKind.TENANT, "acme")
+    acme2 = add_key_to_file(path, PrincipalKind.TENANT, "acme")
+    svc = add_key_to_file(path, PrincipalKind.SERVICE, "inference")
+    listed = list_keys(path)
+    assert [(k.kind, k.name) for k in listed] == [
+        (PrincipalKind.TENANT, "acme"),
+        (PrincipalKind.TENANT, "acme"),
+        (PrincipalKind.SERVICE, "inference"),
+    ]
+    assert all(k.created_at.endswith("+00:00") for k in listed)
+    shown = repr(listed)
+    assert not any(secret in shown for secret in (acme, acme2, svc, hash_key(acme)))
+
+    removed = revoke_keys(path, key_ids=[listed[0].id])
+    assert [k.id for k in removed] == [listed[0].id]
+    ring = KeyRing.load(path)
+    with pytest.raises(Unauthenticated):
+        ring.authenticate({"authorization": f"Bearer {acme}"})
+    assert ring.authenticate({"authorization": f"Bearer {acme2}"}).tenant == "acme"
+
+    assert len(revoke_keys(path, key=svc)) == 1
+    assert len(revoke_keys(path, kind=PrincipalKind.TENANT, name="acme")) == 1
+    assert list_keys(path) == []
+    with pytest.raises(NotFound):
+        revoke_keys(path, name="acme")
+    with pytest.raises(InvalidArgument):
+        revoke_keys(path)
+
+
+def test_service_scopes_allow_only_declared_rpcs():
+    scopes = ServiceScopes("x.v1.S", inference=("Search",))
+    tenant = Principal(PrincipalKind.TENANT, "acme", "acme")
+    inference = Principal(PrincipalKind.SERVICE, "inference", "acme")
+    training = Principal(PrincipalKind.SERVICE, "training", "acme")
+    scopes.check(tenant, "/x.v1.S/Delete")  # tenants are not scoped here
+    scopes.check(inference, "/x.v1.S/Search")
+    for who, method in (
+        (inference, "/x.v1.S/Delete"),
+        (training, "/x.v1.S/Search"),
+        (inference, "/y.v1.S/Search"),
+    ):
+        with pytest.raises(PermissionDenied, match="may not call"):
+            scopes.check(who, method)
