@@ -330,6 +330,12 @@ def snapshot(w: World) -> tuple[set[str], str, dict[str, str]]:
     )
 
 
+def blobs(w: World) -> set[str]:
+    """Files on disk: content blobs, and any temp file a push left behind."""
+    root = w.server.settings.data_dir / "registry" / "blobs"
+    return {p.name for p in (root / "sha256").glob("*/*")} | {p.name for p in root.glob("tmp/*")}
+
+
 def cleanup(w: World, names: set[str]) -> None:
     for name in names:
         w.acme.delete(name, force=True)
@@ -338,6 +344,7 @@ def cleanup(w: World, names: set[str]) -> None:
 @pytest.mark.parametrize("case", CASES, ids=[c.label for c in CASES])
 def test_hostile_input(world: World, case: Case):
     names_before, good_before, bytes_before = snapshot(world)
+    files_before = blobs(world)
     created = case.setup(world) if case.setup else set()
     try:
         code, message = Code.OK, ""
@@ -352,6 +359,8 @@ def test_hostile_input(world: World, case: Case):
         names_after, good_after, bytes_after = snapshot(world)
         assert names_after - created == names_before, "nothing else stored"
         assert (good_after, bytes_after) == (good_before, bytes_before), "good adapter unchanged"
+        kept = {f.sha256 for name in created for f in world.acme.get(name).files}
+        assert blobs(world) - files_before <= kept, "a refused request left files behind"
     finally:
         cleanup(world, created)
 
