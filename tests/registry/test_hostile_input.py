@@ -366,30 +366,31 @@ def test_hostile_input(world: World, case: Case):
 
 
 def test_health_answers_while_a_costly_pattern_is_matched(world: World):
-    """The ReDoS pattern runs off the event loop: health answers promptly all the while."""
-    setup = pushed_with_pattern("(a|aa)+$")
-    created = setup(world)
+    """The ReDoS pattern runs off the event loop: health answers all the while.
+
+    With `re` on the loop, the first check never returns and health times out; each
+    check here gives up within its budget, so the loop stays free for other requests.
+    """
+    created = pushed_with_pattern("(a|aa)+$")(world)
     outcome: list[object] = []
 
     def costly() -> None:
-        try:
-            check("acme/pattern", ["a" * 60 + "!"] * 50)(world)
-            outcome.append(Code.OK)
-        except LoraplexClientError as err:
-            outcome.append(err.code)
+        for _ in range(6):
+            try:
+                check("acme/pattern", ["a" * 60 + "!"] * 50)(world)
+                outcome.append(Code.OK)
+            except LoraplexClientError as err:
+                outcome.append(err.code)
 
     worker = threading.Thread(target=costly)
     try:
         worker.start()
         answered = 0
-        while worker.is_alive():
-            started = time.monotonic()
-            assert health(world.server, timeout=5.0) == health_pb2.HealthCheckResponse.SERVING
-            assert time.monotonic() - started < 5.0
+        while worker.is_alive() or not answered:
+            assert health(world.server, timeout=10.0) == health_pb2.HealthCheckResponse.SERVING
             answered += 1
             time.sleep(0.05)
-        assert answered >= 1, "health was asked while the pattern was matched"
-        assert outcome == [Code.FAILED_PRECONDITION]
+        assert outcome == [Code.FAILED_PRECONDITION] * 6
     finally:
         worker.join()
         cleanup(world, created)
