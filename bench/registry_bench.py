@@ -2,8 +2,10 @@
 
 Runs a real registry server as its own process on loopback (as deployed: no GIL
 shared with the client) and the SDK client, then copies the same files with
-shutil + fsync as the baseline (what any upload must at least cost). Prints a
-table; figures go in the issue note and README.
+shutil + fsync as the baseline (what any upload must at least cost). Also times
+the weight-value check a push runs (NaN/inf/magnitude, services.common.adapter_weights)
+on its own, to show its share of a push. Prints a table; figures go in the issue note
+and README.
 
     .venv/bin/python -m bench.registry_bench [--sizes 10 100] [--repeat 3]
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from loraplex.client.base import ClientConfig
 from loraplex.client.registry import RegistryClient
+from services.common.adapter_weights import check_folder_weights
 from services.common.probes import free_port
 from services.common.testing import TEST_TENANT_KEYS, service_process
 from services.registry.app import SERVICE_NAME
@@ -91,7 +94,8 @@ def main() -> None:
                     copy_s = best_of(args.repeat, copy)
                     push_s = best_of(args.repeat, push)
                     pull_s = best_of(args.repeat, pull)
-                    rows.append((size, mb, mb / copy_s, mb / push_s, mb / pull_s))
+                    check_s = best_of(args.repeat, lambda i, s=source: check_folder_weights(s))
+                    rows.append((size, mb, mb / copy_s, mb / push_s, mb / pull_s, check_s / push_s))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -100,12 +104,12 @@ def main() -> None:
         f"{os.cpu_count()} cores, median of {args.repeat}"
     )
     header = f"{'adapter':>8} {'MB':>7} {'copy MB/s':>10} {'push MB/s':>10} {'pull MB/s':>10}"
-    header += f" {'push/copy':>10} {'pull/copy':>10}"
+    header += f" {'push/copy':>10} {'pull/copy':>10} {'check/push':>11}"
     print(header)
-    for size, mb, copy_rate, push_rate, pull_rate in rows:
+    for size, mb, copy_rate, push_rate, pull_rate, check_share in rows:
         print(
             f"{size:>6}MB {mb:>7.1f} {copy_rate:>10.0f} {push_rate:>10.0f} {pull_rate:>10.0f}"
-            f" {push_rate / copy_rate:>10.2f} {pull_rate / copy_rate:>10.2f}"
+            f" {push_rate / copy_rate:>10.2f} {pull_rate / copy_rate:>10.2f} {check_share:>11.2f}"
         )
 
 

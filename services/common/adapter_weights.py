@@ -25,21 +25,25 @@ _CHUNK_ELEMENTS = 4 * 1024 * 1024
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
-def read_header(path: Path) -> tuple[dict[str, Any], int]:
-    """The safetensors JSON header and the offset its tensor data starts at."""
+def read_header(path: Path, label: str = "") -> tuple[dict[str, Any], int]:
+    """The safetensors JSON header and the offset its tensor data starts at.
+
+    `label` names the file in errors (a blob store's file name means nothing to a user).
+    """
+    label = label or path.name
     with path.open("rb") as handle:
         head = handle.read(8)
         if len(head) < 8:
-            raise InvalidArgument(f"{path.name!r} is too short to be a safetensors file")
+            raise InvalidArgument(f"{label!r} is too short to be a safetensors file")
         (header_len,) = struct.unpack("<Q", head)
         if header_len > min(_MAX_HEADER_BYTES, path.stat().st_size - 8):
-            raise InvalidArgument(f"{path.name!r} is not a safetensors file (bad header size)")
+            raise InvalidArgument(f"{label!r} is not a safetensors file (bad header size)")
         try:
             header = json.loads(handle.read(header_len))
         except (UnicodeDecodeError, ValueError, RecursionError):
-            raise InvalidArgument(f"{path.name!r} has an unreadable safetensors header") from None
+            raise InvalidArgument(f"{label!r} has an unreadable safetensors header") from None
     if not isinstance(header, dict):
-        raise InvalidArgument(f"{path.name!r} has an unreadable safetensors header")
+        raise InvalidArgument(f"{label!r} has an unreadable safetensors header")
     return header, 8 + header_len
 
 
@@ -71,8 +75,8 @@ def _chunks(data: np.ndarray, begin: int, end: int, item: int) -> Iterator[np.nd
 
 def check_weight_values(path: Path, max_abs: float = DEFAULT_MAX_ABS, label: str = "") -> None:
     """Raises INVALID_ARGUMENT naming the first tensor with NaN/inf or |value| > max_abs."""
-    header, data_start = read_header(path)
     label = label or path.name
+    header, data_start = read_header(path, label)
     size = path.stat().st_size
     if size == data_start:
         return

@@ -29,5 +29,5 @@ def decode_token(token: str) -> Any:
         return None
     try:
         return json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (binascii.Error, ValueError) as exc:
+    except (binascii.Error, ValueError, RecursionError) as exc:
         raise InvalidArgument("page_token is not one this server issued") from exc

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -16,6 +19,7 @@ from services.registry.servicer import RegistryServicer
 from services.registry.settings import RegistrySettings
 from services.registry.store import AdapterStore
 
+log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RegistryService"].full_name
 
 
@@ -35,6 +39,7 @@ class RegistryApp:
         )
         self.servicer = RegistryServicer()
         self.registry: Registry | None = None
+        self._sweeper: asyncio.Task | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_RegistryServiceServicer_to_server(self.servicer, server)
@@ -52,14 +57,36 @@ class RegistryApp:
                 max_files=self.settings.max_files,
                 max_rank=self.settings.max_rank,
                 download_chunk_bytes=self.settings.download_chunk_bytes,
+                max_weight_abs=self.settings.max_weight_abs,
+                max_metadata_bytes=self.settings.max_metadata_bytes,
             ),
             self.executor,
             self.settings.watch_poll_seconds,
         )
-        await self.registry.sweep(self.settings.orphan_grace_seconds)
+        await self._sweep()
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="registry-sweeper")
         self.servicer.attach(self.registry)
 
+    async def _sweep(self) -> None:
+        assert self.registry is not None
+        await self.registry.sweep(
+            self.settings.orphan_grace_seconds, self.settings.part_grace_seconds
+        )
+
+    async def _sweep_forever(self) -> None:
+        """A push killed mid-way leaves a temp file; this removes it without a restart."""
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval_seconds)
+            try:
+                await self._sweep()
+            except Exception:
+                log.exception("sweeping leftover push files failed; will retry")
+
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         self.executor.shutdown(wait=True)
         if self.registry is not None:
             self.engine.dispose()

@@ -2,7 +2,7 @@
 
 A blob becomes visible to clients only through a committed database row, so a
 crash mid-write leaves at worst a temp file or an unreferenced blob, both swept
-at start-up.
+at start-up and then on a timer.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class BlobWriter:
         self.expected_size = expected_size
         self.expected_sha256 = expected_sha256
         self.tmp_path = store.tmp_dir / f"{uuid.uuid4().hex}.part"
+        store.live.add(self.tmp_path.name)
         self._handle = self.tmp_path.open("wb")
         self._hash = hashlib.sha256()
         self.size = 0
@@ -66,15 +67,18 @@ class BlobWriter:
         target = self.store.path(digest)
         if target.exists():
             self.tmp_path.unlink()
+            os.utime(target)  # fresh again, so a sweep's grace period covers this push too
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self.tmp_path, target)
             fsync_dir(target.parent)
+        self.store.live.discard(self.tmp_path.name)
         return digest
 
     def abort(self) -> None:
         self._handle.close()
         self.tmp_path.unlink(missing_ok=True)
+        self.store.live.discard(self.tmp_path.name)
 
 
 class BlobStore:
@@ -86,6 +90,8 @@ class BlobStore:
         self.tmp_dir = root / "tmp"
         self.blob_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        #: Temp files of pushes running in this process: never swept, however slow.
+        self.live: set[str] = set()
 
     def path(self, digest: str) -> Path:
         return self.blob_dir / digest[:2] / digest
@@ -106,15 +112,34 @@ class BlobStore:
         for digest in digests:
             self.path(digest).unlink(missing_ok=True)
 
-    def sweep(self, referenced: set[str], grace_seconds: float) -> int:
-        """Deletes temp files and unreferenced blobs older than the grace period."""
-        cutoff = time.time() - grace_seconds
+    def sweep(self, referenced: set[str], grace_seconds: float, part_grace_seconds: float) -> int:
+        """Deletes temp files not written for `part_grace_seconds` and not of a live push
+        here, and unreferenced blobs older than `grace_seconds`.
+
+        The grace periods protect pushes on other replicas sharing the storage.
+        """
+        now = time.time()
+        doomed = [
+            path
+            for path in self.tmp_dir.iterdir()
+            if path.name not in self.live and _older(path, now - part_grace_seconds)
+        ]
+        doomed += [
+            path
+            for path in self.blob_dir.glob("*/*")
+            if path.name not in referenced and _older(path, now - grace_seconds)
+        ]
         removed = 0
-        for path in [*self.tmp_dir.iterdir(), *self.blob_dir.glob("*/*")]:
-            if path.name in referenced or path.stat().st_mtime > cutoff:
-                continue
+        for path in doomed:
             path.unlink(missing_ok=True)
             removed += 1
         if removed:
             log.info("swept %d orphaned blob or temp files", removed)
         return removed
+
+
+def _older(path: Path, cutoff: float) -> bool:
+    try:
+        return path.stat().st_mtime <= cutoff
+    except FileNotFoundError:  # committed or aborted while we looked
+        return False

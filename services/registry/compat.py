@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
+from services.registry.patterns import matches_any
 from services.registry.peft_files import PeftInfo
 
 
@@ -23,6 +23,11 @@ def incompatibilities(
     available_modules: Iterable[str] = (),
     supported_peft_types: Iterable[str] = (),
 ) -> list[str]:
+    """Why an engine cannot serve the adapter; empty when it can.
+
+    Matching a regex `target_modules` may take up to the pattern budget: call this off the
+    event loop when `available_modules` is given.
+    """
     reasons: list[str] = []
     supported = {t.upper() for t in supported_peft_types}
     if supported and peft.peft_type not in supported:
@@ -38,8 +43,7 @@ def incompatibilities(
     modules = set(available_modules)
     if modules and peft.target_modules:
         if peft.target_modules_is_regex:
-            pattern = re.compile(peft.target_modules[0])
-            if not any(pattern.fullmatch(m) or pattern.search(m) for m in modules):
+            if not matches_any(peft.target_modules[0], sorted(modules)):
                 reasons.append(f"target module pattern {peft.target_modules[0]!r} matches none")
         else:
             missing = sorted(set(peft.target_modules) - modules)

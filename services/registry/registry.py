@@ -20,6 +20,7 @@ from enum import Enum
 from functools import partial
 from typing import TypeVar
 
+from services.common.adapter_weights import DEFAULT_MAX_ABS, check_weight_values
 from services.common.errors import (
     DataLoss,
     FailedPrecondition,
@@ -30,6 +31,7 @@ from services.common.errors import (
 )
 from services.registry.blobs import BlobStore, BlobWriter
 from services.registry.compat import incompatibilities
+from services.registry.metadata import DEFAULT_MAX_TOTAL_BYTES, check_metadata
 from services.registry.names import (
     AdapterName,
     AdapterRef,
@@ -60,6 +62,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+#: Module names one compatibility check may name (a model has a handful of distinct ones).
+MAX_AVAILABLE_MODULES = 4096
+MAX_MODULE_CHARS = 512
 
 
 class PushFormat(Enum):
@@ -86,6 +91,10 @@ class Limits:
     max_files: int
     max_rank: int
     download_chunk_bytes: int = 1024 * 1024
+    #: Largest |weight| a pushed adapter may hold.
+    max_weight_abs: float = DEFAULT_MAX_ABS
+    #: Lineage, metrics and description of one version together.
+    max_metadata_bytes: int = DEFAULT_MAX_TOTAL_BYTES
 
 
 class Registry:
@@ -194,8 +203,9 @@ class Registry:
             check_file_names(list(manifest))
         for alias in header.aliases:
             validate_alias(alias)
-        if len(header.description) > 2048:
-            raise InvalidArgument("description is longer than 2048 characters")
+        check_metadata(
+            header.lineage, header.metrics, header.description, self.limits.max_metadata_bytes
+        )
         return manifest
 
     async def _receive(
@@ -270,11 +280,15 @@ class Registry:
                 files = []
                 for member, path in zip(members, paths, strict=True):
                     writer = self.blobs.writer(member.size)
-                    source = tar.extractfile(member)
-                    assert source is not None
-                    while data := source.read(1024 * 1024):
-                        writer.write(data)
-                    digest = writer.commit()
+                    try:
+                        source = tar.extractfile(member)
+                        assert source is not None
+                        while data := source.read(1024 * 1024):
+                            writer.write(data)
+                        digest = writer.commit()
+                    except BaseException:
+                        writer.abort()
+                        raise
                     stored[path] = digest
                     self._inflight[digest] += 1
                     files.append(FileRecord(path, member.size, digest))
@@ -285,10 +299,13 @@ class Registry:
             archive.abort()
 
     def _inspect(self, files: Sequence[FileRecord]) -> PeftInfo:
+        """Structure, then values: a NaN or huge weight would poison every engine serving it."""
         by_path = {f.path: f for f in files}
         for record in files:
             if record.path.endswith(".safetensors"):
-                check_safetensors(record.path, self.blobs.path(record.sha256))
+                blob = self.blobs.path(record.sha256)
+                check_safetensors(record.path, blob)
+                check_weight_values(blob, self.limits.max_weight_abs, label=record.path)
         return parse_config(self.blobs.path(by_path[CONFIG_FILE].sha256))
 
     async def _discard(self, digests: set[str]) -> None:
@@ -342,10 +359,18 @@ class Registry:
         available_modules: Sequence[str] = (),
         supported_peft_types: Sequence[str] = (),
     ) -> VersionRecord:
+        if len(available_modules) > MAX_AVAILABLE_MODULES or any(
+            len(m) > MAX_MODULE_CHARS for m in available_modules
+        ):
+            raise InvalidArgument(
+                f"available_modules may name at most {MAX_AVAILABLE_MODULES} modules of at most"
+                f" {MAX_MODULE_CHARS} characters"
+            )
         version = await self.get(tenant, ref)
-        reasons = incompatibilities(
-            version.peft, base_model, max_rank, available_modules, supported_peft_types
-        )
+        reasons = await self._run(
+            incompatibilities,
+            version.peft, base_model, max_rank, available_modules, supported_peft_types,
+        )  # fmt: skip
         if reasons:
             raise FailedPrecondition(f"{version.name}@{version.version}: " + "; ".join(reasons))
         return version
@@ -401,9 +426,13 @@ class Registry:
 
     # -- maintenance ----------------------------------------------------------------------
 
-    async def sweep(self, grace_seconds: float) -> int:
+    async def sweep(self, grace_seconds: float, part_grace_seconds: float) -> int:
+        """Removes what dead pushes left: temp files, then blobs no version references."""
         referenced = await self._run(self.store.referenced_digests)
-        return await self._run(self.blobs.sweep, referenced | set(self._inflight), grace_seconds)
+        pushing = {digest for digest, count in list(self._inflight.items()) if count > 0}
+        return await self._run(
+            self.blobs.sweep, referenced | pushing, grace_seconds, part_grace_seconds
+        )
 
 
 def _common_folder(names: Sequence[str]) -> str:

@@ -14,6 +14,29 @@ from services.common.paging import decode_token, encode_token, page_size
 from services.registry import convert
 from services.registry.registry import Registry
 
+_BAD_TOKEN = "page_token is not one this server issued; start again without it"
+_MAX_VERSION = 2**31 - 1
+
+
+def _after_name(token: str) -> str:
+    """ListAdapters' token: the last adapter name of the previous page."""
+    if not token:
+        return ""
+    name = decode_token(token)
+    if not isinstance(name, str) or not 0 < len(name) <= 128:
+        raise InvalidArgument(_BAD_TOKEN)
+    return name
+
+
+def _before_version(token: str) -> int:
+    """ListAdapterVersions' token: the last version number of the previous page."""
+    if not token:
+        return 0
+    version = decode_token(token)
+    if type(version) is not int or not 1 <= version <= _MAX_VERSION:
+        raise InvalidArgument(_BAD_TOKEN)
+    return version
+
 
 async def _chunks(
     requests: AsyncIterator[pb.PushAdapterRequest],
@@ -59,9 +82,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         self, request: pb.ListAdaptersRequest, context
     ) -> pb.ListAdaptersResponse:
         size = page_size(request.page_size)
-        after = decode_token(request.page_token) or ""
-        if not isinstance(after, str):
-            raise InvalidArgument("page_token is not one this server issued")
+        after = _after_name(request.page_token)
         items = await self.registry.list_adapters(
             current_tenant(), after, size + 1, request.base_model
         )
@@ -74,9 +95,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         self, request: pb.ListAdapterVersionsRequest, context
     ) -> pb.ListAdapterVersionsResponse:
         size = page_size(request.page_size)
-        before = decode_token(request.page_token) or 0
-        if not isinstance(before, int):
-            raise InvalidArgument("page_token is not one this server issued")
+        before = _before_version(request.page_token)
         items = await self.registry.list_versions(current_tenant(), request.name, before, size + 1)
         token = encode_token(items[size - 1].version) if len(items) > size else ""
         return pb.ListAdapterVersionsResponse(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pydantic_settings import SettingsConfigDict
 
+from services.common.adapter_weights import DEFAULT_MAX_ABS
 from services.common.settings import ServiceSettings
+from services.registry.metadata import DEFAULT_MAX_TOTAL_BYTES
 
 
 class RegistrySettings(ServiceSettings):
@@ -23,10 +25,19 @@ class RegistrySettings(ServiceSettings):
     max_files: int = 64
     #: Highest LoRA rank accepted at push.
     max_rank: int = 256
+    #: Largest absolute weight value a pushed adapter may hold; NaN and inf are always refused.
+    max_weight_abs: float = DEFAULT_MAX_ABS
+    #: Bytes that one version's lineage, metrics and description may take together.
+    max_metadata_bytes: int = DEFAULT_MAX_TOTAL_BYTES
     #: Bytes per download chunk.
     download_chunk_bytes: int = 1024 * 1024
     #: Unreferenced blobs and temp files younger than this are left alone at start-up,
     #: since another replica sharing the storage may be mid-upload.
     orphan_grace_seconds: float = 3600.0
+    #: A push's temp file not written to for this long, and not of a push live here, is
+    #: a dead push's leftover.
+    part_grace_seconds: float = 900.0
+    #: How often leftovers are swept while the service runs (they are also swept at start-up).
+    sweep_interval_seconds: float = 300.0
     #: How often a watch stream polls the database for other replicas' events.
     watch_poll_seconds: float = 1.0

@@ -14,7 +14,12 @@ from tests.registry.adapters import make_lora_adapter
 
 
 def registry_settings(data_dir: Path, **overrides) -> RegistrySettings:
-    values = {"orphan_grace_seconds": 0, "watch_poll_seconds": 0.2, **overrides}
+    values = {
+        "orphan_grace_seconds": 0,
+        "part_grace_seconds": 0,
+        "watch_poll_seconds": 0.2,
+        **overrides,
+    }
     return RegistrySettings(data_dir=data_dir, **values)
 
 

@@ -8,7 +8,9 @@ import threading
 import time
 
 import grpc
+import numpy as np
 import pytest
+from safetensors.numpy import save_file
 
 from loraplex.client.base import LoraplexClientError
 from loraplex.client.registry import sha256_file
@@ -191,3 +193,20 @@ def test_watch_streams_pushes_and_alias_moves(acme, globex, adapter_dir, tmp_pat
             break
     assert resumed == [seen[2].sequence, seen[3].sequence]
     assert foreign == [], "another tenant's watch sees nothing"
+
+
+def test_safetensors_whose_header_length_starts_with_0x80_is_not_taken_for_a_pickle(acme, tmp_path):
+    """One F32 [8, 576] tensor makes a 128-byte header: its first byte is a pickle's 0x80."""
+    folder = tmp_path / "one-tensor"
+    folder.mkdir()
+    key = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+    weights = np.random.default_rng(0).standard_normal((8, 576)).astype(np.float32)
+    save_file({key: weights}, str(folder / "adapter_model.safetensors"))
+    assert (folder / "adapter_model.safetensors").read_bytes()[0] == 0x80
+    config = {"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj"]}
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    assert acme.push("acme/one-tensor", folder).version == 1
+    acme.pull("acme/one-tensor", tmp_path / "out")
+    assert sha256_file(tmp_path / "out" / "adapter_model.safetensors") == sha256_file(
+        folder / "adapter_model.safetensors"
+    )

@@ -9,6 +9,7 @@ import tarfile
 
 import grpc
 import pytest
+from safetensors.numpy import load_file, save_file
 
 from loraplex.client.base import LoraplexClientError
 from loraplex.client.registry import RegistryClient
@@ -208,3 +209,39 @@ def test_reads_with_bad_references(acme, adapter_dir):
     bad_token = pb.ListAdaptersRequest(page_token="!!notatoken")
     assert _status(lambda: acme._call(acme.stub.ListAdapters, bad_token))[0] == INVALID
     assert acme.get("acme/ok").version == 1, "stored data untouched"
+
+
+def _poisoned(tmp_path, value: float):
+    folder = make_lora_adapter(tmp_path / f"poisoned-{value}")
+    path = folder / "adapter_model.safetensors"
+    tensors = load_file(str(path))
+    key = sorted(tensors)[-1]
+    tensors[key][-1, -1] = value  # the very last element of the last tensor
+    save_file(tensors, str(path))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [(float("nan"), "NaN or infinite"), (float("inf"), "NaN or infinite"),
+     (float("-inf"), "NaN or infinite"), (1e30, "1e+30 in magnitude")],
+)  # fmt: skip
+def test_non_finite_or_huge_weights_are_refused_and_nothing_stored(
+    acme, registry_server, tmp_path, value, fragment
+):
+    code, message = _status(lambda: acme.push("acme/poisoned", _poisoned(tmp_path, value)))
+    assert code == INVALID, message
+    assert fragment in message and "adapter_model.safetensors" in message, message
+    assert_nothing_stored(acme, registry_server)
+
+
+def test_weight_magnitude_limit_is_a_setting(tmp_path):
+    settings = registry_settings(tmp_path / "data", max_weight_abs=1e31)
+    with (
+        server_thread(settings, RegistryApp(settings)) as server,
+        client_for(server, "acme") as acme,
+    ):
+        assert acme.push("acme/big-weights", _poisoned(tmp_path, 1e30)).version == 1
+        assert _status(lambda: acme.push("acme/nan", _poisoned(tmp_path, float("nan"))))[0] == (
+            INVALID
+        )

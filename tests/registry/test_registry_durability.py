@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import signal
 import threading
 import time
@@ -65,6 +66,7 @@ def test_killed_mid_upload_leaves_nothing_behind(tmp_path):
         "LORAPLEX_REGISTRY_PORT": str(port),
         "LORAPLEX_REGISTRY_METRICS_PORT": "0",
         "LORAPLEX_REGISTRY_ORPHAN_GRACE_SECONDS": "0",
+        "LORAPLEX_REGISTRY_PART_GRACE_SECONDS": "0",
     }
     adapter = make_lora_adapter(tmp_path / "a", rank=64, hidden=2048, layers=4)
     weights = (adapter / "adapter_model.safetensors").read_bytes()
@@ -156,3 +158,69 @@ def test_metrics_then_sigterm_flips_health_and_exits_cleanly(tmp_path):
         assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
         assert process.wait(timeout=20) == 0
         channel.close()
+
+
+def test_dead_push_leftovers_are_swept_on_a_timer_but_live_pushes_are_not(tmp_path):
+    """A killed push's temp file goes without a restart; a slow live push keeps its own."""
+    settings = registry_settings(
+        tmp_path / "data", sweep_interval_seconds=0.2, part_grace_seconds=1
+    )
+    adapter = make_lora_adapter(tmp_path / "a")
+    config = (adapter / "adapter_config.json").read_bytes()
+    weights = (adapter / "adapter_model.safetensors").read_bytes()
+    release, half_sent = threading.Event(), threading.Event()
+    outcome: list[object] = []
+
+    def requests():
+        yield pb.PushAdapterRequest(
+            header=pb.PushHeader(
+                name="acme/slow",
+                files=[
+                    pb.FileManifest(path=p, size_bytes=len(d), sha256=hashlib.sha256(d).hexdigest())
+                    for p, d in (
+                        ("adapter_config.json", config),
+                        ("adapter_model.safetensors", weights),
+                    )
+                ],
+            )
+        )
+        yield pb.PushAdapterRequest(chunk=pb.FileChunk(path="adapter_config.json", data=config))
+        half = len(weights) // 2
+        yield pb.PushAdapterRequest(
+            chunk=pb.FileChunk(path="adapter_model.safetensors", data=weights[:half])
+        )
+        half_sent.set()
+        release.wait(60)
+        yield pb.PushAdapterRequest(
+            chunk=pb.FileChunk(path="adapter_model.safetensors", data=weights[half:])
+        )
+
+    with server_thread(settings, RegistryApp(settings)) as server, client_for(server, "acme") as c:
+        tmp_files = settings.data_dir / "registry" / "blobs" / "tmp"
+        dead = tmp_files / "dead-push.part"
+        dead.write_bytes(b"half an upload")
+        os.utime(dead, (time.time() - 3600, time.time() - 3600))
+
+        def push():
+            try:
+                outcome.append(c._call(c.stub.PushAdapter, requests(), timeout=120).version)
+            except LoraplexClientError as err:
+                outcome.append(err.code)
+
+        uploader = threading.Thread(target=push)
+        uploader.start()
+        try:
+            assert half_sent.wait(30)
+            deadline = time.monotonic() + 30
+            while dead.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not dead.exists(), "the dead push's temp file was swept without a restart"
+            time.sleep(2.5)  # the live push's temp file is now older than the grace period
+            (live,) = list(tmp_files.iterdir())
+            assert live.suffix == ".part"
+        finally:
+            release.set()
+            uploader.join(60)
+        (version,) = outcome
+        assert version.name == "acme/slow", outcome
+        assert not list(tmp_files.iterdir())
