@@ -43,6 +43,7 @@ _STOPWORDS = frozenset(
     )
 )
 _NEGATIONS = frozenset({"not", "no", "never", "none", "cannot", "nobody", "nothing", "neither"})
+_NEGATION_SCOPE = 3  # content words after a negation that it negates
 _UNITS = re.split(
     r"\s+",
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen"
@@ -113,6 +114,23 @@ def _number(token: str) -> str:
     return token.lstrip("0") or "0"
 
 
+def _is_negation(low: str) -> bool:
+    return low in _NEGATIONS or low.endswith("n't")
+
+
+def _negated(words: Sequence[str]) -> frozenset[str]:
+    """Stems of the first few content words after each negation ("not refreshed every
+    36 months" negates refreshed and 36); an opening "No," answers, it does not negate."""
+    found: set[str] = set()
+    for i, word in enumerate(words):
+        low = word.lower()
+        if not _is_negation(low) or (i == 0 and low == "no"):
+            continue
+        scope = [w for w in words[i + 1 :] if w.lower() not in _STOPWORDS][:_NEGATION_SCOPE]
+        found.update(_stem(w) for w in scope)
+    return frozenset(found)
+
+
 def _is_number(token: str) -> bool:
     return token[0].isdigit()
 
@@ -148,7 +166,7 @@ class Claim:
     text: str
     required: frozenset[str]  # folded numbers, codes and names
     content: frozenset[str]  # stems of content words (names included)
-    negated: bool
+    negated: frozenset[str]  # stems of the content words a negation governs
 
     @property
     def empty(self) -> bool:
@@ -168,11 +186,9 @@ def claim(text: str, proper_nouns: Iterable[str] = ()) -> Claim:
     words = tokens(_MARKER.sub(" ", text))
     required: set[str] = set()
     content: set[str] = set()
-    negated = False
     for i, word in enumerate(words):
         low = word.lower()
-        if low in _NEGATIONS or low.endswith("n't"):
-            negated = negated or not (i == 0 and low == "no")  # "No, ..." answers a yes/no
+        if _is_negation(low):
             continue
         if _is_number(word):
             required.add(_number(word))
@@ -192,7 +208,7 @@ def claim(text: str, proper_nouns: Iterable[str] = ()) -> Claim:
             follows_name = i + 1 < len(words) and words[i + 1][0].isupper()
             if i > 0 or follows_name or _fold(word) in known:
                 required.add(_fold(word))
-    return Claim(text, frozenset(required), frozenset(content), negated)
+    return Claim(text, frozenset(required), frozenset(content), _negated(words))
 
 
 def proper_nouns(passages: Iterable[str]) -> frozenset[str]:
@@ -214,13 +230,11 @@ class Passage:
     text: str
 
     @cached_property
-    def _sentences(self) -> list[tuple[frozenset[str], bool]]:
+    def _sentences(self) -> list[tuple[frozenset[str], frozenset[str]]]:
         out = []
         for sentence in sentences(self.text):
             words = tokens(sentence)
-            stems = frozenset(_stem(w) for w in words)
-            negated = any(w.lower() in _NEGATIONS or w.lower().endswith("n't") for w in words)
-            out.append((stems, negated))
+            out.append((frozenset(_stem(w) for w in words), _negated(words)))
         return out
 
     @cached_property
@@ -235,7 +249,7 @@ class Passage:
                 found.add(_fold(word))
                 # "TR-7" also answers for "TR", "Varga-Lund" for "Varga" and "Lund"
                 found.update(_fold(part) for part in re.split(r"[-.]", word) if part)
-        return frozenset(found)
+        return frozenset(found) | _acronyms(self.text)
 
     @cached_property
     def stems(self) -> frozenset[str]:
@@ -244,11 +258,21 @@ class Passage:
         }
 
     def negation_differs(self, claim: Claim) -> bool:
-        """Whether the passage sentence closest to the claim disagrees on negation."""
+        """Whether the passage sentence closest to the claim negates what the claim states,
+        or states what the claim negates; a negation about other words does not count."""
         if not self._sentences or not claim.content:
             return False
-        _stems, negated = max(self._sentences, key=lambda s: len(claim.content & s[0]))
-        return negated != claim.negated
+        stems, negated = max(self._sentences, key=lambda s: len(claim.content & s[0]))
+        return bool((claim.negated & stems) - negated or (negated & claim.content) - claim.negated)
+
+
+def _acronyms(text: str) -> frozenset[str]:
+    """Initials of runs of capitalised words: "Chief Financial Officer" answers for "CFO"."""
+    found = set()
+    for run in re.findall(r"\b[A-Z][a-z]+(?:\s+[A-Z][a-z]+){1,4}\b", text):
+        words = run.split()
+        found.update("".join(w[0] for w in words[i:]).lower() for i in range(len(words) - 1))
+    return frozenset(found)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import pytest
 from bench.quality_metrics import answer_match, style_match
 from demo import build_dataset, facts, phrasings
 from services.common.grounding import DECLINE, GROUNDING_INSTRUCTIONS
+from services.inference.grounding import check_answer
 from services.training.datasets import validate_jsonl
 
 DEMO = Path(__file__).resolve().parents[2] / "demo"
@@ -204,6 +205,27 @@ def test_pairs_need_two_pages_and_state_both_facts():
         assert answer_match(sentence, a[2]) and answer_match(sentence, b[2]), sentence
         assert style_match(f"{sentence} [1][2]"), sentence
         assert question.endswith(("?", ".")), question
+
+
+def test_the_serving_check_keeps_the_right_citations_and_drops_wrong_ones(train_rows):
+    """The inference service's citation check against the training targets: a target's
+    citation is kept, and the same sentence cited to any distractor is dropped."""
+    kept = total = wrong_kept = wrong = 0
+    for row in train_rows:
+        system, user, assistant = (m["content"] for m in row["messages"])
+        if assistant == DECLINE:
+            continue
+        passages = {n: text.strip() for n, _, text in sources_of(system)}
+        total += 1
+        kept += check_answer(assistant, passages, question=user).grounded
+        cited = re.findall(r"\[(\d+)\]", assistant)
+        if len(cited) == 1:
+            for other in set(passages) - {int(cited[0])}:
+                moved = re.sub(r"\[\d+\]$", f"[{other}]", assistant)
+                wrong += 1
+                wrong_kept += check_answer(moved, passages, question=user).grounded
+    assert kept / total >= 0.97, (kept, total)
+    assert wrong > 400 and wrong_kept / wrong <= 0.01, (wrong_kept, wrong)
 
 
 def test_generated_files_are_up_to_date():

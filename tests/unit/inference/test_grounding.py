@@ -74,6 +74,24 @@ def test_negation_in_answer_or_passage_unsupports():
     assert check("No, alcohol is not reimbursable. [2]").grounded  # "No," answers, not negates
 
 
+def test_a_negation_about_other_words_does_not_unsupport():
+    passage = {
+        1: "Company laptops lock automatically after 5 minutes without activity, and this"
+        " setting cannot be changed. Telemetry is kept for 18 months, so that no customer"
+        " can be identified."
+    }
+    text = "Company laptops lock automatically after 5 minutes without activity. [1]"
+    assert check_answer(text, passage).grounded
+    assert check_answer("Telemetry is kept for 18 months. [1]", passage).grounded
+    assert not check_answer("Company laptops do not lock after 5 minutes. [1]", passage).grounded
+
+
+def test_an_acronym_matches_the_words_it_abbreviates():
+    passage = {1: "Purchases above 25,000 EUR need approval from the Chief Financial Officer."}
+    assert check_answer("Purchases above 25,000 EUR need CFO approval. [1]", passage).grounded
+    assert not check_answer("Purchases above 25,000 EUR need CEO approval. [1]", passage).grounded
+
+
 def test_too_few_content_words_in_the_passage_unsupports():
     verdict = check("The IT team ships a new docking station and headset yearly. [2]")
     assert not verdict.grounded and verdict.citations[2].dropped
