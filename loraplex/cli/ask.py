@@ -75,7 +75,7 @@ def ask(
             "#", "cited", "support", "source", "document", "chars", "score", title="sources"
         )
         for c in result.citations:
-            cited = "✔" if c.cited else ("✘ dropped" if c.dropped else "")
+            cited = "✔ added" if c.added else "✔" if c.cited else "✘ dropped" if c.dropped else ""
             table.add_row(
                 str(c.number), cited, f"{c.support:.2f}{' ✔' if c.supported else ''}",
                 c.source.title or c.source.uri, c.document_id, f"{c.start_char}-{c.end_char}",

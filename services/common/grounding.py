@@ -297,7 +297,7 @@ def support(claim: Claim, passages: Sequence[Passage]) -> Support:
     stems = frozenset().union(*(p.stems for p in passages))
     missing = claim.required - terms
     held = claim.content & stems
-    overlap = len(held) / len(claim.content) if claim.content else 1.0
+    overlap = len(held) / len(claim.content) if claim.content else 0.0  # "It is 10." says nothing
     total = len(claim.required) + len(claim.content)
     score = (len(claim.required) - len(missing) + len(held)) / total
     negation = all(p.negation_differs(claim) for p in passages)

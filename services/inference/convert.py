@@ -77,6 +77,7 @@ def result(record: GenerationResult) -> pb.GenerationResult:
                 support=c.support,
                 supported=c.supported,
                 dropped=c.dropped,
+                added=c.added,
             )
             for c in record.citations
         ],

@@ -82,6 +82,7 @@ class CitationRecord:
     support: float = 0.0
     supported: bool = False
     dropped: bool = False
+    added: bool = False
 
 
 @dataclass
@@ -191,7 +192,7 @@ class InferenceCore:
         result.text, result.grounded = verdict.text, verdict.grounded
         result.refusal, result.quoted = verdict.refusal, verdict.quoted
         result.citations = [
-            CitationRecord(s.number, c.cited, s.chunk, c.support, c.supported, c.dropped)
+            CitationRecord(s.number, c.cited, s.chunk, c.support, c.supported, c.dropped, c.added)
             for s in sources
             for c in [verdict.citations[s.number]]
         ]

@@ -6,9 +6,11 @@ A cited passage that does not support its claim (`services.common.grounding.supp
 loses its marker. The answer is grounded when every claim keeps at least one
 supported citation. A model's own decline ("The sources do not say.") cites nothing.
 
-When the request asks to abstain, unsupported claims are cut out, and an answer with
-no supported claim left is replaced, by policy, with the fixed decline sentence or a
-quote of the passage sentence closest to the question (docs/grounding.md).
+When the request asks to abstain, a claim the model left without a supported citation
+is cited to the passage that supports it best, if one does; claims no passage supports
+are cut out, and an answer with no supported claim left is replaced, by policy, with
+the fixed decline sentence or a quote of the passage sentence closest to the question
+(docs/grounding.md).
 Pure functions over the answer text and the passage texts: no gRPC, no engine.
 """
 
@@ -62,6 +64,7 @@ class CitationCheck:
     supported: bool  # it backs at least one claim it is cited for
     cited: bool  # the checked text cites it
     dropped: bool  # the model cited it but the check removed the marker
+    added: bool = False  # the service cited it for a claim the model left without support
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,9 @@ def check_answer(
         for n, passage in indexed.items():
             if n not in model_cited and claims:
                 scores[n] = max(support(p.claim, [passage]).score for p in claims)
+    added: set[int] = set()
+    if policy is not AbstainPolicy.OFF and not declined:
+        added = _cite_for_the_model(claims, indexed)
     supported = {n for p in pieces for n in p.kept}
     grounded = not declined and bool(claims) and all(p.kept for p in claims)
     refusal = Refusal.MODEL_DECLINED if declined else Refusal.NONE
@@ -173,9 +179,23 @@ def check_answer(
         else:
             return _abstain(policy, question, passages, scores, model_cited)
     final = _render(pieces) if changed else text
-    return Verdict(
-        final, grounded, refusal, False, _checks(scores, supported, supported, model_cited)
-    )
+    checks = _checks(scores, supported, supported, model_cited, added)
+    return Verdict(final, grounded, refusal, False, checks)
+
+
+def _cite_for_the_model(claims: list[_Piece], indexed: Mapping[int, Passage]) -> set[int]:
+    """A claim left without a supported citation gets the passage that best supports it."""
+    added: set[int] = set()
+    for piece in claims:
+        if piece.kept:
+            continue
+        assert piece.claim is not None
+        backing = [(support(piece.claim, [p]), n) for n, p in indexed.items()]
+        ranked = sorted((-s.score, n) for s, n in backing if s.supported)
+        if ranked:
+            piece.kept = [ranked[0][1]]
+            added.add(ranked[0][1])
+    return added
 
 
 def _check_piece(piece: _Piece, indexed: Mapping[int, Passage], scores: dict[int, float]) -> None:
@@ -207,7 +227,11 @@ def _abstain(
 
 
 def _checks(
-    scores: Mapping[int, float], supported: set[int], cited: set[int], model_cited: set[int]
+    scores: Mapping[int, float],
+    supported: set[int],
+    cited: set[int],
+    model_cited: set[int],
+    added: set[int] = frozenset(),
 ) -> dict[int, CitationCheck]:
     return {
         n: CitationCheck(
@@ -216,6 +240,7 @@ def _checks(
             supported=n in supported,
             cited=n in cited,
             dropped=n in model_cited and n not in cited,
+            added=n in added and n not in model_cited,
         )
         for n, score in scores.items()
     }

@@ -34,7 +34,12 @@ async def test_citations_carry_the_checks_support_scores(served):
     for c in result.citations:
         check = verdict.citations[c.number]
         assert c.support == pytest.approx(check.support, abs=1e-6)
-        assert (c.supported, c.cited, c.dropped) == (check.supported, check.cited, check.dropped)
+        assert (c.supported, c.cited, c.dropped, c.added) == (
+            check.supported,
+            check.cited,
+            check.dropped,
+            check.added,
+        )
     assert result.refusal_reason == pb.REFUSAL_REASON_UNSPECIFIED
 
 

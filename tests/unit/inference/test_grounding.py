@@ -182,6 +182,24 @@ def test_abstain_keeps_the_supported_claims_and_cuts_the_rest():
     assert verdict.citations[1].dropped and verdict.citations[2].cited
 
 
+def test_abstaining_cites_for_the_model_where_a_passage_supports_the_claim():
+    uncited = "Laptops are refreshed every 36 months."
+    assert check(uncited).text == uncited and not check(uncited).grounded  # off: marked only
+    verdict = check(uncited, AbstainPolicy.REFUSE)
+    assert verdict.text == "Laptops are refreshed every 36 months. [2]" and verdict.grounded
+    assert verdict.citations[2].added and verdict.citations[2].cited
+    moved = check("Laptops are refreshed every 36 months. [1]", AbstainPolicy.REFUSE)
+    assert moved.text == "Laptops are refreshed every 36 months. [2]"
+    assert moved.citations[1].dropped and moved.citations[2].added
+    kept = check("Laptops are refreshed every 36 months. [2]", AbstainPolicy.REFUSE)
+    assert not kept.citations[2].added and kept.citations[2].cited
+
+
+def test_a_claim_with_only_a_number_is_never_supported():
+    verdict = check("The answer is: 36 [2]", AbstainPolicy.REFUSE)
+    assert verdict.text == DECLINE and verdict.citations[2].dropped
+
+
 def test_abstain_quote_cites_the_closest_passage_sentence_or_refuses():
     verdict = check(
         "The subsidy is 50 EUR. [3]", AbstainPolicy.QUOTE, question="How big is the gym subsidy?"
