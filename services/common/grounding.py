@@ -61,7 +61,11 @@ _WEAK_NUMBER_WORDS = frozenset({"zero", "one"})  # too common to be a claim's fa
 _TOKEN = re.compile(r"\d+(?:[.,:]\d+)*(?:st|nd|rd|th)?%?|[^\W\d_][\w'\u2019-]*")
 _MARKER = re.compile(r"\[\d{1,3}\]")
 _CODE = re.compile(r"(?=.*\d)(?=.*[A-Za-z])|^[A-Z]{2,}[-.]|[A-Z][a-z]*[A-Z]|-[A-Z]")
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(#*-])|\n+")
+_ABBREVIATIONS = ("Dr", "Mr", "Mrs", "Ms", "Prof", "St", "No", "vs", "etc", "approx", "e.g", "i.e")
+_SENTENCE_END = re.compile(
+    "".join(rf"(?<!\b{re.escape(a)}\.)" for a in _ABBREVIATIONS)
+    + r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(#*-])|\n+"
+)
 _REFUSAL = re.compile(
     r"\b(?:do(?:es)?\s*n[o']?t|did\s*n[o']?t|cannot|can't|could\s*n[o']?t|unable\s+to)\s+"
     r"(?:know|say|find|tell|answer|determine|specify|mention|contain|provide|state|cover|"
@@ -97,8 +101,14 @@ def _fold(token: str) -> str:
 
 
 def _stem(word: str) -> str:
-    """Crude but symmetric: the first six letters ("approval" ~ "approved" ~ "approves")."""
-    return _fold(word)[:6]
+    """Crude but symmetric: no -ing/-ed ending, then the first six letters ("approval" ~
+    "approved" ~ "approves", "book" ~ "booked")."""
+    text = _fold(word)
+    if len(text) > 5 and text.endswith("ing"):
+        text = text[:-3]
+    elif len(text) > 4 and text.endswith("ed"):
+        text = text[:-2]
+    return text[:6]
 
 
 def _number(token: str) -> str:
@@ -167,14 +177,28 @@ class Claim:
     required: frozenset[str]  # folded numbers, codes and names
     content: frozenset[str]  # stems of content words (names included)
     negated: frozenset[str]  # stems of the content words a negation governs
+    anchored: frozenset[str] = frozenset()  # content stems the question asked about
 
     @property
     def empty(self) -> bool:
         return not self.required and not self.content
 
 
-def claim(text: str, proper_nouns: Iterable[str] = ()) -> Claim:
+def question_terms(question: str) -> frozenset[str]:
+    """Stems of a question's content words: what the answer must be about."""
+    return frozenset(
+        _stem(w) for w in tokens(question) if w.lower() not in _STOPWORDS and len(_fold(w)) > 1
+    )
+
+
+def claim(
+    text: str, proper_nouns: Iterable[str] = (), asked: frozenset[str] = frozenset()
+) -> Claim:
     """The terms of one answer sentence.
+
+    Content words the claim shares with the question (`asked`, from `question_terms`)
+    are anchored: a passage must hold at least half of them, so an answer about "the
+    award" is not backed by a passage about the CEO that never mentions one.
 
     A capitalised word is a name unless it only opens the sentence; an opening word
     is a name too when it looks like one (a code, two capitalised words in a row) or
@@ -208,7 +232,9 @@ def claim(text: str, proper_nouns: Iterable[str] = ()) -> Claim:
             follows_name = i + 1 < len(words) and words[i + 1][0].isupper()
             if i > 0 or follows_name or _fold(word) in known:
                 required.add(_fold(word))
-    return Claim(text, frozenset(required), frozenset(content), _negated(words))
+    return Claim(
+        text, frozenset(required), frozenset(content), _negated(words), frozenset(content) & asked
+    )
 
 
 def proper_nouns(passages: Iterable[str]) -> frozenset[str]:
@@ -283,10 +309,16 @@ class Support:
     overlap: float
     missing: frozenset[str]
     negation: bool  # the closest passage sentence says the opposite
+    off_topic: bool = False  # the passage lacks most of what the question asked about
 
     @property
     def supported(self) -> bool:
-        return not self.missing and not self.negation and self.overlap >= MIN_OVERLAP
+        return (
+            not self.missing
+            and not self.negation
+            and not self.off_topic
+            and self.overlap >= MIN_OVERLAP
+        )
 
 
 def support(claim: Claim, passages: Sequence[Passage]) -> Support:
@@ -296,6 +328,7 @@ def support(claim: Claim, passages: Sequence[Passage]) -> Support:
     terms = frozenset().union(*(p.terms for p in passages))
     stems = frozenset().union(*(p.stems for p in passages))
     missing = claim.required - terms
+    off_topic = 2 * len(claim.anchored - stems) > len(claim.anchored)
     held = claim.content & stems
     overlap = len(held) / len(claim.content) if claim.content else 0.0  # "It is 10." says nothing
     total = len(claim.required) + len(claim.content)
@@ -303,7 +336,7 @@ def support(claim: Claim, passages: Sequence[Passage]) -> Support:
     negation = all(p.negation_differs(claim) for p in passages)
     if negation:
         score /= 2
-    return Support(round(score, 4), overlap, missing, negation)
+    return Support(round(score, 4), overlap, missing, negation, off_topic)
 
 
 def is_refusal(text: str) -> bool:

@@ -28,6 +28,7 @@ from services.common.grounding import (
     claim,
     is_refusal,
     proper_nouns,
+    question_terms,
     sentences,
     support,
 )
@@ -153,9 +154,10 @@ def check_answer(
         return Verdict(DECLINE, False, Refusal.NO_SOURCES)
     indexed = {n: Passage(t) for n, t in passages.items()}
     names = proper_nouns(passages.values())
+    asked = question_terms(question)
     pieces, orphan = _pieces(text, passages)
     for piece in pieces:
-        piece.claim = claim(piece.sentence, names)
+        piece.claim = claim(piece.sentence, names, asked)
     claims = [p for p in pieces if p.is_claim]
     model_cited = {n for p in pieces for n in p.numbers}
     scores = dict.fromkeys(passages, 0.0)

@@ -195,6 +195,25 @@ def test_abstaining_cites_for_the_model_where_a_passage_supports_the_claim():
     assert not kept.citations[2].added and kept.citations[2].cited
 
 
+def test_a_passage_must_be_about_what_the_question_asked():
+    passages = {1: "Our chief executive today is Odile Fairbrook, who leads the Brenmoor site."}
+    answer = "The award went to Odile Fairbrook, who leads the Brenmoor site."
+    asked = "Who won the employee of the year award?"
+    assert not check_answer(answer, passages, question=asked, policy=AbstainPolicy.REFUSE).grounded
+    fair = "Odile Fairbrook leads the Brenmoor site."
+    assert check_answer(fair, passages, question="Who leads Brenmoor?").grounded is False  # uncited
+    verdict = check_answer(
+        fair, passages, question="Who leads Brenmoor?", policy=AbstainPolicy.REFUSE
+    )
+    assert verdict.grounded and verdict.citations[1].added
+
+
+def test_an_abbreviation_does_not_end_the_sentence():
+    passages = {1: "The lab safety officer is Dr. Bogdan Arkwright."}
+    verdict = check_answer("The lab safety officer is Dr. Bogdan Arkwright. [1]", passages)
+    assert verdict.grounded and verdict.text.endswith("Arkwright. [1]")
+
+
 def test_a_claim_with_only_a_number_is_never_supported():
     verdict = check("The answer is: 36 [2]", AbstainPolicy.REFUSE)
     assert verdict.text == DECLINE and verdict.citations[2].dropped
