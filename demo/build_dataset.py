@@ -3,16 +3,23 @@
     .venv/bin/python demo/build_dataset.py          # rewrite both files
     .venv/bin/python demo/build_dataset.py --check  # exit 1 if they are out of date
 
-Training rows use the `messages` format with a system turn, built with the inference
-service's own `context_block`, so the adapter sees at training exactly the chat the
-inference service renders at serving time: system = grounding instructions + numbered
-sources, user = the bare question, assistant = one house-style sentence + `[n]`.
+Training rows are RAFT-style grounded rows built by the training service's own
+`services.training.grounded_rows` (the module tenants' `grounded_qa` datasets go
+through), in the `messages` format with the inference service's prompt layout: system =
+grounding instructions + numbered sources, user = the question, assistant = one
+house-style sentence ending with `[n]`, or exactly "The sources do not say.".
+
+From the facts (demo/facts.py) and their other phrasings (demo/phrasings.py):
+- every fact twice, in two of its three phrasings, its window among 1-4 distractors
+  (some rows distractor-heavy: 4 distractors), the right number varying;
+- about a third of the facts once more in their third phrasing with only windows
+  that do not hold the answer (often from the same page): the target declines;
+- questions that need two pages (PAIRS), citing both;
+- questions about a training page's topic the handbook does not answer, declining.
 
 Sources imitate retrieval chunks: windows of whole words cut from the handbook text at
-arbitrary points (serving chunks are token windows, not sentences), titled with the
-document's `# Title`. One window holds the fact; the others are distractors from other
-training documents or from elsewhere in the same document, never containing the answer.
-The right source's number varies. Everything is seeded: the output is reproducible.
+arbitrary points, titled with the document's `# Title`. Seeded: the output is
+reproducible.
 """
 
 from __future__ import annotations
@@ -30,18 +37,27 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.quality_metrics import answer_match  # noqa: E402
-from demo import facts  # noqa: E402
-from loraplex.retrieval.v1 import retrieval_service_pb2 as ret_pb  # noqa: E402
-from services.inference.rag import Source, context_block  # noqa: E402
+from demo import facts, phrasings  # noqa: E402
+from services.training.grounded_rows import (  # noqa: E402
+    GroundedRecord,
+    Passage,
+    Recipe,
+    answered_row,
+    build_rows,
+    decline_row,
+)
 
 DEMO = Path(__file__).resolve().parent
 HANDBOOK = DEMO / "handbook"
 TRAIN_PATH = DEMO / "acme_train.jsonl"
 HELDOUT_PATH = DEMO / "heldout.jsonl"
 SEED = 20240611
-WINDOW_WORDS = (40, 80)  # source length range, in words
-SOURCE_COUNTS = (2, 3, 3, 4)  # sources per prompt, drawn uniformly from this list
-SECOND_VARIANT_SHARE = 0.5  # facts that get a second row (other distractors, position)
+WINDOW_WORDS = (35, 70)  # source length range, in words
+RECIPE = Recipe(
+    sources=(2, 3, 3, 4), heavy_sources=5, heavy_share=0.2, answered=2, decline_share=0.3
+)
+SAME_PAGE_SHARE = 0.35  # distractors cut from the fact's own page (near misses)
+UNANSWERABLE_SAME_PAGE_SHARE = 0.6  # what retrieval gives for an unanswered question
 
 
 @dataclass(frozen=True)
@@ -95,49 +111,61 @@ def _window(doc: Doc, rng: random.Random, cover: tuple[int, int] | None = None) 
     return doc.text[words[start][0] : words[end - 1][1]]
 
 
-def _distractors(
-    docs: dict[str, Doc], stem: str, answer: str, count: int, rng: random.Random
-) -> list[tuple[Doc, str]]:
-    others = [docs[s] for s in facts.TRAIN_DOCS if s != stem]
-    chosen: list[tuple[Doc, str]] = []
-    while len(chosen) < count:
-        doc = docs[stem] if not chosen and rng.random() < 0.3 else rng.choice(others)
-        text = _window(doc, rng)
-        if answer_match(text, answer) or any(text == t for _, t in chosen):
-            continue
-        chosen.append((doc, text))
-    return chosen
+@dataclass
+class _Sources:
+    """Windows for the rows: the fact's own, and distractors (often from the same page)."""
 
+    docs: dict[str, Doc]
+    stems: dict[GroundedRecord, str]
+    keys: dict[GroundedRecord, tuple[str, ...]]
 
-def _chunk(doc: Doc, text: str) -> ret_pb.ScoredChunk:
-    return ret_pb.ScoredChunk(
-        document_id=doc.stem, text=text, source=ret_pb.Source(title=doc.title)
-    )
+    def passage(self, stem: str, text: str) -> Passage:
+        return Passage(self.docs[stem].title, text)
 
+    def fact(self, fact: tuple[str, ...], rng: random.Random) -> Passage:
+        stem, _, answer, _, *rest = fact
+        doc = self.docs[stem]
+        span = _sentence_span(doc.text, answer, rest[0] if rest else None)
+        return self.passage(stem, _window(doc, rng, span))
 
-def training_row(docs: dict[str, Doc], fact: tuple[str, ...], rng: random.Random) -> dict:
-    stem, question, answer, sentence, *rest = fact
-    doc = docs[stem]
-    right = _window(doc, rng, _sentence_span(doc.text, answer, rest[0] if rest else None))
-    count = rng.choice(SOURCE_COUNTS)
-    pool = _distractors(docs, stem, answer, count - 1, rng)
-    position = rng.randrange(count)
-    pool.insert(position, (doc, right))
-    sources = [Source(i + 1, _chunk(d, t)) for i, (d, t) in enumerate(pool)]
-    return {
-        "messages": [
-            {"role": "system", "content": context_block(sources)},
-            {"role": "user", "content": question},
-            {"role": "assistant", "content": f"{sentence} [{position + 1}]"},
-        ]
-    }
+    def draw(self, rng: random.Random, record: GroundedRecord) -> Passage:
+        stem = self.stems[record]
+        same_page = SAME_PAGE_SHARE if record.passages else UNANSWERABLE_SAME_PAGE_SHARE
+        if rng.random() >= same_page:
+            stem = rng.choice([s for s in facts.TRAIN_DOCS if s != stem])
+        return self.passage(stem, _window(self.docs[stem], rng))
+
+    def holds(self, record: GroundedRecord, passage: Passage) -> bool:
+        return any(answer_match(passage.text, key) for key in self.keys[record])
 
 
 def build_training_rows(docs: dict[str, Doc]) -> list[dict]:
     rng = random.Random(SEED)
-    rows = [training_row(docs, fact, rng) for fact in facts.TRAIN]
-    seconds = rng.sample(facts.TRAIN, round(len(facts.TRAIN) * SECOND_VARIANT_SHARE))
-    rows += [training_row(docs, fact, rng) for fact in seconds]
+    by_question = {fact[1]: fact for fact in facts.TRAIN}
+    sources = _Sources(docs, {}, {})
+    records = []
+    for fact in facts.TRAIN:
+        stem, question, answer, sentence, *_ = fact
+        record = GroundedRecord(
+            question,
+            sentence,
+            (sources.fact(fact, rng),),
+            paraphrases=phrasings.PARAPHRASES[question],
+        )
+        sources.stems[record], sources.keys[record] = stem, (answer,)
+        records.append(record)
+    rows = build_rows(records, rng, sources.draw, sources.holds, RECIPE)
+    for first, second, question, sentence in phrasings.PAIRS:
+        pair = by_question[first], by_question[second]
+        record = GroundedRecord(question, sentence, tuple(sources.fact(f, rng) for f in pair))
+        sources.stems[record], sources.keys[record] = pair[0][0], (pair[0][2], pair[1][2])
+        count = rng.choice((3, 4))
+        rows.append(answered_row(record, question, count, rng, sources.draw, sources.holds))
+    for stem, question in phrasings.UNANSWERABLE:
+        record = GroundedRecord(question, "", ())
+        sources.stems[record], sources.keys[record] = stem, ()
+        count = rng.choice(RECIPE.decline_sources)
+        rows.append(decline_row(record, question, count, rng, sources.draw, sources.holds))
     rng.shuffle(rows)
     return rows
 

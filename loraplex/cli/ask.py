@@ -8,7 +8,8 @@ import typer
 from rich.table import Table
 
 from loraplex.cli.common import AddressOption, ApiKeyOption, console, reported_errors
-from loraplex.client.inference import InferenceClient
+from loraplex.client.inference import ABSTAIN_POLICIES, InferenceClient
+from loraplex.inference.v1 import inference_service_pb2 as pb
 
 
 def _filters(items: list[str]) -> dict[str, str | list[str]]:
@@ -33,10 +34,15 @@ def ask(
     max_tokens: Annotated[int, typer.Option()] = 256,
     temperature: Annotated[float, typer.Option()] = 0.0,
     system: Annotated[str, typer.Option(help="system message")] = "",
+    abstain: Annotated[
+        str, typer.Option(help="when no source supports the answer: off, refuse or quote")
+    ] = "off",
     address: AddressOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
     """Ask a question; the answer streams, then the sources it was given and cites."""
+    if abstain not in ABSTAIN_POLICIES:
+        raise typer.BadParameter(f"--abstain is one of {', '.join(ABSTAIN_POLICIES)}")
     messages = [("system", system)] if system else []
     messages.append(("user", question))
     result = None
@@ -44,7 +50,7 @@ def ask(
         for item in client.stream(
             messages=messages, adapter=adapter, collection=collection, top_k=top_k,
             hybrid=hybrid, filters=_filters(filter_), max_tokens=max_tokens,
-            temperature=temperature,
+            temperature=temperature, abstain=abstain,
         ):  # fmt: skip
             if isinstance(item, str):
                 console.print(item, end="", markup=False, highlight=False)
@@ -58,11 +64,32 @@ def ask(
         f"[dim]{served_by} · {result.usage.completion_tokens} tokens · "
         f"{result.total_ms / 1000:.1f}s · first token {result.time_to_first_token_ms:.0f} ms[/dim]"
     )
+    if not result.collection:
+        return
+    if result.text != result.generated_text:
+        console.print("[bold]checked answer:[/bold] ", end="")
+        console.print(result.text, markup=False, highlight=False)
+    console.print(_verdict(result))
     if result.citations:
-        table = Table("#", "cited", "source", "document", "chars", "score", title="sources")
+        table = Table(
+            "#", "cited", "support", "source", "document", "chars", "score", title="sources"
+        )
         for c in result.citations:
+            cited = "✔ added" if c.added else "✔" if c.cited else "✘ dropped" if c.dropped else ""
             table.add_row(
-                str(c.number), "✔" if c.cited else "", c.source.title or c.source.uri,
-                c.document_id, f"{c.start_char}-{c.end_char}", f"{c.score:.3f}",
+                str(c.number), cited, f"{c.support:.2f}{' ✔' if c.supported else ''}",
+                c.source.title or c.source.uri, c.document_id, f"{c.start_char}-{c.end_char}",
+                f"{c.score:.3f}",
             )  # fmt: skip
         console.print(table)
+
+
+def _verdict(result: pb.GenerationResult) -> str:
+    if result.refusal_reason:
+        reason = pb.RefusalReason.Name(result.refusal_reason).removeprefix("REFUSAL_REASON_")
+        return f"[yellow]refusal: {reason.lower().replace('_', ' ')}[/yellow]"
+    if result.quoted:
+        return "[yellow]not supported: quoted the closest passage instead[/yellow]"
+    if result.grounded:
+        return "[green]grounded: every claim cites a passage that supports it[/green]"
+    return "[red]not grounded: some claims cite no supporting passage[/red]"

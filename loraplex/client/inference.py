@@ -8,6 +8,13 @@ from loraplex.client.base import BaseClient
 from loraplex.inference.v1 import inference_service_pb2 as pb
 from loraplex.inference.v1 import inference_service_pb2_grpc as pb_grpc
 
+#: `abstain=` values: what the service answers when no passage supports the model's answer.
+ABSTAIN_POLICIES = {
+    "off": pb.ABSTAIN_POLICY_UNSPECIFIED,
+    "refuse": pb.ABSTAIN_POLICY_REFUSE,
+    "quote": pb.ABSTAIN_POLICY_QUOTE,
+}
+
 
 def generation_input(
     prompt: str = "",
@@ -25,8 +32,16 @@ def generation_input(
     filters: dict[str, str | Sequence[str]] | None = None,
     min_score: float = 0.0,
     hybrid: bool = False,
+    abstain: str = "off",
 ) -> pb.GenerationInput:
-    """Builds the request message; `filters` maps a metadata key to a value or a list of them."""
+    """Builds the request message; `filters` maps a metadata key to a value or a list of them.
+
+    `abstain` ("off", "refuse" or "quote", with `collection`) asks the service to cut
+    unsupported claims and, when none is supported, to answer "The sources do not say."
+    (or quote the passage closest to the question); see docs/grounding.md.
+    """
+    if abstain not in ABSTAIN_POLICIES:
+        raise ValueError(f"abstain must be one of {', '.join(ABSTAIN_POLICIES)}")
     sampling = pb.SamplingParams(
         max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=list(stop)
     )
@@ -41,7 +56,13 @@ def generation_input(
     )
     if collection:
         spec.rag.CopyFrom(
-            pb.RagOptions(collection=collection, top_k=top_k, min_score=min_score, hybrid=hybrid)
+            pb.RagOptions(
+                collection=collection,
+                top_k=top_k,
+                min_score=min_score,
+                hybrid=hybrid,
+                abstain=ABSTAIN_POLICIES[abstain],
+            )
         )
         for key, value in (filters or {}).items():
             condition = spec.rag.filter.conditions.add(key=key)
@@ -62,14 +83,18 @@ class InferenceClient(BaseClient):
     def generate(
         self, prompt: str = "", *, timeout: float | None = 300, **options
     ) -> pb.GenerationResult:
-        """One whole answer; options are those of `generation_input`."""
+        """One whole answer; options are those of `generation_input`.
+
+        With RAG the result's `text` is checked: `grounded`, `refusal_reason`, each
+        citation's `support`/`supported`/`dropped`, and the model's own `generated_text`.
+        """
         request = pb.GenerateTextRequest(input=generation_input(prompt, **options))
         return self._call(self.stub.GenerateText, request, timeout).result
 
     def stream(
         self, prompt: str = "", *, timeout: float | None = 300, **options
     ) -> Iterator[str | pb.GenerationResult]:
-        """Yields text deltas, then the final result (with citations)."""
+        """Yields text deltas as generated (unchecked), then the final, checked result."""
         spec = generation_input(prompt, **options)
         for message in self._stream(
             self.stub.StreamGenerateText, pb.StreamGenerateTextRequest(input=spec), timeout

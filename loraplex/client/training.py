@@ -33,6 +33,7 @@ FORMATS = {
     "prompt_completion": pb.DATASET_FORMAT_PROMPT_COMPLETION,
     "messages": pb.DATASET_FORMAT_MESSAGES,
     "text": pb.DATASET_FORMAT_TEXT,
+    "grounded_qa": pb.DATASET_FORMAT_GROUNDED_QA,
 }
 
 

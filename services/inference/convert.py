@@ -3,7 +3,21 @@
 from __future__ import annotations
 
 from loraplex.inference.v1 import inference_service_pb2 as pb
+from services.common.errors import InvalidArgument
 from services.inference.generation import GenerationRequest, GenerationResult, RagRequest
+from services.inference.grounding import AbstainPolicy, Refusal
+
+ABSTAIN_FROM_PB = {
+    pb.ABSTAIN_POLICY_UNSPECIFIED: AbstainPolicy.OFF,
+    pb.ABSTAIN_POLICY_REFUSE: AbstainPolicy.REFUSE,
+    pb.ABSTAIN_POLICY_QUOTE: AbstainPolicy.QUOTE,
+}
+REFUSAL_TO_PB = {
+    Refusal.NONE: pb.REFUSAL_REASON_UNSPECIFIED,
+    Refusal.MODEL_DECLINED: pb.REFUSAL_REASON_MODEL_DECLINED,
+    Refusal.NOT_SUPPORTED: pb.REFUSAL_REASON_NOT_SUPPORTED,
+    Refusal.NO_SOURCES: pb.REFUSAL_REASON_NO_SOURCES,
+}
 
 
 def generation_request(spec: pb.GenerationInput) -> GenerationRequest:
@@ -17,6 +31,7 @@ def generation_request(spec: pb.GenerationInput) -> GenerationRequest:
             min_score=spec.rag.min_score,
             hybrid=spec.rag.hybrid,
             max_context_tokens=spec.rag.max_context_tokens,
+            abstain=_abstain(spec.rag.abstain),
         )
     return GenerationRequest(
         adapter=spec.adapter,
@@ -33,6 +48,12 @@ def generation_request(spec: pb.GenerationInput) -> GenerationRequest:
         rag=rag,
         use_chat_template=spec.use_chat_template if spec.HasField("use_chat_template") else None,
     )
+
+
+def _abstain(value: int) -> AbstainPolicy:
+    if value not in ABSTAIN_FROM_PB:
+        raise InvalidArgument("rag.abstain must be UNSPECIFIED, REFUSE or QUOTE")
+    return ABSTAIN_FROM_PB[value]
 
 
 def result(record: GenerationResult) -> pb.GenerationResult:
@@ -53,6 +74,10 @@ def result(record: GenerationResult) -> pb.GenerationResult:
                 score=c.chunk.score,
                 source=c.chunk.source,
                 text=c.chunk.text,
+                support=c.support,
+                supported=c.supported,
+                dropped=c.dropped,
+                added=c.added,
             )
             for c in record.citations
         ],
@@ -61,4 +86,8 @@ def result(record: GenerationResult) -> pb.GenerationResult:
         collection_revision=record.collection_revision,
         time_to_first_token_ms=record.time_to_first_token_ms,
         total_ms=record.total_ms,
+        grounded=record.grounded,
+        refusal_reason=REFUSAL_TO_PB[record.refusal],
+        generated_text=record.generated_text,
+        quoted=record.quoted,
     )

@@ -20,10 +20,10 @@ from services.inference.adapters import AdapterManager
 from services.inference.admission import IN_ENGINE, Admission
 from services.inference.engine import SamplingOptions, VllmEngine
 from services.inference.gateways import RetrievalGateway
+from services.inference.grounding import AbstainPolicy, Refusal, check_answer
 from services.inference.rag import (
     CitationFilter,
     Source,
-    cited_numbers,
     context_block,
     select_sources,
 )
@@ -54,6 +54,7 @@ class RagRequest:
     min_score: float = 0.0
     hybrid: bool = False
     max_context_tokens: int = 0
+    abstain: AbstainPolicy = AbstainPolicy.OFF
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,10 @@ class CitationRecord:
     number: int
     cited: bool
     chunk: ret_pb.ScoredChunk
+    support: float = 0.0
+    supported: bool = False
+    dropped: bool = False
+    added: bool = False
 
 
 @dataclass
@@ -92,6 +97,10 @@ class GenerationResult:
     collection_revision: int = 0
     time_to_first_token_ms: float = 0.0
     total_ms: float = 0.0
+    grounded: bool = False
+    refusal: Refusal = Refusal.NONE
+    generated_text: str = ""
+    quoted: bool = False
 
 
 class InferenceCore:
@@ -116,7 +125,7 @@ class InferenceCore:
     async def generate(
         self, tenant: str, request: GenerationRequest
     ) -> AsyncIterator[str | GenerationResult]:
-        """Yields text deltas, then the result."""
+        """Yields text deltas as generated, then the result with the checked text."""
         options = self._sampling(request)
         turns = self._turns(request)
         started = time.perf_counter()
@@ -166,9 +175,27 @@ class InferenceCore:
                     (result.completion_tokens - 1) / decode_s
                 )
         TOKENS.labels(tenant, label).inc(result.completion_tokens)
-        cited = cited_numbers(result.text, len(sources))
-        result.citations = [CitationRecord(s.number, s.number in cited, s.chunk) for s in sources]
+        if request.rag and request.rag.collection:
+            self._check(result, sources, turns[-1][1], request.rag.abstain)
+        else:
+            result.generated_text = result.text
         yield result
+
+    @staticmethod
+    def _check(
+        result: GenerationResult, sources: list[Source], question: str, policy: AbstainPolicy
+    ) -> None:
+        """Every citation against its passage; unsupported ones dropped, abstain by policy."""
+        result.generated_text = result.text
+        passages = {s.number: s.chunk.text for s in sources}
+        verdict = check_answer(result.text, passages, question=question, policy=policy)
+        result.text, result.grounded = verdict.text, verdict.grounded
+        result.refusal, result.quoted = verdict.refusal, verdict.quoted
+        result.citations = [
+            CitationRecord(s.number, c.cited, s.chunk, c.support, c.supported, c.dropped, c.added)
+            for s in sources
+            for c in [verdict.citations[s.number]]
+        ]
 
     # -- request shaping ------------------------------------------------------------------
 

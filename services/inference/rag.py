@@ -12,11 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from loraplex.retrieval.v1 import retrieval_service_pb2 as ret_pb
+from services.common import grounding
 
-GROUNDING_INSTRUCTIONS = (
-    "Answer using only the numbered sources below. Cite the sources you use as [1], [2]."
-    " If the sources do not contain the answer, say you do not know."
-)
 _MARKER = re.compile(r"\[(\d{1,3})\]")
 
 
@@ -41,14 +38,17 @@ def select_sources(
     return chosen
 
 
+def _title(chunk: ret_pb.ScoredChunk) -> str:
+    return chunk.source.title or chunk.document_id
+
+
 def format_source(number: int, chunk: ret_pb.ScoredChunk) -> str:
-    title = chunk.source.title or chunk.document_id
-    return f"[{number}] ({title}) {chunk.text.strip()}\n"
+    return grounding.format_source(number, _title(chunk), chunk.text)
 
 
 def context_block(sources: Sequence[Source]) -> str:
-    body = "".join(format_source(s.number, s.chunk) for s in sources)
-    return f"{GROUNDING_INSTRUCTIONS}\n\nSources:\n{body}"
+    """The prompt's grounding block; sources are numbered 1..n in order (`select_sources`)."""
+    return grounding.context_block([(_title(s.chunk), s.chunk.text) for s in sources])
 
 
 def cited_numbers(text: str, valid: int) -> set[int]:

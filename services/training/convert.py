@@ -11,6 +11,7 @@ FORMAT_TO_PB = {
     "prompt_completion": pb.DATASET_FORMAT_PROMPT_COMPLETION,
     "messages": pb.DATASET_FORMAT_MESSAGES,
     "text": pb.DATASET_FORMAT_TEXT,
+    "grounded_qa": pb.DATASET_FORMAT_GROUNDED_QA,
 }
 FORMAT_FROM_PB = {v: k for k, v in FORMAT_TO_PB.items()}
 METHOD_FROM_PB = {

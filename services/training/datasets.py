@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from services.common.errors import InvalidArgument
+from services.training.grounded_rows import record_from_row
 
-FORMATS = ("prompt_completion", "messages", "text")
+FORMATS = ("prompt_completion", "messages", "text", "grounded_qa")
 ROLES = ("system", "user", "assistant")
 TASK_FORMATS = {
-    "instruction": ("prompt_completion", "messages"),
+    "instruction": ("prompt_completion", "messages", "grounded_qa"),
     "continued_pretraining": ("text",),
 }
 
@@ -35,12 +36,15 @@ class DatasetSummary:
 def detect_format(row: dict[str, Any]) -> str:
     if "messages" in row:
         return "messages"
+    if "question" in row:
+        return "grounded_qa"
     if "prompt" in row or "completion" in row:
         return "prompt_completion"
     if "text" in row:
         return "text"
     raise InvalidArgument(
-        "line 1: cannot tell the format: rows need 'prompt'+'completion', 'messages' or 'text'"
+        "line 1: cannot tell the format: rows need 'prompt'+'completion', 'messages', 'text'"
+        " or 'question'+'answer'+'passages'"
     )
 
 
@@ -61,6 +65,8 @@ def check_row(row: Any, fmt: str, line: int) -> None:
         _nonempty_str(row, "completion", line)
     elif fmt == "text":
         _nonempty_str(row, "text", line)
+    elif fmt == "grounded_qa":
+        record_from_row(row, line)
     else:
         messages = row.get("messages")
         if not isinstance(messages, list) or not messages:

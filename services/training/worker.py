@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from services.training.datasets import mix, read_rows, split_rows
+from services.training.grounded_rows import expand, is_grounded_record
 from services.training.spec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -74,14 +75,24 @@ def load_splits(job: dict[str, Any], spec: JobSpec, root: Path) -> Any:
     for item in spec.train:
         rows = read_rows(resolve(root, job["datasets"][item.dataset_id]))
         train, val, tst = split_rows(rows, val_ratio, test_ratio, seed)
-        parts.append((train, item.weight))
-        validation += val
-        test += tst
+        parts.append((_grounded(train, seed, rows), item.weight))
+        validation += _grounded(val, seed, rows)
+        test += _grounded(tst, seed, rows)
     if spec.validation_dataset_id:
-        validation = read_rows(resolve(root, job["datasets"][spec.validation_dataset_id]))
+        rows = read_rows(resolve(root, job["datasets"][spec.validation_dataset_id]))
+        validation = _grounded(rows, seed, rows)
     if spec.test_dataset_id:
-        test = read_rows(resolve(root, job["datasets"][spec.test_dataset_id]))
+        rows = read_rows(resolve(root, job["datasets"][spec.test_dataset_id]))
+        test = _grounded(rows, seed, rows)
     return Splits(mix(parts, seed), validation, test)
+
+
+def _grounded(rows: list[dict], seed: int, pool: list[dict]) -> list[dict]:
+    """`grounded_qa` records become RAFT-style chat rows, after the split (no paraphrase of a
+    held-out question is trained on); other formats pass through."""
+    if not rows or not is_grounded_record(rows[0]):
+        return rows
+    return expand(rows, seed, pool)
 
 
 class StopFlag:

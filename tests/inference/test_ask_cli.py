@@ -34,11 +34,18 @@ async def test_ask_streams_answer_and_prints_sources(served, tiny_model, tmp_pat
 
     result = await asyncio.to_thread(
         ask, "acme", "Who approves a trip abroad?", "--adapter", "acme/support@prod",
-        "--collection", "handbook", "--top-k", "2", "--max-tokens", "16",
+        "--collection", "handbook", "--top-k", "2", "--max-tokens", "16", "--abstain", "refuse",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "acme/support@1" in result.output
     assert "sources" in result.output and "Travel" in result.output
+    # the random adapter's noise is supported by nothing: the checked answer is the refusal
+    assert "The sources do not say." in result.output and "not supported" in result.output
+    assert "support" in result.output
+    bad = await asyncio.to_thread(
+        ask, "acme", "hi", "--collection", "handbook", "--abstain", "sometimes"
+    )
+    assert bad.exit_code == 2, bad.output
     denied = await asyncio.to_thread(
         ask, "globex", "hi", "--adapter", "acme/support@prod", "--max-tokens", "4"
     )
