@@ -20,6 +20,13 @@ from enum import Enum
 from functools import partial
 from typing import TypeVar
 
+from services.common.adapter_ref import (
+    AdapterName,
+    AdapterRef,
+    parse_name,
+    parse_ref,
+    validate_alias,
+)
 from services.common.errors import (
     DataLoss,
     FailedPrecondition,
@@ -30,14 +37,7 @@ from services.common.errors import (
 )
 from services.registry.blobs import BlobStore, BlobWriter
 from services.registry.compat import incompatibilities
-from services.registry.names import (
-    AdapterName,
-    AdapterRef,
-    parse_name,
-    parse_ref,
-    validate_alias,
-    validate_file_path,
-)
+from services.registry.names import validate_file_path
 from services.registry.peft_files import (
     CONFIG_FILE,
     PeftInfo,

@@ -14,9 +14,9 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from services.common.adapter_ref import AdapterName, AdapterRef
 from services.common.errors import Aborted, FailedPrecondition, NotFound
 from services.registry.models import AdapterRow, AliasRow, Base, EventRow, FileRow, VersionRow
-from services.registry.names import AdapterName, AdapterRef
 from services.registry.peft_files import PeftInfo
 from services.registry.records import (
     AdapterSummary,

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
+from services.common.adapter_ref import parse_ref, validate_alias
 from services.common.errors import InvalidArgument
 from services.registry.compat import incompatibilities, same_base_model
-from services.registry.names import parse_ref, validate_alias, validate_file_path
+from services.registry.names import validate_file_path
 from services.registry.peft_files import check_file_names, parse_config
 
 
