@@ -2,7 +2,8 @@
 
 Keys are random, high-entropy tokens, so a plain sha256 is the right hash: it is
 what the keys file stores and what lookups compare. A tenant key acts only for
-its own tenant; a service key must name the tenant it acts for in metadata.
+its own tenant; a service key names the tenant it acts for in metadata, and
+without one it may call only service-level RPCs (see `current_service`).
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.atomic import write_atomic
-from services.common.context import Principal, PrincipalKind
+from services.common.context import ACT_FOR_TENANT_HEADER, Principal, PrincipalKind
 from services.common.errors import InvalidArgument, PermissionDenied, Unauthenticated
 
 log = logging.getLogger(__name__)
 
 AUTHORIZATION_HEADER = "authorization"
-ACT_FOR_TENANT_HEADER = "x-loraplex-tenant"
 KEY_PREFIX = "lpx_"
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
 
@@ -162,11 +162,8 @@ class KeyRing:
             if act_for and act_for != entry.name:
                 raise PermissionDenied("a tenant key cannot act for another tenant")
             return Principal(PrincipalKind.TENANT, entry.name, entry.name)
-        if not act_for:
-            raise PermissionDenied(
-                f"service key {entry.name!r} must name the tenant it acts for in"
-                f" '{ACT_FOR_TENANT_HEADER}' metadata"
-            )
+        if not act_for:  # acting for no tenant: only service-level RPCs accept it
+            return Principal(PrincipalKind.SERVICE, entry.name, "")
         return Principal(
             PrincipalKind.SERVICE, entry.name, validate_identity_name(act_for, "tenant")
         )
