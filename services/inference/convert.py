@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from loraplex.inference.v1 import inference_service_pb2 as pb
+from loraplex.retrieval.v1 import retrieval_service_pb2 as ret_pb
+from services.common.adapter_ref import parse_ref
 from services.inference.generation import GenerationRequest, GenerationResult, RagRequest
 
 
 def generation_request(spec: pb.GenerationInput) -> GenerationRequest:
+    """The adapter reference is parsed here, once, with the registry's grammar."""
     sampling = spec.sampling
     rag = None
     if spec.rag.collection:
@@ -19,7 +22,7 @@ def generation_request(spec: pb.GenerationInput) -> GenerationRequest:
             max_context_tokens=spec.rag.max_context_tokens,
         )
     return GenerationRequest(
-        adapter=spec.adapter,
+        adapter=parse_ref(spec.adapter) if spec.adapter else None,
         prompt=spec.prompt,
         messages=[(m.role, m.content) for m in spec.messages],
         few_shot=[(e.input, e.output) for e in spec.few_shot],
@@ -51,7 +54,7 @@ def result(record: GenerationResult) -> pb.GenerationResult:
                 start_char=c.chunk.start_char,
                 end_char=c.chunk.end_char,
                 score=c.chunk.score,
-                source=c.chunk.source,
+                source=ret_pb.Source(uri=c.chunk.source_uri, title=c.chunk.source_title),
                 text=c.chunk.text,
             )
             for c in record.citations

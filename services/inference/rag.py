@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from loraplex.retrieval.v1 import retrieval_service_pb2 as ret_pb
+from services.inference.records import RetrievedChunk
 
 GROUNDING_INSTRUCTIONS = (
     "Answer using only the numbered sources below. Cite the sources you use as [1], [2]."
@@ -23,11 +23,11 @@ _MARKER = re.compile(r"\[(\d{1,3})\]")
 @dataclass(frozen=True)
 class Source:
     number: int
-    chunk: ret_pb.ScoredChunk
+    chunk: RetrievedChunk
 
 
 def select_sources(
-    chunks: Sequence[ret_pb.ScoredChunk], count_tokens: Callable[[str], int], budget: int
+    chunks: Sequence[RetrievedChunk], count_tokens: Callable[[str], int], budget: int
 ) -> list[Source]:
     """Best-first whole chunks while they fit the token budget."""
     chosen: list[Source] = []
@@ -41,8 +41,8 @@ def select_sources(
     return chosen
 
 
-def format_source(number: int, chunk: ret_pb.ScoredChunk) -> str:
-    title = chunk.source.title or chunk.document_id
+def format_source(number: int, chunk: RetrievedChunk) -> str:
+    title = chunk.source_title or chunk.document_id
     return f"[{number}] ({title}) {chunk.text.strip()}\n"
 
 
