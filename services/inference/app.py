@@ -13,8 +13,8 @@ from services.common.channels import open_channel
 from services.common.settings import ClientTlsSettings
 from services.inference.adapter_cache import AdapterDiskCache
 from services.inference.adapters import AdapterManager
-from services.inference.alias_watch import TenantWatch
 from services.inference.admission import Admission
+from services.inference.alias_watch import TenantWatch
 from services.inference.engine import VllmEngine
 from services.inference.gateways import RegistryGateway, RetrievalGateway
 from services.inference.generation import InferenceCore
