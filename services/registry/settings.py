@@ -28,5 +28,6 @@ class RegistrySettings(ServiceSettings):
     #: Unreferenced blobs and temp files younger than this are left alone at start-up,
     #: since another replica sharing the storage may be mid-upload.
     orphan_grace_seconds: float = 3600.0
-    #: How often a watch stream polls the database for other replicas' events.
+    #: How often this process polls the database for other replicas' events (one poller
+    #: feeds every watch stream).
     watch_poll_seconds: float = 1.0
