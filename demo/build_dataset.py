@@ -31,8 +31,8 @@ if str(ROOT) not in sys.path:
 
 from bench.quality_metrics import answer_match  # noqa: E402
 from demo import facts  # noqa: E402
-from loraplex.retrieval.v1 import retrieval_service_pb2 as ret_pb  # noqa: E402
 from services.inference.rag import Source, context_block  # noqa: E402
+from services.inference.records import RetrievedChunk  # noqa: E402
 
 DEMO = Path(__file__).resolve().parent
 HANDBOOK = DEMO / "handbook"
@@ -109,10 +109,8 @@ def _distractors(
     return chosen
 
 
-def _chunk(doc: Doc, text: str) -> ret_pb.ScoredChunk:
-    return ret_pb.ScoredChunk(
-        document_id=doc.stem, text=text, source=ret_pb.Source(title=doc.title)
-    )
+def _chunk(doc: Doc, text: str) -> RetrievedChunk:
+    return RetrievedChunk(document_id=doc.stem, text=text, source_title=doc.title)
 
 
 def training_row(docs: dict[str, Doc], fact: tuple[str, ...], rng: random.Random) -> dict:
