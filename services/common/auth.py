@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 AUTHORIZATION_HEADER = "authorization"
 KEY_PREFIX = "lpx_"
+#: RPCs a service key may call acting for no tenant: each carries its tenants in the request
+#: and checks them itself. Every other RPC needs the tenant named in metadata.
+SERVICE_LEVEL_METHODS = frozenset({"/loraplex.registry.v1.RegistryService/WatchTenantAdapters"})
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
@@ -166,6 +169,15 @@ class KeyRing:
             return Principal(PrincipalKind.SERVICE, entry.name, "")
         return Principal(
             PrincipalKind.SERVICE, entry.name, validate_identity_name(act_for, "tenant")
+        )
+
+
+def require_service_level(method: str, principal: Principal) -> None:
+    """Refuses a service acting for no tenant anywhere but a service-level RPC."""
+    if method not in SERVICE_LEVEL_METHODS:
+        raise PermissionDenied(
+            f"service key {principal.name!r} must name the tenant it acts for in"
+            f" '{ACT_FOR_TENANT_HEADER}' metadata"
         )
 
 

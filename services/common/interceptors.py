@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 from grpc.aio import AbortError
 
-from services.common.auth import KeyRing
+from services.common.auth import KeyRing, require_service_level
 from services.common.context import new_request_id, principal_var, request_id_var
 from services.common.errors import GENERIC_INTERNAL_MESSAGE, LoraplexError
 from services.common.metrics import RPC_SECONDS, RPC_TOTAL
@@ -42,7 +42,10 @@ class _Call:
         request_id = metadata.get(REQUEST_ID_HEADER) or new_request_id()
         request_id_var.set(request_id[:64])
         principal_var.set(None)
-        principal_var.set(self.keyring.authenticate(metadata))
+        principal = self.keyring.authenticate(metadata)
+        if principal.is_service and not principal.tenant:
+            require_service_level(self.method, principal)
+        principal_var.set(principal)
 
     async def fail(self, exc: BaseException) -> None:
         trailing = ((REQUEST_ID_HEADER, request_id_var.get()),)

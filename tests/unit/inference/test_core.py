@@ -10,7 +10,6 @@ from services.inference.generation import (
     InferenceCore,
     RagRequest,
 )
-from services.inference.rag import select_sources
 from services.inference.records import ChunkSearch, RetrievedChunk, SearchResult
 from tests.unit.inference.fake_engine import FakeEngine
 
@@ -39,13 +38,6 @@ async def run(core: InferenceCore, tenant: str, request: GenerationRequest):
         else:
             deltas.append(item)
     return deltas, result
-
-
-def test_select_sources_keeps_whole_chunks_within_the_budget():
-    chunks = [chunk("a", 5), chunk("b", 50), chunk("c", 3)]
-    chosen = select_sources(chunks, lambda text: len(text.split()), budget=20)
-    assert [s.chunk.document_id for s in chosen] == ["a", "c"]  # b would not fit whole
-    assert [s.number for s in chosen] == [1, 2]
 
 
 async def test_generation_with_adapter_rag_and_citations(rig):
