@@ -444,7 +444,7 @@ class Registry:
                 subscription.tenants.update(new)  # before reading aliases: nothing is missed
                 if include_current and new:
                     for alias in await self._run(self.store.aliases, new):
-                        subscription.offer(_current_alias_event(alias, 0))
+                        subscription.add_current(_current_alias_event(alias, 0))
         except LoraplexError as error:
             subscription.fail(error)
         except Exception:

@@ -30,16 +30,24 @@ class Subscription:
 
     def __init__(self, tenants: Iterable[str], max_queued: int) -> None:
         self.tenants: set[str] = set(tenants)
-        self._queue: asyncio.Queue[EventRecord | LoraplexError] = asyncio.Queue(max_queued)
+        self.max_queued = max_queued
+        self._queue: asyncio.Queue[EventRecord | LoraplexError] = asyncio.Queue()
         self._failed = False
 
     def offer(self, event: EventRecord) -> None:
+        """A live event from the poller, which must never wait on a slow stream."""
         if self._failed:
             return
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
+        if self._queue.qsize() >= self.max_queued:
             self.fail(Unavailable("this watch fell behind the registry's events; reconnect"))
+            return
+        self._queue.put_nowait(event)
+
+    def add_current(self, event: EventRecord) -> None:
+        """Current state the stream asked for: as large as the tenants' aliases, so not
+        counted against the bound (else a large snapshot would fail every reconnect)."""
+        if not self._failed:
+            self._queue.put_nowait(event)
 
     def fail(self, error: LoraplexError) -> None:
         self._failed = True
