@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from prometheus_client import Counter
@@ -55,7 +56,7 @@ class AdapterSource(Protocol):
         self, tenant: str, ref: AdapterRef, needs: EngineRequirements
     ) -> AdapterVersionInfo: ...
 
-    async def download(self, tenant: str, version: AdapterVersionInfo, dest) -> None: ...
+    async def download(self, tenant: str, version: AdapterVersionInfo, dest: Path) -> None: ...
 
 
 @dataclass(frozen=True)
