@@ -2,9 +2,10 @@
 
 Keys are random, high-entropy tokens, so a plain sha256 is the right hash: it is
 what the keys file stores and what lookups compare. A tenant key acts only for
-its own tenant; a service key must name the tenant it acts for in metadata, and
-may call only the RPCs its service needs (`ServiceScopes`), so a leaked service
-key cannot, say, delete a tenant's collection.
+its own tenant; a service key names the tenant it acts for in metadata (without
+one it may call only service-level RPCs, see `current_service`), and may call only
+the RPCs its service needs (`ServiceScopes`), so a leaked service key cannot, say,
+delete a tenant's collection.
 """
 
 from __future__ import annotations
@@ -22,14 +23,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from services.common.atomic import write_atomic
-from services.common.context import Principal, PrincipalKind
+from services.common.context import ACT_FOR_TENANT_HEADER, Principal, PrincipalKind
 from services.common.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 
 log = logging.getLogger(__name__)
 
 AUTHORIZATION_HEADER = "authorization"
-ACT_FOR_TENANT_HEADER = "x-loraplex-tenant"
 KEY_PREFIX = "lpx_"
+#: RPCs a service key may call acting for no tenant: each carries its tenants in the request
+#: and checks them itself. Every other RPC needs the tenant named in metadata.
+SERVICE_LEVEL_METHODS = frozenset({"/loraplex.registry.v1.RegistryService/WatchTenantAdapters"})
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
@@ -93,8 +96,6 @@ class KeyRing:
 
     #: How often the keys file is checked for changes (keys added or revoked without a restart).
     RELOAD_SECONDS = 1.0
-    #: An unknown key re-reads the file at most this often, so key spraying costs no I/O.
-    FORCED_RELOAD_SECONDS = 0.1
 
     def __init__(self, entries: Mapping[str, KeyEntry] | None = None) -> None:
         self._fixed: dict[str, KeyEntry] = dict(entries or {})
@@ -162,8 +163,7 @@ class KeyRing:
         """
         if self._file is None:
             return
-        since = time.monotonic() - self._checked_at
-        if since < (self.FORCED_RELOAD_SECONDS if force else self.RELOAD_SECONDS):
+        if not force and time.monotonic() - self._checked_at < self.RELOAD_SECONDS:
             return
         self._checked_at = time.monotonic()
         content = self._file_bytes()
@@ -210,13 +210,19 @@ class KeyRing:
             if act_for and act_for != entry.name:
                 raise PermissionDenied("a tenant key cannot act for another tenant")
             return Principal(PrincipalKind.TENANT, entry.name, entry.name)
-        if not act_for:
-            raise PermissionDenied(
-                f"service key {entry.name!r} must name the tenant it acts for in"
-                f" '{ACT_FOR_TENANT_HEADER}' metadata"
-            )
+        if not act_for:  # acting for no tenant: only service-level RPCs accept it
+            return Principal(PrincipalKind.SERVICE, entry.name, "")
         return Principal(
             PrincipalKind.SERVICE, entry.name, validate_identity_name(act_for, "tenant")
+        )
+
+
+def require_service_level(method: str, principal: Principal) -> None:
+    """Refuses a service acting for no tenant anywhere but a service-level RPC."""
+    if method not in SERVICE_LEVEL_METHODS:
+        raise PermissionDenied(
+            f"service key {principal.name!r} must name the tenant it acts for in"
+            f" '{ACT_FOR_TENANT_HEADER}' metadata"
         )
 
 

@@ -11,7 +11,9 @@ import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
-from services.common.errors import Unauthenticated
+from services.common.errors import PermissionDenied, Unauthenticated
+
+ACT_FOR_TENANT_HEADER = "x-loraplex-tenant"
 
 
 class PrincipalKind(StrEnum):
@@ -21,7 +23,7 @@ class PrincipalKind(StrEnum):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: a tenant, or a service acting for the tenant it names."""
+    """Who is calling: a tenant, or a service acting for the tenant it names (or for none)."""
 
     kind: PrincipalKind
     name: str
@@ -50,4 +52,18 @@ def current_principal() -> Principal:
 
 
 def current_tenant() -> str:
-    return current_principal().tenant
+    principal = current_principal()
+    if not principal.tenant:
+        raise PermissionDenied(
+            f"service key {principal.name!r} must name the tenant it acts for in"
+            f" '{ACT_FOR_TENANT_HEADER}' metadata"
+        )
+    return principal.tenant
+
+
+def current_service() -> str:
+    """The calling service, for service-level RPCs; tenant keys are refused."""
+    principal = current_principal()
+    if not principal.is_service:
+        raise PermissionDenied("only a service key may call this; tenants use WatchAdapters")
+    return principal.name

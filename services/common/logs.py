@@ -16,7 +16,7 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
         principal = principal_var.get()
-        record.tenant = principal.tenant if principal else "-"
+        record.tenant = (principal.tenant if principal else "") or "-"
         return True
 
 

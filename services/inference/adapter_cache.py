@@ -2,10 +2,12 @@
 
 Each entry is written into a temp folder and renamed into place once every file
 has passed its hash check, so a crash never leaves a half adapter that looks whole.
+Folder walks and deletes run in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
@@ -50,17 +52,14 @@ class AdapterDiskCache:
         path.mkdir()
         return path
 
-    def commit(self, digest: str, staged: Path) -> Path:
+    async def commit(self, digest: str, staged: Path) -> Path:
         target = self.root / digest
-        if target.exists():
-            shutil.rmtree(staged, ignore_errors=True)
-        else:
-            os.replace(staged, target)
-        self._sizes[digest] = _folder_bytes(target)
+        size = await asyncio.to_thread(_place, staged, target)  # file work off the loop
+        self._sizes[digest] = size
         self._sizes.move_to_end(digest)
         return target
 
-    def evict_over_limit(self, keep: set[str]) -> list[str]:
+    async def evict_over_limit(self, keep: set[str]) -> list[str]:
         """Drops the oldest entries beyond the byte limit; returns their digests."""
         evicted = []
         for digest in list(self._sizes):
@@ -68,9 +67,24 @@ class AdapterDiskCache:
                 break
             if digest in keep:
                 continue
-            shutil.rmtree(self.root / digest, ignore_errors=True)
             del self._sizes[digest]
             evicted.append(digest)
         if evicted:
+            folders = [self.root / d for d in evicted]
+            await asyncio.to_thread(_remove, folders)
             log.info("evicted %d adapters from the disk cache", len(evicted))
         return evicted
+
+
+def _place(staged: Path, target: Path) -> int:
+    """Renames a verified staging folder into place (or drops it: already there)."""
+    if target.exists():
+        shutil.rmtree(staged, ignore_errors=True)
+    else:
+        os.replace(staged, target)
+    return _folder_bytes(target)
+
+
+def _remove(folders: list[Path]) -> None:
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,26 +1,37 @@
 """Resolving a tenant's adapter reference to something the engine can serve.
 
-Resolution goes through the registry (tenant-checked, compatibility-checked), the
-files through a verified disk cache, and loading through one lock per adapter
-version, so concurrent first requests cause a single download and load. A broken
-adapter fails only the requests that name it.
+Resolution goes through the registry once (tenant- and compatibility-checked,
+returning the exact version and its digest), the files through a verified disk
+cache, and loading through one shared task per adapter version, so concurrent
+first requests cause a single download and load. A broken adapter fails only the
+requests that name it. Aliases (`latest` included) are remembered for a short
+while and corrected at once by the registry's watch stream.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections import defaultdict
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 from prometheus_client import Counter
 
+from services.common.adapter_ref import LATEST, AdapterName, AdapterRef
 from services.common.errors import LoraplexError, NotFound
 from services.inference.adapter_cache import AdapterDiskCache
-from services.inference.engine import AdapterHandle, VllmEngine
-from services.inference.gateways import RegistryGateway
+from services.inference.engine import AdapterHandle
+from services.inference.engine_api import InferenceEngine
+from services.inference.records import (
+    AdapterEvent,
+    AdapterEventKind,
+    AdapterVersionInfo,
+    EngineRequirements,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +45,29 @@ ADAPTER_LOADS = Counter(
     "Adapter loads into the engine, by outcome",
     ["tenant", "adapter", "outcome"],
 )
+#: Alias resolutions kept before expired ones are swept.
+MAX_ALIAS_ENTRIES = 10_000
+
+Key = tuple[AdapterName, int]
+
+
+class AdapterSource(Protocol):
+    async def resolve(
+        self, tenant: str, ref: AdapterRef, needs: EngineRequirements
+    ) -> AdapterVersionInfo: ...
+
+    async def download(self, tenant: str, version: AdapterVersionInfo, dest: Path) -> None: ...
 
 
 @dataclass(frozen=True)
 class ResolvedAdapter:
     handle: AdapterHandle
-    ref: str  # "tenant/name@version"
+    version: AdapterVersionInfo
+
+    @property
+    def ref(self) -> str:
+        """ "tenant/name@version": what the result names as the adapter that served it."""
+        return str(self.version)
 
 
 @dataclass
@@ -51,144 +79,155 @@ class _Resolution:
 class AdapterManager:
     def __init__(
         self,
-        engine: VllmEngine,
-        registry: RegistryGateway,
+        engine: InferenceEngine,
+        registry: AdapterSource,
         cache: AdapterDiskCache,
         resolve_ttl_seconds: float = 5.0,
+        max_loaded: int = 64,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
         self.registry = registry
         self.cache = cache
         self.resolve_ttl_seconds = resolve_ttl_seconds
-        self._loaded: dict[tuple[str, int], AdapterHandle] = {}
-        self._digests: dict[tuple[str, int], str] = {}
-        self._locks: defaultdict[tuple[str, int], asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._aliases: dict[tuple[str, str], _Resolution] = {}
-        self._watches: dict[str, asyncio.Task] = {}
+        #: Bound on adapters kept loaded (vLLM's max_cpu_loras): least recently used go first.
+        self.max_loaded = max(1, max_loaded)
+        self.clock = clock
+        self._loaded: OrderedDict[Key, ResolvedAdapter] = OrderedDict()
+        self._loading: dict[Key, asyncio.Task[ResolvedAdapter]] = {}
+        self._aliases: dict[tuple[AdapterName, str], _Resolution] = {}
+        self._background: set[asyncio.Task] = set()
+        #: Called with each tenant on its first request (the app connects the watch stream).
+        self.on_tenant: Callable[[str], None] = lambda tenant: None
+
+    @property
+    def requirements(self) -> EngineRequirements:
+        e = self.engine
+        return EngineRequirements(e.model_name, e.max_lora_rank, e.lora_modules)
 
     # -- resolution -----------------------------------------------------------------------
 
-    async def resolve(self, tenant: str, ref: str) -> ResolvedAdapter:
-        name, _, selector = ref.partition("@")
-        if name.partition("/")[0] != tenant:
+    async def resolve(self, tenant: str, ref: AdapterRef) -> ResolvedAdapter:
+        if ref.tenant != tenant:
             raise NotFound(f"adapter {ref} not found")
-        self.ensure_watch(tenant)
-        version = self._cached_version(name, selector)
-        if version is not None and (name, version) in self._loaded:
-            ADAPTER_CACHE.labels(tenant, name, "hit").inc()
-            return ResolvedAdapter(self._loaded[(name, version)], f"{name}@{version}")
-        info = await self.registry.check(
-            tenant, ref, self.engine.model_name, self.engine.settings.max_lora_rank,
-            self.engine.lora_modules,
-        )  # fmt: skip
-        if selector and not selector.isdigit():
-            self._aliases[(name, selector)] = _Resolution(
-                info.version, time.monotonic() + self.resolve_ttl_seconds
-            )
-        key = (name, info.version)
-        hit = key in self._loaded
-        ADAPTER_CACHE.labels(tenant, name, "hit" if hit else "miss").inc()
-        handle = self._loaded[key] if hit else await self._load(tenant, info)
-        return ResolvedAdapter(handle, f"{name}@{info.version}")
+        self.on_tenant(tenant)
+        version = ref.version or self._cached_alias(ref.adapter, ref.selector)
+        if version:
+            hit = self._hit(ref.adapter, version)
+            if hit is not None:
+                ADAPTER_CACHE.labels(tenant, str(ref.adapter), "hit").inc()
+                return hit
+        info = await self.registry.resolve(tenant, ref, self.requirements)
+        if ref.selector:
+            self._remember(ref.adapter, ref.selector, info.version, self.resolve_ttl_seconds)
+        hit = self._hit(info.name, info.version)
+        ADAPTER_CACHE.labels(tenant, str(ref.adapter), "hit" if hit else "miss").inc()
+        return hit or await self._load(tenant, info)
 
-    def _cached_version(self, name: str, selector: str) -> int | None:
-        if selector.isdigit():
-            return int(selector)
-        cached = self._aliases.get((name, selector or "latest"))
-        if cached and cached.expires_at > time.monotonic():
+    def _hit(self, name: AdapterName, version: int) -> ResolvedAdapter | None:
+        key = (name, version)
+        hit = self._loaded.get(key)
+        if hit is not None:
+            self._loaded.move_to_end(key)
+        return hit
+
+    def _cached_alias(self, name: AdapterName, selector: str) -> int | None:
+        cached = self._aliases.get((name, selector))
+        if cached and cached.expires_at > self.clock():
             return cached.version
         return None
 
-    async def _load(self, tenant: str, info) -> AdapterHandle:
+    def _remember(self, name: AdapterName, selector: str, version: int, seconds: float) -> None:
+        if len(self._aliases) >= MAX_ALIAS_ENTRIES:
+            now = self.clock()
+            for key in [k for k, r in self._aliases.items() if r.expires_at <= now]:
+                del self._aliases[key]
+        self._aliases[(name, selector)] = _Resolution(version, self.clock() + seconds)
+
+    async def _load(self, tenant: str, info: AdapterVersionInfo) -> ResolvedAdapter:
+        """One load per version however many requests ask; a caller that gives up does not
+        cancel it for the others."""
         key = (info.name, info.version)
-        async with self._locks[key]:
-            if key in self._loaded:
-                return self._loaded[key]
-            folder = self.cache.get(info.digest)
-            if folder is None:
-                staged = self.cache.staging()
-                await self.registry.download(tenant, f"{info.name}@{info.version}", staged)
-                folder = self.cache.commit(info.digest, staged)
-            handle = AdapterHandle(
-                f"{info.name}@{info.version}", self.engine.next_adapter_id(), folder
-            )
-            try:
-                await self.engine.load_adapter(handle)
-            except LoraplexError:
-                ADAPTER_LOADS.labels(tenant, info.name, "refused").inc()
-                raise
-            ADAPTER_LOADS.labels(tenant, info.name, "loaded").inc()
-            self._loaded[key] = handle
-            self._digests[key] = info.digest
-            await self._evict()
-            log.info("loaded adapter %s as engine id %d", handle.name, handle.lora_id)
-            return handle
+        task = self._loading.get(key)
+        if task is None:
+            task = asyncio.create_task(self._download_and_load(tenant, info))
+            self._loading[key] = task
+            task.add_done_callback(lambda _: self._loading.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _download_and_load(self, tenant: str, info: AdapterVersionInfo) -> ResolvedAdapter:
+        folder = self.cache.get(info.digest)
+        if folder is None:
+            staged = self.cache.staging()
+            await self.registry.download(tenant, info, staged)
+            folder = await self.cache.commit(info.digest, staged)
+        handle = AdapterHandle(str(info), self.engine.next_adapter_id(), folder)
+        try:
+            await self.engine.load_adapter(handle)
+        except LoraplexError:
+            ADAPTER_LOADS.labels(tenant, str(info.name), "refused").inc()
+            raise
+        ADAPTER_LOADS.labels(tenant, str(info.name), "loaded").inc()
+        resolved = ResolvedAdapter(handle, info)
+        self._loaded[(info.name, info.version)] = resolved
+        log.info("loaded adapter %s as engine id %d", handle.name, handle.lora_id)
+        await self._evict()
+        return resolved
 
     async def _evict(self) -> None:
-        keep = set(self._digests.values())
-        # Disk first: an adapter the engine may reload must keep its files.
-        over = self.cache.size_bytes > self.cache.max_bytes
-        if not over:
-            return
-        oldest = sorted(self._loaded, key=lambda k: self._loaded[k].lora_id)
-        for key in oldest[: max(1, len(oldest) // 4)]:
-            handle = self._loaded.pop(key)
-            keep.discard(self._digests.pop(key))
-            await self.engine.unload_adapter(handle)
-        self.cache.evict_over_limit(keep)
+        """Keeps at most `max_loaded` adapters, then the disk cache within its bytes."""
+        while len(self._loaded) > self.max_loaded:
+            _, old = self._loaded.popitem(last=False)
+            await self.engine.unload_adapter(old.handle)
+            log.info("unloaded adapter %s (least recently used)", old.handle.name)
+        keep = {r.version.digest for r in self._loaded.values()}
+        if self.cache.size_bytes > self.cache.max_bytes:
+            await self.cache.evict_over_limit(keep)
 
     def loaded(self, tenant: str) -> list[str]:
-        return sorted(
-            h.name for (name, _), h in self._loaded.items() if name.startswith(f"{tenant}/")
-        )
+        return sorted(r.ref for (name, _), r in self._loaded.items() if name.tenant == tenant)
 
-    # -- alias watch ----------------------------------------------------------------------
+    # -- registry events ------------------------------------------------------------------
 
-    def ensure_watch(self, tenant: str) -> None:
-        """Follows the tenant's registry events so alias flips find their adapter loaded."""
-        task = self._watches.get(tenant)
-        if task is None or task.done():
-            self._watches[tenant] = asyncio.create_task(self._follow(tenant))
+    async def on_event(self, event: AdapterEvent) -> None:
+        """Applies one registry change: alias moves pre-load, pushes make `latest` stale."""
+        if event.kind is AdapterEventKind.ALIAS_SET:
+            self._alias_set(event)
+        elif event.kind is AdapterEventKind.ALIAS_DELETED:
+            self._aliases.pop((event.name, event.alias), None)
+        elif event.kind is AdapterEventKind.VERSION_PUSHED:
+            self._aliases.pop((event.name, LATEST), None)
+        elif event.kind is AdapterEventKind.VERSION_DELETED:
+            self._aliases.pop((event.name, LATEST), None)
+            for key in [k for k, r in self._aliases.items() if k[0] == event.name]:
+                if self._aliases[key].version == event.version:
+                    del self._aliases[key]
 
-    async def _follow(self, tenant: str) -> None:
-        from loraplex.registry.v1 import registry_service_pb2 as pb
+    def forget_aliases(self) -> None:
+        """Called when the watch (re)connects: what it may have missed is asked again."""
+        self._aliases.clear()
 
-        backoff = 1.0
-        while True:
-            try:
-                async for event in self.registry.watch(tenant):
-                    backoff = 1.0
-                    if event.kind == pb.ADAPTER_EVENT_KIND_ALIAS_SET:
-                        await self._preload(tenant, event)
-                    elif event.kind == pb.ADAPTER_EVENT_KIND_ALIAS_DELETED:
-                        self._aliases.pop((event.name, event.alias), None)
-                    elif event.kind == pb.ADAPTER_EVENT_KIND_VERSION_PUSHED:
-                        self._aliases.pop((event.name, "latest"), None)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # keep watching through registry restarts
-                log.warning("alias watch for %s interrupted: %s", tenant, exc)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
+    def _alias_set(self, event: AdapterEvent) -> None:
+        delay = max(0.0, event.effective_at - time.time())
+        if delay and event.previous_version:  # until the flip, the old version
+            self._remember(event.name, event.alias, event.previous_version, delay)
+        elif not delay:
+            self._remember(event.name, event.alias, event.version, self.resolve_ttl_seconds)
+        else:
+            self._aliases.pop((event.name, event.alias), None)
+        task = asyncio.create_task(self._preload(event, delay))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
-    async def _preload(self, tenant: str, event) -> None:
-        effective = event.effective_at.ToDatetime().timestamp()
-        delay = max(0.0, effective - time.time())
-        ref = f"{event.name}@{event.version}"
+    async def _preload(self, event: AdapterEvent, delay: float) -> None:
+        ref = AdapterRef(event.name, version=event.version)
         try:
-            await self.resolve(tenant, ref)
+            await self.resolve(event.name.tenant, ref)
             log.info("pre-loaded %s for alias %s (effective in %.1fs)", ref, event.alias, delay)
         except LoraplexError as exc:
             log.warning("could not pre-load %s: %s", ref, exc.message)
-        # Until the flip, keep the old resolution; after it, the new one.
-        self._aliases[(event.name, event.alias)] = _Resolution(
-            event.previous_version if delay and event.previous_version else event.version,
-            time.monotonic() + delay if delay else time.monotonic() + self.resolve_ttl_seconds,
-        )
 
     async def close(self) -> None:
-        for task in self._watches.values():
+        for task in list(self._background):
             task.cancel()
-        for task in self._watches.values():
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await asyncio.gather(*self._background, return_exceptions=True)

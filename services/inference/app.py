@@ -14,6 +14,7 @@ from services.common.settings import ClientTlsSettings
 from services.inference.adapter_cache import AdapterDiskCache
 from services.inference.adapters import AdapterManager
 from services.inference.admission import Admission
+from services.inference.alias_watch import TenantWatch
 from services.inference.engine import VllmEngine
 from services.inference.gateways import RegistryGateway, RetrievalGateway
 from services.inference.generation import InferenceCore
@@ -48,11 +49,16 @@ class InferenceApp:
             log.warning("no LORAPLEX_INFERENCE_SERVICE_KEY: adapters and RAG will be unavailable")
         tls = ClientTlsSettings()
         self._channels = [open_channel(s.registry_addr, tls), open_channel(s.retrieval_addr, tls)]
+        registry = RegistryGateway(self._channels[0], s.service_key, s.registry_timeout_seconds)
         adapters = AdapterManager(
             self.engine,
-            RegistryGateway(self._channels[0], s.service_key, s.registry_timeout_seconds),
+            registry,
             AdapterDiskCache(s.service_dir("inference") / "adapters", s.adapter_cache_bytes),
+            max_loaded=max(s.max_cpu_loras, s.max_loras),
         )
+        # One registry stream for every tenant this replica serves.
+        self.watch = TenantWatch(registry, adapters.on_event, adapters.forget_aliases)
+        adapters.on_tenant = lambda tenant: self.watch.follow((tenant,))
         self.core = InferenceCore(
             self.engine,
             adapters,
@@ -62,12 +68,13 @@ class InferenceApp:
             s.default_max_tokens,
             s.rag_context_share,
         )
-        for tenant in s.watch_tenants:
-            adapters.ensure_watch(tenant)
+        if s.watch_tenants:
+            self.watch.follow(s.watch_tenants)
         self.servicer.attach(self.core)
 
     async def close(self) -> None:
         if self.core is not None:
+            await self.watch.close()
             await self.core.adapters.close()
         for channel in getattr(self, "_channels", []):
             await channel.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from loraplex.inference.v1 import inference_service_pb2 as pb
+from loraplex.retrieval.v1 import retrieval_service_pb2 as ret_pb
+from services.common.adapter_ref import parse_ref
 from services.common.errors import InvalidArgument
 from services.inference.generation import GenerationRequest, GenerationResult, RagRequest
 from services.inference.grounding import AbstainPolicy, Refusal
@@ -21,6 +23,7 @@ REFUSAL_TO_PB = {
 
 
 def generation_request(spec: pb.GenerationInput) -> GenerationRequest:
+    """The adapter reference is parsed here, once, with the registry's grammar."""
     sampling = spec.sampling
     rag = None
     if spec.rag.collection:
@@ -34,7 +37,7 @@ def generation_request(spec: pb.GenerationInput) -> GenerationRequest:
             abstain=_abstain(spec.rag.abstain),
         )
     return GenerationRequest(
-        adapter=spec.adapter,
+        adapter=parse_ref(spec.adapter) if spec.adapter else None,
         prompt=spec.prompt,
         messages=[(m.role, m.content) for m in spec.messages],
         few_shot=[(e.input, e.output) for e in spec.few_shot],
@@ -72,7 +75,7 @@ def result(record: GenerationResult) -> pb.GenerationResult:
                 start_char=c.chunk.start_char,
                 end_char=c.chunk.end_char,
                 score=c.chunk.score,
-                source=c.chunk.source,
+                source=ret_pb.Source(uri=c.chunk.source_uri, title=c.chunk.source_title),
                 text=c.chunk.text,
                 support=c.support,
                 supported=c.supported,

@@ -7,6 +7,7 @@ runs on the official `vllm`.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.inference.engine_args import vllm_engine_args
 from services.inference.settings import InferenceSettings
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,7 @@ class VllmEngine:
         self.lora_modules: tuple[str, ...] = ()
         self.linear_shapes: dict[str, tuple[int, int]] = {}
         self._adapter_ids = itertools.count(1)
+        self.lora_rank = settings.max_lora_rank
 
     def next_adapter_id(self) -> int:
         """vLLM keys loaded adapters by integer id: unique for the engine's lifetime."""
@@ -112,6 +115,10 @@ class VllmEngine:
     def max_model_len(self) -> int:
         return self.settings.max_model_len
 
+    @property
+    def max_lora_rank(self) -> int:
+        return self.lora_rank
+
     def start(self) -> None:
         """Loads the model (tens of seconds on a CPU); call before serving."""
         if not (self.model_dir / "config.json").exists():
@@ -119,23 +126,11 @@ class VllmEngine:
                 f"no model at {self.model_dir}: import one with `loraplex models import` or set"
                 " LORAPLEX_INFERENCE_MODEL"
             )
-        from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
         s = self.settings
-        args = AsyncEngineArgs(
-            model=str(self.model_dir),
-            served_model_name=self.model_name,
-            dtype=s.dtype,
-            max_model_len=s.max_model_len,
-            max_num_seqs=s.max_num_seqs,
-            kv_cache_memory_bytes=s.kv_cache_bytes,
-            enable_lora=s.enable_lora,
-            max_lora_rank=s.max_lora_rank,
-            max_loras=s.max_loras,
-            max_cpu_loras=max(s.max_cpu_loras, s.max_loras),
-            disable_log_stats=True,
-        )
+        args = vllm_engine_args(s)
+        self.lora_rank = args.max_lora_rank
         self._llm = AsyncLLM.from_engine_args(args)
         self.tokenizer = self._llm.get_tokenizer()
         self.linear_shapes = linear_shapes(self.model_dir)
@@ -173,13 +168,15 @@ class VllmEngine:
 
     async def load_adapter(self, adapter: AdapterHandle) -> None:
         """Loads into vLLM's CPU LoRA cache ahead of traffic; raises if it cannot serve it."""
-        check_lora_shapes(adapter.path, self.linear_shapes)
+        # safetensors headers are file reads: off the event loop.
+        await asyncio.to_thread(check_lora_shapes, adapter.path, self.linear_shapes)
         try:
             await self._llm.add_lora(self._lora_request(adapter))
-        except Exception as exc:
+        except Exception as exc:  # vLLM's text can name local paths: logged, never sent
             log.warning("vLLM refused adapter %s: %s", adapter.name, exc)
             raise FailedPrecondition(
-                f"adapter {adapter.name} cannot be served by this engine: {exc}"
+                f"adapter {adapter.name} cannot be served by this engine (vLLM refused to"
+                " load it); check it against the base model with CheckCompatibility"
             ) from None
 
     async def unload_adapter(self, adapter: AdapterHandle) -> None:

@@ -2,11 +2,13 @@
 
 Every call has a deadline; the other service's status and message come back as the
 same domain error, so a tenant asking for another tenant's adapter still sees NOT_FOUND.
+Replies come back as the records in services.inference.records: no protobuf past here.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC
 from pathlib import Path
 
 import grpc
@@ -17,7 +19,20 @@ from loraplex.registry.v1 import registry_service_pb2_grpc as reg_grpc
 from loraplex.retrieval.v1 import retrieval_service_pb2 as ret_pb
 from loraplex.retrieval.v1 import retrieval_service_pb2_grpc as ret_grpc
 from services.common import errors
+from services.common.adapter_ref import AdapterRef, parse_name
+from services.common.auth import AUTHORIZATION_HEADER
 from services.common.channels import acting_for
+from services.common.context import new_request_id
+from services.common.interceptors import REQUEST_ID_HEADER
+from services.inference.records import (
+    AdapterEvent,
+    AdapterEventKind,
+    AdapterVersionInfo,
+    ChunkSearch,
+    EngineRequirements,
+    RetrievedChunk,
+    SearchResult,
+)
 
 _BY_CODE = {
     cls.code: cls
@@ -42,26 +57,50 @@ def translate(error: grpc.aio.AioRpcError, service: str) -> errors.LoraplexError
     return errors.Unavailable(f"{service} is unavailable ({error.code().name}); retry shortly")
 
 
+def _version_info(message: reg_pb.AdapterVersion) -> AdapterVersionInfo:
+    return AdapterVersionInfo(
+        parse_name(message.name), message.version, message.digest, message.size_bytes
+    )
+
+
+_EVENT_KINDS = {
+    reg_pb.ADAPTER_EVENT_KIND_VERSION_PUSHED: AdapterEventKind.VERSION_PUSHED,
+    reg_pb.ADAPTER_EVENT_KIND_VERSION_DELETED: AdapterEventKind.VERSION_DELETED,
+    reg_pb.ADAPTER_EVENT_KIND_ALIAS_SET: AdapterEventKind.ALIAS_SET,
+    reg_pb.ADAPTER_EVENT_KIND_ALIAS_DELETED: AdapterEventKind.ALIAS_DELETED,
+}
+
+
+def _event(message: reg_pb.WatchAdaptersResponse) -> AdapterEvent | None:
+    kind = _EVENT_KINDS.get(message.kind)
+    if kind is None:
+        return None  # a kind newer than this replica: nothing to do with it
+    return AdapterEvent(
+        kind=kind,
+        name=parse_name(message.name),
+        version=message.version,
+        alias=message.alias,
+        previous_version=message.previous_version,
+        effective_at=message.effective_at.ToDatetime(tzinfo=UTC).timestamp(),
+    )
+
+
 class RegistryGateway:
     def __init__(self, channel: grpc.aio.Channel, service_key: str, timeout: float) -> None:
         self.stub = reg_grpc.RegistryServiceStub(channel)
         self.service_key = service_key
         self.timeout = timeout
 
-    async def check(
-        self,
-        tenant: str,
-        ref: str,
-        base_model: str,
-        max_rank: int,
-        modules: tuple[str, ...],
-    ) -> reg_pb.AdapterVersion:
+    async def resolve(
+        self, tenant: str, ref: AdapterRef, needs: EngineRequirements
+    ) -> AdapterVersionInfo:
+        """The version `ref` names now, refused (FAILED_PRECONDITION) unless the engine fits it."""
         request = reg_pb.CheckCompatibilityRequest(
-            ref=ref,
-            base_model=base_model,
-            max_rank=max_rank,
-            available_modules=list(modules),
-            supported_peft_types=["LORA"],
+            ref=str(ref),
+            base_model=needs.base_model,
+            max_rank=needs.max_rank,
+            available_modules=list(needs.modules),
+            supported_peft_types=list(needs.peft_types),
         )
         try:
             reply = await self.stub.CheckCompatibility(
@@ -69,12 +108,12 @@ class RegistryGateway:
             )
         except grpc.aio.AioRpcError as error:
             raise translate(error, "registry") from None
-        return reply.version
+        return _version_info(reply.version)
 
-    async def download(self, tenant: str, ref: str, dest: Path) -> reg_pb.AdapterVersion:
-        """Writes the version's files into `dest`, each checked against its sha256."""
+    async def download(self, tenant: str, version: AdapterVersionInfo, dest: Path) -> None:
+        """Writes exactly `version`'s files into `dest`, each checked against its sha256."""
         call = self.stub.DownloadAdapter(
-            reg_pb.DownloadAdapterRequest(ref=ref),
+            reg_pb.DownloadAdapterRequest(ref=str(version.ref)),
             metadata=acting_for(self.service_key, tenant),
             timeout=self.timeout,
         )
@@ -82,6 +121,10 @@ class RegistryGateway:
         try:
             async for message in call:
                 if message.HasField("version"):
+                    if _version_info(message.version) != version:
+                        raise errors.DataLoss(
+                            f"registry sent another content for {version} than it resolved; retry"
+                        )
                     files = VerifiedFolder(message.version, dest)
                 elif files is None:
                     raise errors.DataLoss("registry sent file bytes before the version header")
@@ -94,20 +137,47 @@ class RegistryGateway:
             raise translate(error, "registry") from None
         except IntegrityError as error:
             raise errors.DataLoss(str(error)) from None
-        return files.version
+        finally:
+            call.cancel()
 
-    async def watch(self, tenant: str) -> AsyncIterator[reg_pb.WatchAdaptersResponse]:
-        call = self.stub.WatchAdapters(
-            reg_pb.WatchAdaptersRequest(include_current=True),
-            metadata=acting_for(self.service_key, tenant),
+    async def watch_tenants(
+        self, additions: AsyncIterator[tuple[list[str], bool]]
+    ) -> AsyncIterator[AdapterEvent]:
+        """One stream of the events of every tenant named on `additions` (tenants, and
+        whether to send their current aliases first), as this service acting for no tenant."""
+        requests = (
+            reg_pb.WatchTenantAdaptersRequest(tenants=tenants, include_current=current)
+            async for tenants, current in additions
         )
+        # Its own request id: the stream outlives whichever request first needed it.
+        metadata = (
+            (AUTHORIZATION_HEADER, f"Bearer {self.service_key}"),
+            (REQUEST_ID_HEADER, f"watch-{new_request_id()}"),
+        )
+        call = self.stub.WatchTenantAdapters(requests, metadata=metadata)
         try:
-            async for event in call:
-                yield event
+            async for message in call:
+                event = _event(message.event)
+                if event is not None:
+                    yield event
         except grpc.aio.AioRpcError as error:
             raise translate(error, "registry") from None
         finally:
             call.cancel()
+
+
+def _chunk(message: ret_pb.ScoredChunk) -> RetrievedChunk:
+    return RetrievedChunk(
+        document_id=message.document_id,
+        text=message.text,
+        chunk_index=message.chunk_index,
+        start_char=message.start_char,
+        end_char=message.end_char,
+        score=message.score,
+        source_uri=message.source.uri,
+        source_title=message.source.title,
+        metadata=dict(message.metadata),
+    )
 
 
 class RetrievalGateway:
@@ -116,12 +186,20 @@ class RetrievalGateway:
         self.service_key = service_key
         self.timeout = timeout
 
-    async def search(
-        self, tenant: str, request: ret_pb.SearchChunksRequest
-    ) -> ret_pb.SearchChunksResponse:
+    async def search(self, tenant: str, search: ChunkSearch) -> SearchResult:
+        request = ret_pb.SearchChunksRequest(
+            collection=search.collection,
+            query=search.query,
+            top_k=search.top_k,
+            min_score=search.min_score,
+            mode=ret_pb.SEARCH_MODE_HYBRID if search.hybrid else ret_pb.SEARCH_MODE_DENSE,
+        )
+        if search.filter is not None:
+            request.filter.CopyFrom(search.filter)
         try:
-            return await self.stub.SearchChunks(
+            reply = await self.stub.SearchChunks(
                 request, metadata=acting_for(self.service_key, tenant), timeout=self.timeout
             )
         except grpc.aio.AioRpcError as error:
             raise translate(error, "retrieval") from None
+        return SearchResult(tuple(_chunk(c) for c in reply.chunks), reply.revision)

@@ -10,16 +10,17 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from prometheus_client import Counter, Histogram
 
-from loraplex.retrieval.v1 import retrieval_service_pb2 as ret_pb
+from services.common.adapter_ref import AdapterRef
 from services.common.context import request_id_var
 from services.common.errors import InvalidArgument
 from services.inference.adapters import AdapterManager
 from services.inference.admission import IN_ENGINE, Admission
-from services.inference.engine import SamplingOptions, VllmEngine
-from services.inference.gateways import RetrievalGateway
+from services.inference.engine import SamplingOptions
+from services.inference.engine_api import InferenceEngine
 from services.inference.grounding import AbstainPolicy, Refusal, check_answer
 from services.inference.rag import (
     CitationFilter,
@@ -27,6 +28,7 @@ from services.inference.rag import (
     context_block,
     select_sources,
 )
+from services.inference.records import ChunkSearch, RetrievedChunk, SearchResult
 
 ROLES = {"system", "user", "assistant"}
 TTFT = Histogram(
@@ -46,11 +48,16 @@ TOKENS_PER_SECOND = Histogram(
 )
 
 
+class Retriever(Protocol):
+    async def search(self, tenant: str, search: ChunkSearch) -> SearchResult: ...
+
+
 @dataclass(frozen=True)
 class RagRequest:
     collection: str
     top_k: int = 4
-    filter: ret_pb.MetadataFilter | None = None
+    #: The client's metadata filter, passed to retrieval as given.
+    filter: object | None = None
     min_score: float = 0.0
     hybrid: bool = False
     max_context_tokens: int = 0
@@ -59,7 +66,7 @@ class RagRequest:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    adapter: str = ""
+    adapter: AdapterRef | None = None
     prompt: str = ""
     messages: Sequence[tuple[str, str]] = ()
     few_shot: Sequence[tuple[str, str]] = ()
@@ -78,7 +85,7 @@ class GenerationRequest:
 class CitationRecord:
     number: int
     cited: bool
-    chunk: ret_pb.ScoredChunk
+    chunk: RetrievedChunk
     support: float = 0.0
     supported: bool = False
     dropped: bool = False
@@ -106,9 +113,9 @@ class GenerationResult:
 class InferenceCore:
     def __init__(
         self,
-        engine: VllmEngine,
+        engine: InferenceEngine,
         adapters: AdapterManager,
-        retrieval: RetrievalGateway,
+        retrieval: Retriever,
         admission: Admission,
         max_tokens_cap: int,
         default_max_tokens: int,
@@ -135,7 +142,7 @@ class InferenceCore:
             )
             result = GenerationResult(adapter_ref=resolved.ref if resolved else "")
             # Labels only from resolved adapters: a caller cannot mint metric series.
-            label = resolved.ref.partition("@")[0] if resolved else "base"
+            label = str(resolved.version.name) if resolved else "base"
             sources: list[Source] = []
             if request.rag and request.rag.collection:
                 sources, result.collection_revision = await self._retrieve(
@@ -248,15 +255,14 @@ class InferenceCore:
         if not 0 < (rag.top_k or 4) <= 50:
             raise InvalidArgument("rag top_k must be between 1 and 50")
         query = turns[-1][1]
-        search = ret_pb.SearchChunksRequest(
+        search = ChunkSearch(
             collection=rag.collection,
             query=query,
             top_k=rag.top_k or 4,
             min_score=rag.min_score,
-            mode=ret_pb.SEARCH_MODE_HYBRID if rag.hybrid else ret_pb.SEARCH_MODE_DENSE,
+            hybrid=rag.hybrid,
+            filter=rag.filter,
         )
-        if rag.filter is not None:
-            search.filter.CopyFrom(rag.filter)
         reply = await self.retrieval.search(tenant, search)
         base_tokens = len(self._render(request, turns, []))
         room = self.engine.max_model_len - options.max_tokens - base_tokens - 32

@@ -11,8 +11,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from loraplex.retrieval.v1 import retrieval_service_pb2 as ret_pb
 from services.common import grounding
+from services.inference.records import RetrievedChunk
 
 _MARKER = re.compile(r"\[(\d{1,3})\]")
 
@@ -20,11 +20,11 @@ _MARKER = re.compile(r"\[(\d{1,3})\]")
 @dataclass(frozen=True)
 class Source:
     number: int
-    chunk: ret_pb.ScoredChunk
+    chunk: RetrievedChunk
 
 
 def select_sources(
-    chunks: Sequence[ret_pb.ScoredChunk], count_tokens: Callable[[str], int], budget: int
+    chunks: Sequence[RetrievedChunk], count_tokens: Callable[[str], int], budget: int
 ) -> list[Source]:
     """Best-first whole chunks while they fit the token budget."""
     chosen: list[Source] = []
@@ -38,11 +38,11 @@ def select_sources(
     return chosen
 
 
-def _title(chunk: ret_pb.ScoredChunk) -> str:
-    return chunk.source.title or chunk.document_id
+def _title(chunk: RetrievedChunk) -> str:
+    return chunk.source_title or chunk.document_id
 
 
-def format_source(number: int, chunk: ret_pb.ScoredChunk) -> str:
+def format_source(number: int, chunk: RetrievedChunk) -> str:
     return grounding.format_source(number, _title(chunk), chunk.text)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -36,6 +37,9 @@ class InferenceSettings(ServiceSettings):
     max_loras: int = 8
     #: Adapters kept loaded in CPU memory (vLLM `max_cpu_loras`).
     max_cpu_loras: int = 64
+    #: Any other vLLM AsyncEngineArgs, as JSON merged over the settings above, e.g.
+    #: '{"tensor_parallel_size": 2, "enable_prefix_caching": true}'.
+    engine_args: dict[str, Any] = Field(default_factory=dict)
     registry_addr: str = "127.0.0.1:50051"
     retrieval_addr: str = "127.0.0.1:50052"
     #: This service's key; the registry and retrieval must list it as service "inference".

@@ -28,7 +28,13 @@ class RegistryApp:
     #: Inference resolves, checks, downloads and watches; training publishes.
     service_scopes = ServiceScopes(
         SERVICE_NAME,
-        inference=("GetAdapter", "CheckCompatibility", "DownloadAdapter", "WatchAdapters"),
+        inference=(
+            "GetAdapter",
+            "CheckCompatibility",
+            "DownloadAdapter",
+            "WatchAdapters",
+            "WatchTenantAdapters",
+        ),
         training=("PushAdapter", "SetAlias"),
     )
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
 
-from services.registry.names import AdapterName
+from services.common.adapter_ref import AdapterName
 from services.registry.peft_files import PeftInfo
 
 

@@ -15,31 +15,34 @@ import tarfile
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import partial
 from typing import TypeVar
 
-from services.common.adapter_weights import DEFAULT_MAX_ABS, check_weight_values
-from services.common.errors import (
-    DataLoss,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    ResourceExhausted,
-)
-from services.registry.blobs import BlobStore, BlobWriter
-from services.registry.compat import incompatibilities
-from services.registry.metadata import DEFAULT_MAX_TOTAL_BYTES, check_metadata
-from services.registry.names import (
+from services.common.adapter_ref import (
     AdapterName,
     AdapterRef,
     parse_name,
     parse_ref,
     validate_alias,
-    validate_file_path,
 )
+from services.common.adapter_weights import DEFAULT_MAX_ABS, check_weight_values
+from services.common.auth import validate_identity_name
+from services.common.errors import (
+    DataLoss,
+    FailedPrecondition,
+    InvalidArgument,
+    LoraplexError,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+)
+from services.registry.blobs import BlobStore, BlobWriter
+from services.registry.compat import incompatibilities
+from services.registry.metadata import DEFAULT_MAX_TOTAL_BYTES, check_metadata
+from services.registry.names import validate_file_path
 from services.registry.peft_files import (
     CONFIG_FILE,
     PeftInfo,
@@ -57,6 +60,7 @@ from services.registry.records import (
     now,
 )
 from services.registry.store import AdapterStore
+from services.registry.watch import POLL_BATCH, EventHub, Subscription
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,6 +69,8 @@ TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 #: Module names one compatibility check may name (a model has a handful of distinct ones).
 MAX_AVAILABLE_MODULES = 4096
 MAX_MODULE_CHARS = 512
+#: Tenants one WatchTenantAdapters stream may follow.
+MAX_WATCHED_TENANTS = 100_000
 
 
 class PushFormat(Enum):
@@ -110,16 +116,14 @@ class Registry:
         self.blobs = blobs
         self.limits = limits
         self.executor = executor
-        self.watch_poll_seconds = watch_poll_seconds
         self._inflight: Counter[str] = Counter()
-        self._changed = asyncio.Event()
+        self.hub = EventHub(store, self._run, watch_poll_seconds)
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, partial(fn, *args))
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self.hub.notify()
 
     @staticmethod
     def _owned(tenant: str, text: str) -> AdapterName:
@@ -409,20 +413,68 @@ class Registry:
     async def watch(
         self, tenant: str, name: str = "", after_sequence: int = 0, include_current: bool = False
     ) -> AsyncIterator[EventRecord]:
+        """One tenant's events, numbered per tenant so no other tenant's activity shows."""
         adapter_name = self._owned(tenant, name).name if name else ""
-        last = after_sequence or await self._run(self.store.last_sequence)
-        if include_current:
-            for alias in await self._run(self.store.aliases, tenant, adapter_name):
-                yield _current_alias_event(alias, last)
-        while True:
-            changed = self._changed
-            events = await self._run(self.store.events_after, tenant, last, adapter_name)
-            for event in events:
-                last = event.sequence
-                yield event
-            if not events:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), self.watch_poll_seconds)
+        async with self.hub.subscribe({tenant}) as subscription:
+            cursor, sequence = await self._run(self.store.tenant_position, tenant, after_sequence)
+            if include_current:
+                for alias in await self._run(self.store.aliases, [tenant], adapter_name):
+                    yield _current_alias_event(alias, sequence)
+            while True:  # catch up from the log; what the poller hands over is newer
+                backlog = await self._run(self.store.events_after, cursor, tenant, POLL_BATCH)
+                for event in backlog:
+                    cursor, sequence = event.sequence, sequence + 1
+                    if not adapter_name or event.name.name == adapter_name:
+                        yield replace(event, sequence=sequence)
+                if len(backlog) < POLL_BATCH:
+                    break
+            while True:
+                event = await subscription.next()
+                if event.sequence <= cursor:
+                    continue
+                cursor, sequence = event.sequence, sequence + 1
+                if not adapter_name or event.name.name == adapter_name:
+                    yield replace(event, sequence=sequence)
+
+    async def watch_tenants(
+        self, additions: AsyncIterator[tuple[Sequence[str], bool]]
+    ) -> AsyncIterator[EventRecord]:
+        """Events of every tenant a service names on `additions`, on one stream.
+
+        Only for service principals (the edge checks): a service key may act for any
+        tenant it names, so following a tenant here grants nothing it did not have, and
+        the stream never carries a tenant it did not name. Sequence numbers are 0: a
+        service resumes by naming its tenants again with include_current.
+        """
+        async with self.hub.subscribe() as subscription:
+            reader = asyncio.create_task(self._follow_tenants(additions, subscription))
+            try:
+                while True:
+                    yield replace(await subscription.next(), sequence=0)
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+
+    async def _follow_tenants(
+        self, additions: AsyncIterator[tuple[Sequence[str], bool]], subscription: Subscription
+    ) -> None:
+        try:
+            async for tenants, include_current in additions:
+                new = [validate_identity_name(t) for t in tenants if t not in subscription.tenants]
+                if len(subscription.tenants) + len(new) > MAX_WATCHED_TENANTS:
+                    raise InvalidArgument(
+                        f"one stream follows at most {MAX_WATCHED_TENANTS} tenants; open another"
+                    )
+                subscription.tenants.update(new)  # before reading aliases: nothing is missed
+                if include_current and new:
+                    for alias in await self._run(self.store.aliases, new):
+                        subscription.add_current(_current_alias_event(alias, 0))
+        except LoraplexError as error:
+            subscription.fail(error)
+        except Exception:
+            log.exception("reading a tenant watch's requests failed")
+            subscription.fail(Unavailable("the watch stopped; reconnect"))
 
     # -- maintenance ----------------------------------------------------------------------
 

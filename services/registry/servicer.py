@@ -8,7 +8,7 @@ import grpc
 
 from loraplex.registry.v1 import registry_service_pb2 as pb
 from loraplex.registry.v1 import registry_service_pb2_grpc as pb_grpc
-from services.common.context import current_tenant
+from services.common.context import current_service, current_tenant
 from services.common.errors import InvalidArgument, Unavailable
 from services.common.paging import decode_token, encode_token, page_size
 from services.registry import convert
@@ -151,3 +151,13 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         )
         async for record in events:
             yield convert.event(record)
+
+    async def WatchTenantAdapters(
+        self, request_iterator: AsyncIterator[pb.WatchTenantAdaptersRequest], context
+    ) -> AsyncIterator[pb.WatchTenantAdaptersResponse]:
+        current_service()
+        additions = (
+            (list(request.tenants), request.include_current) async for request in request_iterator
+        )
+        async for record in self.registry.watch_tenants(additions):
+            yield pb.WatchTenantAdaptersResponse(event=convert.event(record))

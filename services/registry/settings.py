@@ -39,5 +39,6 @@ class RegistrySettings(ServiceSettings):
     part_grace_seconds: float = 900.0
     #: How often leftovers are swept while the service runs (they are also swept at start-up).
     sweep_interval_seconds: float = 300.0
-    #: How often a watch stream polls the database for other replicas' events.
+    #: How often this process polls the database for other replicas' events (one poller
+    #: feeds every watch stream).
     watch_poll_seconds: float = 1.0

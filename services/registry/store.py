@@ -14,9 +14,9 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from services.common.adapter_ref import AdapterName, AdapterRef
 from services.common.errors import Aborted, FailedPrecondition, NotFound
 from services.registry.models import AdapterRow, AliasRow, Base, EventRow, FileRow, VersionRow
-from services.registry.names import AdapterName, AdapterRef
 from services.registry.peft_files import PeftInfo
 from services.registry.records import (
     AdapterSummary,
@@ -255,24 +255,29 @@ class AdapterStore:
             rows = [v for v in reversed(adapter.versions) if not before or v.version < before]
             return [self._record(v, adapter, moment) for v in rows[:limit]]
 
-    def aliases(self, tenant: str, name: str = "") -> list[AliasRecord]:
+    def aliases(self, tenants: Sequence[str], name: str = "") -> list[AliasRecord]:
+        """Current aliases of the given tenants (of one adapter when `name` is given)."""
+        records: list[AliasRecord] = []
         with Session(self.engine) as session:
-            query = select(AdapterRow).where(AdapterRow.tenant == tenant)
-            if name:
-                query = query.where(AdapterRow.name == name)
-            return [
-                self._alias_record(AdapterName(a.tenant, a.name), alias)
-                for a in session.scalars(query.options(selectinload(AdapterRow.aliases)))
-                for alias in a.aliases
-            ]
+            for start in range(0, len(tenants), 500):  # stay under bound-parameter limits
+                query = select(AdapterRow).where(
+                    AdapterRow.tenant.in_(tenants[start : start + 500])
+                )
+                if name:
+                    query = query.where(AdapterRow.name == name)
+                records += [
+                    self._alias_record(AdapterName(a.tenant, a.name), alias)
+                    for a in session.scalars(query.options(selectinload(AdapterRow.aliases)))
+                    for alias in a.aliases
+                ]
+        return records
 
-    def events_after(
-        self, tenant: str, after: int, name: str = "", limit: int = 100
-    ) -> list[EventRecord]:
+    def events_after(self, after: int, tenant: str = "", limit: int = 500) -> list[EventRecord]:
+        """Events past the global position `after`: one tenant's, or every tenant's."""
         with Session(self.engine) as session:
-            query = select(EventRow).where(EventRow.tenant == tenant, EventRow.sequence > after)
-            if name:
-                query = query.where(EventRow.name == name)
+            query = select(EventRow).where(EventRow.sequence > after)
+            if tenant:
+                query = query.where(EventRow.tenant == tenant)
             rows = session.scalars(query.order_by(EventRow.sequence).limit(limit))
             return [
                 EventRecord(
@@ -287,6 +292,21 @@ class AdapterStore:
                 )
                 for r in rows
             ]
+
+    def tenant_position(self, tenant: str, after: int) -> tuple[int, int]:
+        """(global position, tenant sequence) of the tenant's `after`-th event, or of its last
+        when `after` is 0 or past the end. A tenant numbers only its own events, 1, 2, 3...:
+        the log is append-only, so that numbering never changes."""
+        with Session(self.engine) as session:
+            mine = select(EventRow.sequence).where(EventRow.tenant == tenant)
+            count = session.scalar(select(func.count()).select_from(mine.subquery())) or 0
+            if not after or after >= count:
+                last = session.scalar(
+                    select(func.max(EventRow.sequence)).where(EventRow.tenant == tenant)
+                )
+                return last or 0, count
+            position = session.scalar(mine.order_by(EventRow.sequence).offset(after - 1).limit(1))
+            return position or 0, after
 
     def last_sequence(self) -> int:
         with Session(self.engine) as session:

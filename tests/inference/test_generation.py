@@ -64,7 +64,9 @@ async def test_chat_template_few_shot_seed_and_stop(served):
         (lambda s: setattr(s.sampling, "temperature", 5), "temperature"),
         (lambda s: s.messages.append(pb.ChatMessage(role="robot", content="x")), "role"),
         (lambda s: setattr(s, "prompt", "word " * 600), "exceeds the model length"),
-        (lambda s: setattr(s, "adapter", "not a ref"), "not found"),
+        # parsed at the edge with the registry's grammar: malformed is INVALID_ARGUMENT
+        (lambda s: setattr(s, "adapter", "not a ref"), "adapter name 'not a ref' is invalid"),
+        (lambda s: setattr(s, "adapter", "globex/bot"), "not found"),
     ],
 )
 async def test_bad_requests_are_refused_precisely(served, mutate, fragment):

@@ -30,7 +30,13 @@ pytestmark = pytest.mark.integration
 #: What each service key may call on each server; every other pair must be refused.
 ALLOWED = {
     "RegistryService": {
-        "inference": {"GetAdapter", "CheckCompatibility", "DownloadAdapter", "WatchAdapters"},
+        "inference": {
+            "GetAdapter",
+            "CheckCompatibility",
+            "DownloadAdapter",
+            "WatchAdapters",
+            "WatchTenantAdapters",
+        },
         "training": {"PushAdapter", "SetAlias"},
     },
     "RetrievalService": {"inference": {"SearchChunks"}, "training": set()},

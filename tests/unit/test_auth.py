@@ -15,7 +15,13 @@ from services.common.auth import (
     list_keys,
     revoke_keys,
 )
-from services.common.context import Principal, PrincipalKind
+from services.common.context import (
+    Principal,
+    PrincipalKind,
+    current_service,
+    current_tenant,
+    principal_var,
+)
 from services.common.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 
 
@@ -45,8 +51,21 @@ def test_identity_rules():
         ring.authenticate({"authorization": "Bearer k1", "x-loraplex-tenant": "globex"})
     # naming its own tenant is harmless
     assert ring.authenticate({"authorization": "Bearer k1", "x-loraplex-tenant": "acme"})
-    with pytest.raises(PermissionDenied):
-        ring.authenticate({"authorization": "Bearer s1"})
+    # a service acting for no tenant may call only service-level RPCs
+    bare = ring.authenticate({"authorization": "Bearer s1"})
+    token = principal_var.set(bare)
+    try:
+        with pytest.raises(PermissionDenied, match="must name the tenant"):
+            current_tenant()
+        assert current_service() == "inference"
+    finally:
+        principal_var.reset(token)
+    token = principal_var.set(ring.authenticate({"authorization": "Bearer k1"}))
+    try:
+        with pytest.raises(PermissionDenied, match="only a service key"):
+            current_service()
+    finally:
+        principal_var.reset(token)
     svc = ring.authenticate({"authorization": "Bearer s1", "x-loraplex-tenant": "globex"})
     assert svc.is_service and svc.tenant == "globex"
     with pytest.raises(InvalidArgument):

@@ -7,10 +7,11 @@ import time
 
 import pytest
 
+from services.common.adapter_ref import parse_ref, validate_alias
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.registry.compat import incompatibilities, same_base_model
 from services.registry.metadata import check_metadata
-from services.registry.names import parse_ref, validate_alias, validate_file_path
+from services.registry.names import validate_file_path
 from services.registry.patterns import matches_any, validate_pattern
 from services.registry.peft_files import PeftInfo, check_file_names, parse_config
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from loraplex.retrieval.v1 import retrieval_service_pb2 as ret_pb
 from services.inference.rag import CitationFilter, cited_numbers, select_sources
+from services.inference.records import RetrievedChunk
 
 
-def chunk(text: str) -> ret_pb.ScoredChunk:
-    return ret_pb.ScoredChunk(document_id=text[:3], text=text)
+def chunk(text: str) -> RetrievedChunk:
+    return RetrievedChunk(document_id=text[:3], text=text)
 
 
 def test_select_sources_keeps_whole_chunks_within_budget():
