@@ -20,6 +20,7 @@ from services.common.auth import KeyRing
 from services.common.context import new_request_id, principal_var, request_id_var
 from services.common.errors import GENERIC_INTERNAL_MESSAGE, LoraplexError
 from services.common.metrics import RPC_SECONDS, RPC_TOTAL
+from services.common.readiness import Readiness
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +31,16 @@ PUBLIC_METHOD_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 class _Call:
     """Bookkeeping for one RPC: context vars in, metrics and logs out."""
 
-    def __init__(self, method: str, keyring: KeyRing, context: grpc.aio.ServicerContext):
+    def __init__(
+        self,
+        method: str,
+        keyring: KeyRing,
+        context: grpc.aio.ServicerContext,
+        readiness: Readiness | None = None,
+    ):
         self.method = method
         self.keyring = keyring
+        self.readiness = readiness
         self.context = context
         self.code = grpc.StatusCode.OK
         self.started = time.perf_counter()
@@ -43,6 +51,8 @@ class _Call:
         request_id_var.set(request_id[:64])
         principal_var.set(None)
         principal_var.set(self.keyring.authenticate(metadata))
+        if self.readiness is not None:
+            self.readiness.check()
 
     async def fail(self, exc: BaseException) -> None:
         trailing = ((REQUEST_ID_HEADER, request_id_var.get()),)
@@ -62,10 +72,13 @@ class _Call:
 
 
 def _wrap_unary_response(
-    behavior: Callable[[Any, Any], Awaitable[Any]], method: str, keyring: KeyRing
+    behavior: Callable[[Any, Any], Awaitable[Any]],
+    method: str,
+    keyring: KeyRing,
+    readiness: Readiness | None = None,
 ) -> Callable[[Any, Any], Awaitable[Any]]:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        call = _Call(method, keyring, context)
+        call = _Call(method, keyring, context, readiness)
         cancelled = False
         try:
             call.enter()
@@ -82,10 +95,13 @@ def _wrap_unary_response(
 
 
 def _wrap_stream_response(
-    behavior: Callable[[Any, Any], AsyncIterator[Any]], method: str, keyring: KeyRing
+    behavior: Callable[[Any, Any], AsyncIterator[Any]],
+    method: str,
+    keyring: KeyRing,
+    readiness: Readiness | None = None,
 ) -> Callable[[Any, Any], AsyncIterator[Any]]:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        call = _Call(method, keyring, context)
+        call = _Call(method, keyring, context, readiness)
         cancelled = False
         try:
             call.enter()
@@ -103,10 +119,15 @@ def _wrap_stream_response(
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every business RPC; health and reflection pass through untouched, keyless."""
+    """Wraps every business RPC; health and reflection pass through untouched, keyless.
 
-    def __init__(self, keyring: KeyRing) -> None:
+    With a `readiness` gate, a business RPC that arrives before the service is ready
+    is refused with UNAVAILABLE (after authentication, so the log names the tenant).
+    """
+
+    def __init__(self, keyring: KeyRing, readiness: Readiness | None = None) -> None:
         self._keyring = keyring
+        self._readiness = readiness
 
     async def intercept_service(
         self,
@@ -125,16 +146,20 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         }
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary_response(handler.unary_unary, method, self._keyring), **serde
+                _wrap_unary_response(handler.unary_unary, method, self._keyring, self._readiness),
+                **serde,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary_response(handler.stream_unary, method, self._keyring), **serde
+                _wrap_unary_response(handler.stream_unary, method, self._keyring, self._readiness),
+                **serde,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream_response(handler.unary_stream, method, self._keyring), **serde
+                _wrap_stream_response(handler.unary_stream, method, self._keyring, self._readiness),
+                **serde,
             )
         return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream_response(handler.stream_stream, method, self._keyring), **serde
+            _wrap_stream_response(handler.stream_stream, method, self._keyring, self._readiness),
+            **serde,
         )

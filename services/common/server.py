@@ -1,8 +1,9 @@
 """gRPC server bootstrap: health, reflection, keepalive, limits, TLS, graceful shutdown.
 
-A service plugs in as a `ServiceApp`: it registers its servicers, opens its
-resources (database, index, engine) before it is reported ready, and closes them
-after the server has drained.
+A service plugs in as a `ServiceApp` (in practice a `services.common.kit.Service`):
+it registers its servicers, opens its resources (database, index, engine) before it
+is reported ready, and closes them after the server has drained. Until the app's
+`start()` returns, the readiness gate answers UNAVAILABLE on every business RPC.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from services.common.errors import LoraplexError
 from services.common.interceptors import ServiceInterceptor
 from services.common.logs import configure_logging
 from services.common.metrics import start_metrics_server
+from services.common.readiness import Readiness
 from services.common.settings import ServiceSettings
 from services.common.tls import server_credentials
 
@@ -65,13 +67,17 @@ class GrpcServer:
             settings.resolved_keys_file(), settings.tenant_keys, settings.service_keys
         )
         self.health = health.aio.HealthServicer()
+        message = getattr(app, "starting_message", "") or (
+            f"the {settings.service_name} service is starting; retry shortly"
+        )
+        self.readiness = Readiness(message)
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._stopped = False
 
     async def start(self) -> int:
         server = grpc.aio.server(
-            interceptors=[ServiceInterceptor(self.keyring)],
+            interceptors=[ServiceInterceptor(self.keyring, self.readiness)],
             options=server_options(self.settings),
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
             migration_thread_pool=ThreadPoolExecutor(max_workers=2),
@@ -98,6 +104,7 @@ class GrpcServer:
         await server.start()
         log.info("%s listening on %s:%d", self.settings.service_name, self.settings.host, self.port)
         await self.app.start()
+        self.readiness.open()
         for name in self.app.service_names:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if not self.keyring:
