@@ -8,7 +8,6 @@ the readiness gate of a service that is still starting.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import grpc
 import pytest
@@ -19,7 +18,6 @@ from services.common.context import current_principal
 from services.common.errors import DeadlineExceeded, NotFound, Unavailable
 from services.common.kit import Service
 from services.common.probes import free_port
-from services.common.server import GrpcServer
 from services.common.settings import ClientTlsSettings, ServiceSettings
 from services.common.testing import TEST_SERVICE_KEYS, running_server
 from tests.integration.test_tls import make_pki
@@ -191,11 +189,7 @@ async def test_mutual_tls_from_client_settings(tmp_path):
 async def test_every_business_rpc_waits_for_readiness_and_the_kit_closes():
     app = FlakyApp(ServiceSettings(service_name="flaky"))
     app.starting_message = "the flaky service is warming up; retry shortly"
-    server = GrpcServer(app.settings, app, testing.test_keyring())
-    starting = asyncio.create_task(server.start())
-    try:
-        while not server.port:
-            await asyncio.sleep(0.01)
+    async with testing.starting_server(app.settings, app) as (server, starting):
         remote = Remote("flaky", f"127.0.0.1:{server.port}", TEST_SERVICE_KEYS["inference"])
         for method in ("WhoAmI", "Missing"):
             with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -207,10 +201,5 @@ async def test_every_business_rpc_waits_for_readiness_and_the_kit_closes():
         await starting
         assert await remote.call(_unary(remote, "WhoAmI"), b"", "acme") == b"inference:acme:"
         await remote.close()
-    finally:
-        app.started.set()
-        with contextlib.suppress(Exception):
-            await starting
-        await server.stop(grace=1)
     with pytest.raises(RuntimeError):
         app.kit.executor.submit(print)

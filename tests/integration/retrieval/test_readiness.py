@@ -15,9 +15,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from loraplex.retrieval.v1 import retrieval_service_pb2 as pb
 from loraplex.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
-from services.common.channels import open_channel
-from services.common.server import GrpcServer
 from services.common import testing
+from services.common.channels import open_channel
 from services.retrieval.app import SERVICE_NAME, RetrievalApp
 from tests.integration.retrieval.conftest import make_settings, serve
 from tests.integration.retrieval.helpers import ACME, create, doc, upsert
@@ -52,13 +51,7 @@ async def test_calls_during_start_up_are_unavailable_not_not_found(tmp_path, emb
         await real_open()
 
     app.manager.open = held_open  # start-up stays in "loading indexes" until released
-    server = GrpcServer(
-        settings.model_copy(update={"port": 0, "metrics_port": 0}), app, testing.test_keyring()
-    )
-    starting = asyncio.create_task(server.start())
-    try:
-        while not server.port:
-            await asyncio.sleep(0.01)
+    async with testing.starting_server(settings, app) as (server, starting):
         channel = open_channel(f"127.0.0.1:{server.port}")
         stub = pb_grpc.RetrievalServiceStub(channel)
         await _live(channel)
@@ -95,8 +88,3 @@ async def test_calls_during_start_up_are_unavailable_not_not_found(tmp_path, emb
         )
         assert [c.document_id for c in hits.chunks] == ["d1"]
         await channel.close()
-    finally:
-        loaded.set()
-        with contextlib.suppress(Exception):
-            await starting
-        await server.stop(grace=1)
