@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from loraplex.cli.common import console, err_console
+from loraplex.cli.common import console, err_console, require_extras
 
 app = typer.Typer(help="API keys (stored hashed in a keys file).", no_args_is_help=True)
 
@@ -29,6 +29,7 @@ def create(
     keys_file: Annotated[Path | None, typer.Option(help="default: $LORAPLEX_KEYS_FILE")] = None,
 ) -> None:
     """Create a key; it is printed once and only its sha256 is stored."""
+    require_extras("keys create", "services")
     from services.common.auth import add_key_to_file
     from services.common.context import PrincipalKind
     from services.common.errors import InvalidArgument
