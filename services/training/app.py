@@ -83,12 +83,7 @@ class TrainingApp(Service):
         settings = self.settings
         engine = self.kit.database(settings.resolved_database_url())
         store = await self.kit.blocking(TrainingStore, engine)
-        datasets = DatasetManager(
-            store,
-            settings.service_dir("training") / "datasets",
-            settings.max_dataset_bytes,
-            settings.max_row_bytes,
-        )
+        datasets = DatasetManager(settings, store)
         self.jobs = JobManager(
             settings,
             store,
