@@ -29,6 +29,7 @@ from sqlalchemy import Engine
 
 from services.common.calls import CallPolicy, Remote
 from services.common.db import make_engine
+from services.common.readiness import Readiness
 from services.common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -89,10 +90,11 @@ class Service:
     def __init__(self, settings: ServiceSettings, kit: Kit | None = None) -> None:
         self.settings = settings
         self.kit = kit or Kit(settings)
-        if not self.starting_message:
-            self.starting_message = (
-                f"the {settings.service_name} service is starting; retry shortly"
-            )
+        message = self.starting_message or (
+            f"the {settings.service_name} service is starting; retry shortly"
+        )
+        #: Opened by the server once `start()` returned; every front end checks it.
+        self.readiness = Readiness(message)
 
     def register(self, server: grpc.aio.Server) -> None:
         """Adds the servicer(s); called before the server starts."""

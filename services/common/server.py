@@ -67,10 +67,9 @@ class GrpcServer:
             settings.resolved_keys_file(), settings.tenant_keys, settings.service_keys
         )
         self.health = health.aio.HealthServicer()
-        message = getattr(app, "starting_message", "") or (
+        self.readiness: Readiness = getattr(app, "readiness", None) or Readiness(
             f"the {settings.service_name} service is starting; retry shortly"
         )
-        self.readiness = Readiness(message)
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._stopped = False

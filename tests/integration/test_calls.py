@@ -36,6 +36,7 @@ class FlakyApp(Service):
     """Answers UNAVAILABLE `flaky` times, then who called; `Missing` is always NOT_FOUND."""
 
     service_names = (SERVICE,)
+    starting_message = "the flaky service is warming up; retry shortly"
 
     def __init__(self, settings: ServiceSettings, flaky: int = 0) -> None:
         super().__init__(settings)
@@ -188,7 +189,6 @@ async def test_mutual_tls_from_client_settings(tmp_path):
 
 async def test_every_business_rpc_waits_for_readiness_and_the_kit_closes():
     app = FlakyApp(ServiceSettings(service_name="flaky"))
-    app.starting_message = "the flaky service is warming up; retry shortly"
     async with testing.starting_server(app.settings, app) as (server, starting):
         remote = Remote("flaky", f"127.0.0.1:{server.port}", TEST_SERVICE_KEYS["inference"])
         for method in ("WhoAmI", "Missing"):
