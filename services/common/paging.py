@@ -41,7 +41,7 @@ def decode_token(token: str) -> Any:
         return None
     try:
         return json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (binascii.Error, ValueError) as exc:
+    except (binascii.Error, ValueError, RecursionError) as exc:
         raise InvalidArgument(_FOREIGN_TOKEN) from exc
 
 
@@ -66,15 +66,21 @@ class Page(Generic[P]):
     after: P
 
     @classmethod
-    def parse(cls, size: int, token: str, first: P) -> Page[P]:
-        """`first` is the position before the first row; a token must decode to its type."""
+    def parse(
+        cls, size: int, token: str, first: P, valid: Callable[[P], bool] | None = None
+    ) -> Page[P]:
+        """`first` is the position before the first row; a token must decode to its type
+        (and pass `valid`, the bounds a real position has), else INVALID_ARGUMENT."""
         size = page_size(size)
-        position = decode_token(token)
-        if position is None:
+        if not token:
             return cls(size, first)
+        position = decode_token(token)
         if not _same_shape(position, first):
             raise InvalidArgument(_FOREIGN_TOKEN)
-        return cls(size, tuple(position) if isinstance(first, tuple) else position)
+        position = tuple(position) if isinstance(first, tuple) else position
+        if valid is not None and not valid(position):
+            raise InvalidArgument(_FOREIGN_TOKEN)
+        return cls(size, position)
 
     @property
     def fetch(self) -> int:

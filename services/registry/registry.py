@@ -301,7 +301,7 @@ class Registry:
         self, tenant: str, page_size: int, page_token: str, base_model: str = ""
     ) -> tuple[list[AdapterSummary], str]:
         """By name; the token holds the last name of the page."""
-        page = Page.parse(page_size, page_token, first="")
+        page = Page.parse(page_size, page_token, first="", valid=lambda n: 0 < len(n) <= 128)
         items = await self._run(
             self.store.list_adapters, tenant, page.after, page.fetch, base_model
         )
@@ -311,7 +311,7 @@ class Registry:
         self, tenant: str, name: str, page_size: int, page_token: str
     ) -> tuple[list[VersionRecord], str]:
         """Newest first; the token holds the last version number of the page."""
-        page = Page.parse(page_size, page_token, first=0)
+        page = Page.parse(page_size, page_token, first=0, valid=lambda v: 1 <= v <= 2**31 - 1)
         adapter = self._owned(tenant, name)
         items = await self._run(self.store.list_versions, adapter, page.after, page.fetch)
         return page.cut(items, key=lambda v: v.version)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import math
 
 import pytest
@@ -55,8 +56,18 @@ def test_tuple_positions_round_trip_as_tuples():
         (encode_token(["a", "b"]), (math.inf, "")),  # wrong element types
         (encode_token([1.0]), (math.inf, "")),  # wrong length
         (encode_token({"a": 1}), (math.inf, "")),
+        (encode_token(None), ""),  # "null" is not the first page
     ],
 )
 def test_foreign_tokens_are_invalid_argument(token, first):
     with pytest.raises(InvalidArgument, match="page_token"):
         Page.parse(10, token, first=first)
+
+
+def test_deeply_nested_tokens_and_bounds_are_invalid_argument():
+    deep = base64.urlsafe_b64encode(b"[" * 100_000).decode()
+    with pytest.raises(InvalidArgument):
+        Page.parse(10, deep, first=0)
+    with pytest.raises(InvalidArgument):
+        Page.parse(10, encode_token(0), first=0, valid=lambda v: v >= 1)
+    assert Page.parse(10, encode_token(3), first=0, valid=lambda v: v >= 1).after == 3
