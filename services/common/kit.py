@@ -52,7 +52,7 @@ class Kit:
 
     async def blocking(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """`fn(*args, **kwargs)` on the bounded executor; the loop stays free meanwhile."""
-        call = functools.partial(fn, *args, **kwargs) if kwargs else functools.partial(fn, *args)
+        call = functools.partial(fn, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self.executor, call)
 
     def database(self, url: str) -> Engine:
@@ -80,7 +80,8 @@ class Kit:
 
 
 class Service:
-    """Base of every service app; subclasses fill in the four marked members."""
+    """Base of every service app: subclasses set `service_names` (and `starting_message`)
+    and implement `register`, `start` and, when the core holds resources, `stop`."""
 
     #: Full gRPC service names, e.g. "loraplex.registry.v1.RegistryService".
     service_names: tuple[str, ...] = ()
