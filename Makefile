@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 PROTOS  = $(shell find protos -name '*.proto')
 
-.PHONY: setup protos kernels lint test test-unit demo clean
+.PHONY: setup protos kernels lint test test-unit test-integration test-e2e demo clean
 
 setup: $(STAMP) protos kernels
 
@@ -30,11 +30,23 @@ kernels: $(STAMP)
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	cd protos && ../$(BIN)/buf lint
 	bash scripts/check_deploy.sh
 
+# Everything: unit, integration (real servers on loopback) and e2e (the suite as processes).
 test: setup lint
 	$(BIN)/python -m pytest -q
+
+# Fast: plain classes, no servers, no model loads.
+test-unit: setup
+	$(BIN)/python -m pytest -q tests/unit -m "not slow and not gpu"
+
+test-integration: setup
+	$(BIN)/python -m pytest -q -m "integration and not e2e"
+
+test-e2e: setup
+	$(BIN)/python -m pytest -q -m e2e
 
 demo: setup
 	$(BIN)/python scripts/demo.py

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import sys
 from collections.abc import Callable, Iterator
 from typing import Annotated
@@ -10,6 +11,7 @@ from typing import Annotated
 import grpc
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -58,6 +60,34 @@ def reported_errors() -> Iterator[None]:
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as error:
         err_console.print(f"[red]error[/red] {error}")
         sys.exit(2)
+
+
+#: What each optional extra brings, by a module it installs (checked, never imported).
+EXTRA_MODULES = {
+    "services": ("pydantic_settings", "sqlalchemy", "grpc_health", "prometheus_client"),
+    "ml": ("torch", "transformers", "faiss", "sentence_transformers"),
+    "serve-cpu": ("vllm",),
+}
+
+
+def require_extras(command: str, *extras: str) -> None:
+    """Admin commands run the services' own code here: without its extras, say which to install.
+
+    The SDK and the other commands need only the generated stubs; `keys`, `models`
+    and `suite` import the services lazily, after this check.
+    """
+    missing = [
+        extra
+        for extra in extras
+        if any(importlib.util.find_spec(module) is None for module in EXTRA_MODULES[extra])
+    ]
+    if missing:
+        names = ",".join(missing)
+        err_console.print(
+            f"[red]error[/red] `loraplex {command}` runs the services' own code on this machine"
+            f" and needs the {names} extra(s): " + escape(f"pip install 'loraplex[{names}]'")
+        )
+        sys.exit(1)
 
 
 @contextlib.contextmanager

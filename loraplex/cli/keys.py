@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from loraplex.cli.common import console, err_console
+from loraplex.cli.common import console, err_console, require_extras
 
 app = typer.Typer(help="API keys (stored hashed in a keys file).", no_args_is_help=True)
 
@@ -43,6 +43,7 @@ def create(
     keys_file: KeysFileOption = None,
 ) -> None:
     """Create a key; it is printed once and only its sha256 is stored."""
+    require_extras("keys create", "services")
     from services.common.auth import add_key_to_file
     from services.common.context import PrincipalKind
     from services.common.errors import InvalidArgument

@@ -9,12 +9,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from loraplex.cli.common import console, err_console
+from loraplex.cli.common import console, err_console, require_extras
 
 app = typer.Typer(help="Base models in the local model store.", no_args_is_help=True)
 
 
 def _store(data_dir: Path | None):  # type: ignore[no-untyped-def]
+    require_extras("models", "services")
     from services.models.store import ModelStore
 
     root = data_dir or Path(os.environ.get("LORAPLEX_DATA_DIR", ".loraplex"))
@@ -36,6 +37,7 @@ def import_model(
     data_dir: DataDirOption = None,
 ) -> None:
     """Import a base model once; services then load it by name, offline."""
+    require_extras("models import", "services", "ml")
     from services.common.errors import LoraplexError
 
     store = _store(data_dir)

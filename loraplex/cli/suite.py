@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from loraplex.cli.common import console, err_console
+from loraplex.cli.common import console, err_console, require_extras
 
 app = typer.Typer(help="Run the whole suite on this machine.", no_args_is_help=True)
 
@@ -26,6 +26,11 @@ def up(
     ] = [],  # noqa: B006
 ) -> None:
     """Start registry, retrieval, training and inference; stop them all on Ctrl-C."""
+    wanted = set(service) or {"registry", "retrieval", "training", "inference"}
+    extras = ["services"]
+    extras += ["ml"] if wanted & {"retrieval", "training"} else []
+    extras += ["serve-cpu"] if "inference" in wanted else []
+    require_extras("suite up", *extras)
     from services.suite import SERVICES, LocalSuite
 
     root = data_dir or Path(os.environ.get("LORAPLEX_DATA_DIR", ".loraplex"))

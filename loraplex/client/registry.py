@@ -2,43 +2,28 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from loraplex.client.adapter_files import IntegrityError, VerifiedFolder
+from loraplex.adapter_transfer import (
+    IntegrityError,
+    VerifiedFolder,
+    adapter_files,
+    push_chunks,
+    push_header,
+    sha256_file,
+)
 from loraplex.client.base import BaseClient, LoraplexClientError
 from loraplex.registry.v1 import registry_service_pb2 as pb
 from loraplex.registry.v1 import registry_service_pb2_grpc as pb_grpc
 
-CHUNK_BYTES = 1024 * 1024
-TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+__all__ = ["Progress", "RegistryClient", "sha256_file"]
+
 #: Called with (bytes done, bytes total) as a transfer progresses.
 Progress = Callable[[int, int], None]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def adapter_files(source: Path) -> list[tuple[str, Path]]:
-    """(relative path, file) pairs of a PEFT folder, or the one archive given."""
-    if source.is_file():
-        return [(source.name, source)]
-    if not source.is_dir():
-        raise FileNotFoundError(f"{source} is neither an adapter folder nor an archive")
-    return sorted(
-        (p.relative_to(source).as_posix(), p)
-        for p in source.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(source).parts)
-    )
 
 
 class RegistryClient(BaseClient):
@@ -65,34 +50,27 @@ class RegistryClient(BaseClient):
         """Uploads a PEFT folder (or a .tar/.tar.gz of one) as the next version of `name`."""
         source = Path(source)
         files = adapter_files(source)
-        is_tar = source.is_file() and source.name.endswith(TAR_SUFFIXES)
-        manifest = [
-            pb.FileManifest(path=rel, size_bytes=p.stat().st_size, sha256=sha256_file(p))
-            for rel, p in files
-        ]
-        header = pb.PushHeader(
-            name=name,
-            format=pb.PUSH_FORMAT_TAR if is_tar else pb.PUSH_FORMAT_FILES,
-            files=manifest,
-            lineage=lineage or {},
-            metrics=metrics or {},
-            aliases=aliases or [],
+        header = push_header(
+            name,
+            source,
+            files,
+            lineage=lineage,
+            metrics=metrics,
+            aliases=aliases or (),
             description=description,
             expect_base_model=expect_base_model,
             max_rank=max_rank,
         )
-        total = sum(m.size_bytes for m in manifest)
+        total = sum(m.size_bytes for m in header.files)
 
         def requests() -> Iterator[pb.PushAdapterRequest]:
             yield pb.PushAdapterRequest(header=header)
             done = 0
-            for rel, path in files:
-                with path.open("rb") as handle:
-                    while data := handle.read(CHUNK_BYTES):
-                        yield pb.PushAdapterRequest(chunk=pb.FileChunk(path=rel, data=data))
-                        done += len(data)
-                        if progress:
-                            progress(done, total)
+            for request in push_chunks(files):
+                yield request
+                done += len(request.chunk.data)
+                if progress:
+                    progress(done, total)
 
         response = self._call(self.stub.PushAdapter, requests(), timeout)
         return response.version

@@ -1,1 +1,1 @@
-"""Shared service kit: settings, logging, errors, tenancy, server bootstrap. No ML imports."""
+"""The service kit every service stands on (docs/architecture.md). No ML imports."""

@@ -20,6 +20,7 @@ from services.common.auth import NO_SERVICE_CALLS, KeyRing, ServiceScopes, requi
 from services.common.context import new_request_id, principal_var, request_id_var
 from services.common.errors import GENERIC_INTERNAL_MESSAGE, LoraplexError
 from services.common.metrics import RPC_SECONDS, RPC_TOTAL
+from services.common.readiness import Readiness
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,12 @@ class _Call:
         keyring: KeyRing,
         scopes: ServiceScopes,
         context: grpc.aio.ServicerContext,
+        readiness: Readiness | None = None,
     ):
         self.method = method
         self.keyring = keyring
         self.scopes = scopes
+        self.readiness = readiness
         self.context = context
         self.code = grpc.StatusCode.OK
         self.started = time.perf_counter()
@@ -54,6 +57,8 @@ class _Call:
         if principal.is_service and not principal.tenant:
             require_service_level(self.method, principal)
         principal_var.set(principal)
+        if self.readiness is not None:  # after authentication, so the log names the caller
+            self.readiness.check()
 
     async def fail(self, exc: BaseException) -> None:
         trailing = ((REQUEST_ID_HEADER, request_id_var.get()),)
@@ -77,9 +82,10 @@ def _wrap_unary_response(
     method: str,
     keyring: KeyRing,
     scopes: ServiceScopes,
+    readiness: Readiness | None = None,
 ) -> Callable[[Any, Any], Awaitable[Any]]:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        call = _Call(method, keyring, scopes, context)
+        call = _Call(method, keyring, scopes, context, readiness)
         cancelled = False
         try:
             call.enter()
@@ -100,9 +106,10 @@ def _wrap_stream_response(
     method: str,
     keyring: KeyRing,
     scopes: ServiceScopes,
+    readiness: Readiness | None = None,
 ) -> Callable[[Any, Any], AsyncIterator[Any]]:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        call = _Call(method, keyring, scopes, context)
+        call = _Call(method, keyring, scopes, context, readiness)
         cancelled = False
         try:
             call.enter()
@@ -120,11 +127,21 @@ def _wrap_stream_response(
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every business RPC; health and reflection pass through untouched, keyless."""
+    """Wraps every business RPC; health and reflection pass through untouched, keyless.
 
-    def __init__(self, keyring: KeyRing, scopes: ServiceScopes = NO_SERVICE_CALLS) -> None:
+    With a `readiness` gate, a business RPC that arrives before the service is ready
+    is refused with UNAVAILABLE (after authentication, so the log names the tenant).
+    """
+
+    def __init__(
+        self,
+        keyring: KeyRing,
+        scopes: ServiceScopes = NO_SERVICE_CALLS,
+        readiness: Readiness | None = None,
+    ) -> None:
         self._keyring = keyring
         self._scopes = scopes
+        self._readiness = readiness
 
     async def intercept_service(
         self,
@@ -137,7 +154,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if method.startswith(PUBLIC_METHOD_PREFIXES):
             return handler
-        call = (method, self._keyring, self._scopes)
+        call = (method, self._keyring, self._scopes, self._readiness)
         serde = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,

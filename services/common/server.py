@@ -1,8 +1,9 @@
 """gRPC server bootstrap: health, reflection, keepalive, limits, TLS, graceful shutdown.
 
-A service plugs in as a `ServiceApp`: it registers its servicers, opens its
-resources (database, index, engine) before it is reported ready, and closes them
-after the server has drained.
+A service plugs in as a `ServiceApp` (in practice a `services.common.kit.Service`):
+it registers its servicers, opens its resources (database, index, engine) before it
+is reported ready, and closes them after the server has drained. Until the app's
+`start()` returns, the readiness gate answers UNAVAILABLE on every business RPC.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from services.common.errors import LoraplexError
 from services.common.interceptors import ServiceInterceptor
 from services.common.logs import configure_logging
 from services.common.metrics import start_metrics_server
+from services.common.readiness import Readiness
 from services.common.settings import ServiceSettings
 from services.common.tls import server_credentials
 
@@ -65,6 +67,9 @@ class GrpcServer:
             settings.resolved_keys_file(), settings.tenant_keys, settings.service_keys
         )
         self.health = health.aio.HealthServicer()
+        self.readiness: Readiness = getattr(app, "readiness", None) or Readiness(
+            f"the {settings.service_name} service is starting; retry shortly"
+        )
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._stopped = False
@@ -74,7 +79,9 @@ class GrpcServer:
             # An app's optional `service_scopes` says what other services' keys may call.
             interceptors=[
                 ServiceInterceptor(
-                    self.keyring, getattr(self.app, "service_scopes", NO_SERVICE_CALLS)
+                    self.keyring,
+                    getattr(self.app, "service_scopes", NO_SERVICE_CALLS),
+                    self.readiness,
                 )
             ],
             options=server_options(self.settings),
@@ -103,6 +110,7 @@ class GrpcServer:
         await server.start()
         log.info("%s listening on %s:%d", self.settings.service_name, self.settings.host, self.port)
         await self.app.start()
+        self.readiness.open()
         for name in self.app.service_names:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if not self.keyring:

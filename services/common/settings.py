@@ -50,7 +50,10 @@ class ServiceSettings(BaseSettings):
     max_message_bytes: int = 8 * 1024 * 1024
     keepalive_seconds: int = 60
     max_concurrent_rpcs: int = 1000
+    #: Threads of the bounded executor that runs blocking work (`Kit.blocking`).
     executor_threads: int = 4
+    #: How this service dials the others (`LORAPLEX_TLS_*`), read once with the rest.
+    client_tls: ClientTlsSettings = Field(default_factory=ClientTlsSettings)
 
     def resolved_keys_file(self) -> Path:
         return self.keys_file or self.data_dir / "keys.json"

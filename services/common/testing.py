@@ -68,6 +68,31 @@ async def running_server(
         await server.stop(grace=1)
 
 
+@contextlib.asynccontextmanager
+async def starting_server(
+    settings: ServiceSettings, app: ServiceApp, keyring: KeyRing | None = None
+) -> AsyncIterator[tuple[GrpcServer, asyncio.Task[int]]]:
+    """Starts `app` in the background; yields once its port is bound, before it is ready.
+
+    For tests of start-up itself (the readiness gate): the caller decides when the
+    app's `start()` may finish and awaits the task; the server is stopped after.
+    """
+    settings = settings.model_copy(update={"host": "127.0.0.1", "port": 0, "metrics_port": 0})
+    server = GrpcServer(settings, app, keyring or test_keyring())
+    task = asyncio.create_task(server.start())
+    await asyncio.sleep(0)  # start() binds the port before its first await
+    try:
+        if not server.port:
+            await task  # start-up failed before binding: raise its error
+        yield server, task
+    finally:
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        await server.stop(grace=1)
+
+
 @contextlib.contextmanager
 def server_thread(
     settings: ServiceSettings, app: ServiceApp, keyring: KeyRing | None = None

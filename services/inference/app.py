@@ -10,7 +10,7 @@ import grpc
 from loraplex.inference.v1 import inference_service_pb2 as pb
 from loraplex.inference.v1 import inference_service_pb2_grpc as pb_grpc
 from services.common.channels import open_channel
-from services.common.settings import ClientTlsSettings
+from services.common.kit import Kit, Service
 from services.inference.adapter_cache import AdapterDiskCache
 from services.inference.adapters import AdapterManager
 from services.inference.admission import Admission
@@ -25,12 +25,16 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["InferenceService"].full_name
 
 
-class InferenceApp:
+class InferenceApp(Service):
     service_names = (SERVICE_NAME,)
+    starting_message = "the model is still loading; retry shortly"
 
-    def __init__(self, settings: InferenceSettings, engine: VllmEngine | None = None) -> None:
+    def __init__(
+        self, settings: InferenceSettings, engine: VllmEngine | None = None, kit: Kit | None = None
+    ) -> None:
         """`engine` lets tests share one started engine between apps."""
-        self.settings = settings
+        super().__init__(settings, kit)
+        self.settings: InferenceSettings = settings
         self.engine = engine
         self._owns_engine = engine is None
         self.servicer = InferenceServicer()
@@ -47,7 +51,7 @@ class InferenceApp:
             await asyncio.to_thread(self.engine.start)
         if not s.service_key:
             log.warning("no LORAPLEX_INFERENCE_SERVICE_KEY: adapters and RAG will be unavailable")
-        tls = ClientTlsSettings()
+        tls = s.client_tls
         self._channels = [open_channel(s.registry_addr, tls), open_channel(s.retrieval_addr, tls)]
         registry = RegistryGateway(self._channels[0], s.service_key, s.registry_timeout_seconds)
         adapters = AdapterManager(
@@ -72,7 +76,7 @@ class InferenceApp:
             self.watch.follow(s.watch_tenants)
         self.servicer.attach(self.core)
 
-    async def close(self) -> None:
+    async def stop(self) -> None:
         if self.core is not None:
             await self.watch.close()
             await self.core.adapters.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import grpc
 
-from loraplex.client.adapter_files import IntegrityError, VerifiedFolder
+from loraplex.adapter_transfer import IntegrityError, VerifiedFolder
 from loraplex.registry.v1 import registry_service_pb2 as reg_pb
 from loraplex.registry.v1 import registry_service_pb2_grpc as reg_grpc
 from loraplex.retrieval.v1 import retrieval_service_pb2 as ret_pb

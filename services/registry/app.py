@@ -1,30 +1,32 @@
-"""Wires the registry's parts together for the server bootstrap."""
+"""The registry service on the kit: settings, the `Registry` core and its servicer."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
 from loraplex.registry.v1 import registry_service_pb2 as pb
 from loraplex.registry.v1 import registry_service_pb2_grpc as pb_grpc
 from services.common.auth import ServiceScopes
-from services.common.db import make_engine, sqlite_url
+from services.common.db import sqlite_url
+from services.common.kit import Kit, Service
 from services.registry.blobs import BlobStore
-from services.registry.registry import Limits, Registry
+from services.registry.registry import Registry
 from services.registry.servicer import RegistryServicer
 from services.registry.settings import RegistrySettings
 from services.registry.store import AdapterStore
 
 log = logging.getLogger(__name__)
+
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RegistryService"].full_name
 
 
-class RegistryApp:
+class RegistryApp(Service):
     service_names = (SERVICE_NAME,)
+    starting_message = "the registry is starting; retry shortly"
     #: Inference resolves, checks, downloads and watches; training publishes.
     service_scopes = ServiceScopes(
         SERVICE_NAME,
@@ -38,11 +40,9 @@ class RegistryApp:
         training=("PushAdapter", "SetAlias"),
     )
 
-    def __init__(self, settings: RegistrySettings) -> None:
-        self.settings = settings
-        self.executor = ThreadPoolExecutor(
-            max_workers=settings.executor_threads, thread_name_prefix="registry"
-        )
+    def __init__(self, settings: RegistrySettings, kit: Kit | None = None) -> None:
+        super().__init__(settings, kit)
+        self.settings: RegistrySettings = settings
         self.servicer = RegistryServicer()
         self.registry: Registry | None = None
         self._sweeper: asyncio.Task | None = None
@@ -53,21 +53,10 @@ class RegistryApp:
     async def start(self) -> None:
         """Opens the database and sweeps what a crashed upload left behind."""
         root = self.settings.service_dir("registry")
-        url = self.settings.database_url or sqlite_url(root / "registry.db")
-        self.engine = make_engine(url)
+        engine = self.kit.database(self.settings.database_url or sqlite_url(root / "registry.db"))
+        store = await self.kit.blocking(AdapterStore, engine)
         self.registry = Registry(
-            AdapterStore(self.engine),
-            BlobStore(root / "blobs"),
-            Limits(
-                max_adapter_bytes=self.settings.max_adapter_bytes,
-                max_files=self.settings.max_files,
-                max_rank=self.settings.max_rank,
-                download_chunk_bytes=self.settings.download_chunk_bytes,
-                max_weight_abs=self.settings.max_weight_abs,
-                max_metadata_bytes=self.settings.max_metadata_bytes,
-            ),
-            self.executor,
-            self.settings.watch_poll_seconds,
+            self.settings, store, BlobStore(root / "blobs"), self.kit.blocking
         )
         await self._sweep()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="registry-sweeper")
@@ -88,11 +77,8 @@ class RegistryApp:
             except Exception:
                 log.exception("sweeping leftover push files failed; will retry")
 
-    async def close(self) -> None:
+    async def stop(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        self.executor.shutdown(wait=True)
-        if self.registry is not None:
-            self.engine.dispose()

@@ -14,10 +14,8 @@ import re
 import tarfile
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from functools import partial
 from typing import TypeVar
 
 from services.common.adapter_ref import (
@@ -27,7 +25,7 @@ from services.common.adapter_ref import (
     parse_ref,
     validate_alias,
 )
-from services.common.adapter_weights import DEFAULT_MAX_ABS, check_weight_values
+from services.common.adapter_weights import check_weight_values
 from services.common.auth import validate_identity_name
 from services.common.errors import (
     DataLoss,
@@ -39,9 +37,11 @@ from services.common.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from services.common.kit import Blocking
+from services.common.paging import Page
 from services.registry.blobs import BlobStore, BlobWriter
 from services.registry.compat import incompatibilities
-from services.registry.metadata import DEFAULT_MAX_TOTAL_BYTES, check_metadata
+from services.registry.metadata import check_metadata
 from services.registry.names import validate_file_path
 from services.registry.peft_files import (
     CONFIG_FILE,
@@ -59,6 +59,7 @@ from services.registry.records import (
     VersionRecord,
     now,
 )
+from services.registry.settings import RegistrySettings
 from services.registry.store import AdapterStore
 from services.registry.watch import POLL_BATCH, EventHub, Subscription
 
@@ -91,36 +92,26 @@ class PushHeader:
     description: str = ""
 
 
-@dataclass(frozen=True)
-class Limits:
-    max_adapter_bytes: int
-    max_files: int
-    max_rank: int
-    download_chunk_bytes: int = 1024 * 1024
-    #: Largest |weight| a pushed adapter may hold.
-    max_weight_abs: float = DEFAULT_MAX_ABS
-    #: Lineage, metrics and description of one version together.
-    max_metadata_bytes: int = DEFAULT_MAX_TOTAL_BYTES
-
-
 class Registry:
+    """`blocking` runs store and blob work off the event loop (the kit's executor)."""
+
     def __init__(
         self,
+        settings: RegistrySettings,
         store: AdapterStore,
         blobs: BlobStore,
-        limits: Limits,
-        executor: ThreadPoolExecutor,
-        watch_poll_seconds: float = 1.0,
+        blocking: Blocking,
     ) -> None:
         self.store = store
         self.blobs = blobs
-        self.limits = limits
-        self.executor = executor
+        self.limits = settings
+        self._blocking = blocking
+        self.watch_poll_seconds = settings.watch_poll_seconds
         self._inflight: Counter[str] = Counter()
-        self.hub = EventHub(store, self._run, watch_poll_seconds)
+        self.hub = EventHub(store, self._run, self.watch_poll_seconds)
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, partial(fn, *args))
+        return await self._blocking(fn, *args)
 
     def _notify(self) -> None:
         self.hub.notify()
@@ -325,14 +316,23 @@ class Registry:
         return await self._run(self.store.resolve, self._owned_ref(tenant, ref))
 
     async def list_adapters(
-        self, tenant: str, after: str, limit: int, base_model: str = ""
-    ) -> list[AdapterSummary]:
-        return await self._run(self.store.list_adapters, tenant, after, limit, base_model)
+        self, tenant: str, page_size: int, page_token: str, base_model: str = ""
+    ) -> tuple[list[AdapterSummary], str]:
+        """By name; the token holds the last name of the page."""
+        page = Page.parse(page_size, page_token, first="", valid=lambda n: 0 < len(n) <= 128)
+        items = await self._run(
+            self.store.list_adapters, tenant, page.after, page.fetch, base_model
+        )
+        return page.cut(items, key=lambda s: s.name.name)
 
     async def list_versions(
-        self, tenant: str, name: str, before: int, limit: int
-    ) -> list[VersionRecord]:
-        return await self._run(self.store.list_versions, self._owned(tenant, name), before, limit)
+        self, tenant: str, name: str, page_size: int, page_token: str
+    ) -> tuple[list[VersionRecord], str]:
+        """Newest first; the token holds the last version number of the page."""
+        page = Page.parse(page_size, page_token, first=0, valid=lambda v: 1 <= v <= 2**31 - 1)
+        adapter = self._owned(tenant, name)
+        items = await self._run(self.store.list_versions, adapter, page.after, page.fetch)
+        return page.cut(items, key=lambda v: v.version)
 
     async def download(
         self, tenant: str, ref: str

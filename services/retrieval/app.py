@@ -1,15 +1,14 @@
-"""The retrieval `ServiceApp`: wires store, embedders, executor and manager to the server."""
+"""The retrieval service on the kit: settings, the `CollectionManager` core and its servicer."""
 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
 from loraplex.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
 from services.common.auth import ServiceScopes
-from services.common.db import make_engine
+from services.common.kit import Kit, Service
 from services.retrieval.embedder import Embedder, EmbedderPool, packaged_model_dir
 from services.retrieval.manager import CollectionManager
 from services.retrieval.servicer import RetrievalServicer
@@ -27,27 +26,33 @@ def embedder_pool(settings: RetrievalSettings) -> EmbedderPool:
     return EmbedderPool(settings.embedding_model, paths, settings.embed_batch_size)
 
 
-class RetrievalApp:
-    """Ready (health SERVING for the service name) only once every index is loaded."""
+class RetrievalApp(Service):
+    """Ready (health SERVING, calls admitted) only once every index is loaded."""
 
     service_names = (SERVICE_NAME,)
     #: Inference searches for grounding; no other service calls retrieval.
     service_scopes = ServiceScopes(SERVICE_NAME, inference=("SearchChunks",))
+    starting_message = "the retrieval service is loading its indexes; retry shortly"
 
-    def __init__(self, settings: RetrievalSettings, embedder: Embedder | None = None) -> None:
-        self.settings = settings
-        self.executor = ThreadPoolExecutor(
-            max_workers=settings.executor_threads, thread_name_prefix="retrieval"
-        )
-        self.engine = make_engine(settings.database_url())
+    def __init__(
+        self,
+        settings: RetrievalSettings,
+        embedder: Embedder | None = None,
+        kit: Kit | None = None,
+    ) -> None:
+        super().__init__(settings, kit)
+        self.settings: RetrievalSettings = settings
+        self.engine = self.kit.database(settings.database_url())
         self.store = RetrievalStore(self.engine)
         self.embedders = embedder_pool(settings)
         if embedder is not None:
             self.embedders.add(embedder)
-        self.manager = CollectionManager(settings, self.store, self.embedders, self.executor)
+        self.manager = CollectionManager(settings, self.store, self.embedders, self.kit.executor)
+        self.servicer = RetrievalServicer()
+        self.servicer.attach(self.manager)
 
     def register(self, server: grpc.aio.Server) -> None:
-        pb_grpc.add_RetrievalServiceServicer_to_server(RetrievalServicer(self.manager), server)
+        pb_grpc.add_RetrievalServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
         if self.settings.torch_threads > 0:
@@ -60,9 +65,5 @@ class RetrievalApp:
             faiss.omp_set_num_threads(self.settings.faiss_threads)
         await self.manager.open()
 
-    async def close(self) -> None:
-        try:
-            await self.manager.close()
-        finally:
-            self.executor.shutdown(wait=True)
-            self.engine.dispose()
+    async def stop(self) -> None:
+        await self.manager.close()

@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from services.common import paging
 from services.common.errors import InvalidArgument, NotFound
+from services.common.paging import Page
 from services.retrieval import validate
 from services.retrieval.chunking import chunk_text, validate_chunking
 from services.retrieval.embedder import EmbedderPool
@@ -166,14 +166,10 @@ class CollectionManager:
     async def list_collections(
         self, tenant: str, page_size: int, page_token: str
     ) -> tuple[list[CollectionRecord], str]:
-        size = paging.page_size(page_size)
-        after = paging.decode_token(page_token) or ""
-        if not isinstance(after, str):
-            raise InvalidArgument("page_token is not one this server issued")
-        records = await self._run(self.store.list_collections, tenant, after, size + 1)
-        more = len(records) > size
-        records = [self._record_of(r) for r in records[:size]]
-        return records, paging.encode_token(records[-1].name) if more else ""
+        page = Page.parse(page_size, page_token, first="")
+        records = await self._run(self.store.list_collections, tenant, page.after, page.fetch)
+        items, token = page.cut(records, key=lambda r: r.name)
+        return [self._record_of(r) for r in items], token
 
     async def delete_collection(self, tenant: str, name: str) -> None:
         live = self._get(tenant, name)

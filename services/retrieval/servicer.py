@@ -10,19 +10,19 @@ from loraplex.retrieval.v1 import retrieval_service_pb2 as pb
 from loraplex.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
 from services.common.context import current_tenant
 from services.common.errors import InvalidArgument
+from services.common.kit import Servicer
 from services.retrieval import convert
 from services.retrieval.manager import CollectionManager
 from services.retrieval.records import DocumentInput
 
 
-class RetrievalServicer(pb_grpc.RetrievalServiceServicer):
-    def __init__(self, manager: CollectionManager) -> None:
-        self.manager = manager
+class RetrievalServicer(pb_grpc.RetrievalServiceServicer, Servicer[CollectionManager]):
+    """Attached to the manager at once; the readiness gate holds calls until it is open."""
 
     async def CreateCollection(
         self, request: pb.CreateCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateCollectionResponse:
-        record = await self.manager.create_collection(
+        record = await self.core.create_collection(
             current_tenant(),
             request.name,
             request.embedding_model,
@@ -35,13 +35,13 @@ class RetrievalServicer(pb_grpc.RetrievalServiceServicer):
     async def GetCollection(
         self, request: pb.GetCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCollectionResponse:
-        record = await self.manager.get_collection(current_tenant(), request.name)
+        record = await self.core.get_collection(current_tenant(), request.name)
         return pb.GetCollectionResponse(collection=convert.collection(record))
 
     async def ListCollections(
         self, request: pb.ListCollectionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListCollectionsResponse:
-        records, token = await self.manager.list_collections(
+        records, token = await self.core.list_collections(
             current_tenant(), request.page_size, request.page_token
         )
         return pb.ListCollectionsResponse(
@@ -51,7 +51,7 @@ class RetrievalServicer(pb_grpc.RetrievalServiceServicer):
     async def DeleteCollection(
         self, request: pb.DeleteCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteCollectionResponse:
-        await self.manager.delete_collection(current_tenant(), request.name)
+        await self.core.delete_collection(current_tenant(), request.name)
         return pb.DeleteCollectionResponse()
 
     async def UpsertDocuments(
@@ -71,13 +71,13 @@ class RetrievalServicer(pb_grpc.RetrievalServiceServicer):
             async for request in request_iterator:
                 yield convert.documents(request.documents)
 
-        async for item in self.manager.upsert(tenant, first.collection, batches()):
+        async for item in self.core.upsert(tenant, first.collection, batches()):
             yield convert.progress(item)
 
     async def DeleteDocuments(
         self, request: pb.DeleteDocumentsRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteDocumentsResponse:
-        deleted, revision = await self.manager.delete_documents(
+        deleted, revision = await self.core.delete_documents(
             current_tenant(),
             request.collection,
             list(request.document_ids),
@@ -88,7 +88,7 @@ class RetrievalServicer(pb_grpc.RetrievalServiceServicer):
     async def SearchChunks(
         self, request: pb.SearchChunksRequest, context: grpc.aio.ServicerContext
     ) -> pb.SearchChunksResponse:
-        hits, revision = await self.manager.search(
+        hits, revision = await self.core.search(
             current_tenant(),
             request.collection,
             request.query,
@@ -104,4 +104,4 @@ class RetrievalServicer(pb_grpc.RetrievalServiceServicer):
     async def GetCollectionStats(
         self, request: pb.GetCollectionStatsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCollectionStatsResponse:
-        return convert.stats(await self.manager.stats(current_tenant(), request.name))
+        return convert.stats(await self.core.stats(current_tenant(), request.name))

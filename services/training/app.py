@@ -1,4 +1,4 @@
-"""Wires the training service's parts together for the server bootstrap."""
+"""The training service on the kit: settings, the `JobManager` core and its servicer."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import grpc
 
 from loraplex.training.v1 import training_service_pb2 as pb
 from loraplex.training.v1 import training_service_pb2_grpc as pb_grpc
-from services.common.db import make_engine
+from services.common.calls import CallPolicy
+from services.common.kit import Kit, Service
 from services.training.executors import Executor, LocalExecutor
-from services.training.jobs import JobLimits, JobManager
+from services.training.jobs import JobManager
 from services.training.publisher import Publisher, RegistryPublisher
 from services.training.servicer import TrainingServicer
 from services.training.settings import TrainingSettings
@@ -41,16 +42,19 @@ def make_executor(settings: TrainingSettings) -> Executor:
     raise ValueError(f"executor must be 'local' or 'kubernetes', not {settings.executor!r}")
 
 
-class TrainingApp:
+class TrainingApp(Service):
     service_names = (SERVICE_NAME,)
+    starting_message = "the training service is starting; retry shortly"
 
     def __init__(
         self,
         settings: TrainingSettings,
         publisher: Publisher | None = None,
         executor: Executor | None = None,
+        kit: Kit | None = None,
     ) -> None:
-        self.settings = settings
+        super().__init__(settings, kit)
+        self.settings: TrainingSettings = settings
         self.servicer = TrainingServicer()
         self.publisher = publisher
         self.executor = executor
@@ -59,38 +63,38 @@ class TrainingApp:
     def register(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_TrainingServiceServicer_to_server(self.servicer, server)
 
+    def _publisher(self) -> Publisher | None:
+        settings = self.settings
+        if self.publisher is not None:
+            return self.publisher
+        if settings.registry_addr and settings.service_key:
+            registry = self.kit.remote(
+                "registry",
+                settings.registry_addr,
+                settings.service_key,
+                CallPolicy(timeout=settings.publish_timeout_seconds),
+            )
+            return RegistryPublisher(registry, self.kit.blocking)
+        log.warning("no LORAPLEX_TRAINING_SERVICE_KEY: jobs cannot publish to the registry")
+        return None
+
     async def start(self) -> None:
         """Opens the database and requeues the jobs a previous run left running."""
         settings = self.settings
-        root = settings.service_dir("training")
-        self.engine = make_engine(settings.resolved_database_url())
-        store = TrainingStore(self.engine)
-        datasets = DatasetManager(
-            store, root / "datasets", settings.max_dataset_bytes, settings.max_row_bytes
-        )
-        publisher = self.publisher
-        if publisher is None and settings.registry_addr and settings.service_key:
-            publisher = RegistryPublisher(settings.registry_addr, settings.service_key)
-        if publisher is None:
-            log.warning("no LORAPLEX_TRAINING_SERVICE_KEY: jobs cannot publish to the registry")
+        engine = self.kit.database(settings.resolved_database_url())
+        store = await self.kit.blocking(TrainingStore, engine)
+        datasets = DatasetManager(settings, store)
         self.jobs = JobManager(
+            settings,
             store,
             datasets,
             self.executor or make_executor(settings),
-            publisher,
-            settings.data_dir,
-            settings.resolved_models_dir(),
-            JobLimits(
-                workers=settings.workers,
-                cancel_grace_seconds=settings.cancel_grace_seconds,
-                max_resumes=settings.max_resumes,
-                poll_seconds=settings.event_poll_seconds,
-            ),
+            self._publisher(),
+            self.kit.blocking,
         )
         await self.jobs.start()
-        self.servicer.attach(self.jobs, datasets)
+        self.servicer.attach(self.jobs)
 
-    async def close(self) -> None:
+    async def stop(self) -> None:
         if self.jobs is not None:
             await self.jobs.close()
-            self.engine.dispose()

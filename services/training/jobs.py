@@ -16,16 +16,25 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.kit import Blocking
+from services.common.paging import Page
 from services.training.datasets import TASK_FORMATS
 from services.training.executors import Executor, WorkerHandle
 from services.training.publisher import Publisher, check_gate
+from services.training.settings import TrainingSettings
 from services.training.spec import JobSpec, validate, with_defaults
-from services.training.store import FINAL_STATES, EventRecord, JobRecord, TrainingStore
+from services.training.store import (
+    FINAL_STATES,
+    NEWEST_FIRST,
+    DatasetRecord,
+    EventRecord,
+    JobRecord,
+    TrainingStore,
+)
 from services.training.uploads import DatasetManager
 
 log = logging.getLogger(__name__)
@@ -37,35 +46,35 @@ MODEL_NOTE = (
 )
 
 
-@dataclass
-class JobLimits:
-    workers: int = 1
-    cancel_grace_seconds: float = 5.0
-    max_resumes: int = 3
-    poll_seconds: float = 0.2
+def _page_key(record: JobRecord | DatasetRecord) -> tuple[float, str]:
+    return (record.created_at, record.id)
 
 
 class JobManager:
-    """Creates, schedules, watches and cancels jobs; every lookup is tenant-checked."""
+    """Creates, schedules, watches and cancels jobs; every lookup is tenant-checked.
+
+    Store and file work is blocking, so it runs through `blocking` (the kit's
+    executor); only scheduling decisions and worker handles live on the event loop.
+    """
 
     def __init__(
         self,
+        settings: TrainingSettings,
         store: TrainingStore,
         datasets: DatasetManager,
         executor: Executor,
         publisher: Publisher | None,
-        data_root: Path,
-        models_dir: Path,
-        limits: JobLimits,
+        blocking: Blocking,
     ) -> None:
+        self.settings = settings
         self.store = store
         self.datasets = datasets
         self.executor = executor
         self.publisher = publisher
-        self.data_root = data_root
-        self.jobs_root = data_root / "training" / "jobs"
-        self.models_dir = models_dir
-        self.limits = limits
+        self._blocking = blocking
+        self.data_root = settings.data_dir
+        self.jobs_root = self.data_root / "training" / "jobs"
+        self.models_dir = settings.resolved_models_dir()
         self._running: dict[str, WorkerHandle] = {}
         self._watchers: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -74,7 +83,7 @@ class JobManager:
 
     # Lifecycle
     async def start(self) -> None:
-        self._recover()
+        await self._blocking(self._recover)
         self._scheduler = asyncio.create_task(self._schedule())
 
     async def close(self) -> None:
@@ -88,11 +97,11 @@ class JobManager:
             for handle in list(self._running.values()):
                 handle.terminate()
         if self._watchers:
-            await asyncio.wait(self._watchers, timeout=self.limits.cancel_grace_seconds * 2)
+            await asyncio.wait(self._watchers, timeout=self.settings.cancel_grace_seconds * 2)
 
     def _recover(self) -> None:
         for job in self.store.jobs_in_state("running"):
-            if job.attempts > self.limits.max_resumes:
+            if job.attempts > self.settings.max_resumes:
                 self._fail(
                     job.id,
                     f"the training service restarted {job.attempts} times while this job ran;"
@@ -113,7 +122,12 @@ class JobManager:
             )
         return path
 
-    def create_job(self, tenant: str, spec: JobSpec) -> JobRecord:
+    async def create_job(self, tenant: str, spec: JobSpec) -> JobRecord:
+        job = await self._blocking(self._create_job, tenant, spec)
+        self._wake.set()
+        return job
+
+    def _create_job(self, tenant: str, spec: JobSpec) -> JobRecord:
         spec = with_defaults(spec)
         validate(spec, tenant)
         self.model_dir(spec.base_model)
@@ -143,37 +157,74 @@ class JobManager:
             spec.method,
             position,
         )
-        self._wake.set()
         return self.store.get_job(tenant, job.id)
 
-    def get_job(self, tenant: str, job_id: str) -> JobRecord:
-        return self.store.get_job(tenant, job_id)
+    async def get_job(self, tenant: str, job_id: str) -> JobRecord:
+        return await self._blocking(self.store.get_job, tenant, job_id)
 
-    def list_jobs(self, tenant: str, size: int, token: str) -> tuple[list[JobRecord], str]:
-        return self.store.list_jobs(tenant, size, token)
+    async def list_jobs(self, tenant: str, size: int, token: str) -> tuple[list[JobRecord], str]:
+        """Newest first."""
+        page = Page.parse(size, token, first=NEWEST_FIRST)
+        rows = await self._blocking(self.store.list_jobs, tenant, page.after, page.fetch)
+        return page.cut(rows, key=_page_key)
 
-    def cancel_job(self, tenant: str, job_id: str) -> JobRecord:
-        job = self.store.get_job(tenant, job_id)
+    async def upload_dataset(
+        self,
+        tenant: str,
+        name: str,
+        fmt: str,
+        size: int,
+        sha256: str,
+        data: AsyncIterator[bytes],
+    ) -> DatasetRecord:
+        """Streams `data` to a temp file, then validates and keeps it (all off the loop)."""
+        upload = await self._blocking(self.datasets.begin, tenant, name, fmt, size, sha256)
+        try:
+            async for chunk in data:
+                await self._blocking(upload.write, chunk)
+        except BaseException:
+            await self._blocking(upload.abort)
+            raise
+        return await self._blocking(self.datasets.finish, upload)
+
+    async def get_dataset(self, tenant: str, dataset_id: str) -> DatasetRecord:
+        return await self._blocking(self.datasets.store.get_dataset, tenant, dataset_id)
+
+    async def list_datasets(
+        self, tenant: str, size: int, token: str
+    ) -> tuple[list[DatasetRecord], str]:
+        """Newest first."""
+        page = Page.parse(size, token, first=NEWEST_FIRST)
+        rows = await self._blocking(
+            self.datasets.store.list_datasets, tenant, page.after, page.fetch
+        )
+        return page.cut(rows, key=_page_key)
+
+    async def cancel_job(self, tenant: str, job_id: str) -> JobRecord:
+        job = await self._blocking(self.store.get_job, tenant, job_id)
         if job.state in FINAL_STATES:
             raise FailedPrecondition(f"job {job_id!r} already ended ({job.state})")
-        self.store.update_job(job_id, cancel_requested=True)
+        await self._blocking(self.store.update_job, job_id, cancel_requested=True)
         handle = self._running.get(job_id)
         if handle is None:
-            if self.store.finish_job(job_id, "cancelled"):
-                self.store.append_event(job_id, "cancelled", {})
+            await self._blocking(self._finish_cancelled, job_id)
         else:
-            (self.jobs_root / job_id / "cancel").touch()
+            await self._blocking((self.jobs_root / job_id / "cancel").touch)
             handle.terminate()
-            asyncio.get_running_loop().call_later(self.limits.cancel_grace_seconds, handle.kill)
-        return self.store.get_job(tenant, job_id)
+            asyncio.get_running_loop().call_later(self.settings.cancel_grace_seconds, handle.kill)
+        return await self._blocking(self.store.get_job, tenant, job_id)
+
+    def _finish_cancelled(self, job_id: str) -> None:
+        if self.store.finish_job(job_id, "cancelled"):
+            self.store.append_event(job_id, "cancelled", {})
 
     async def events(
         self, tenant: str, job_id: str, after: int, follow: bool = True
     ) -> AsyncIterator[EventRecord]:
         """History first, then (with `follow`) live events until the job's final event."""
-        self.store.get_job(tenant, job_id)
+        await self._blocking(self.store.get_job, tenant, job_id)
         while True:
-            batch = await asyncio.to_thread(self.store.events_after, job_id, after)
+            batch = await self._blocking(self.store.events_after, job_id, after)
             for event in batch:
                 after = event.sequence
                 yield event
@@ -182,19 +233,36 @@ class JobManager:
             if not batch:
                 if not follow:
                     return
-                await asyncio.sleep(self.limits.poll_seconds)
+                await asyncio.sleep(self.settings.event_poll_seconds)
 
     # Scheduling
     async def _schedule(self) -> None:
         while not self._closing:
-            free = self.limits.workers - len(self._running)
-            for job in self.store.jobs_in_state("queued")[: max(free, 0)]:
+            free = self.settings.workers - len(self._running)
+            queued = await self._blocking(self.store.jobs_in_state, "queued")
+            for job in queued[: max(free, 0)]:
                 await self._launch(job)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=1.0)
 
     async def _launch(self, job: JobRecord) -> None:
+        job_dir = await self._blocking(self._prepare, job)
+        if job_dir is None:
+            return
+        attempt = job.attempts + 1
+        handle = await self.executor.start(job.id, job_dir, attempt)
+        self._running[job.id] = handle
+        latest = await self._blocking(self.store.find_job, job.id)
+        if latest is not None and latest.cancel_requested:
+            await self._blocking((job_dir / "cancel").touch)
+            handle.terminate()
+        task = asyncio.create_task(self._watch(job.id, job_dir, handle))
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+
+    def _prepare(self, job: JobRecord) -> Path | None:
+        """Writes the job's worker input and marks it running; None if it cannot start."""
         job_dir = self.jobs_root / job.id
         job_dir.mkdir(parents=True, exist_ok=True)
         spec = JobSpec.from_dict(job.spec)
@@ -209,7 +277,7 @@ class JobManager:
                 paths[dataset_id] = self._relative(self.datasets.path(record))
         except NotFound as exc:
             self._fail(job.id, f"{exc.message}; it was removed after the job was created")
-            return
+            return None
         payload = {"job_id": job.id, "spec": job.spec, "base_model_dir": self._relative(base)}
         payload["datasets"] = paths
         (job_dir / "job.json").write_text(json.dumps(payload, indent=2))
@@ -217,15 +285,7 @@ class JobManager:
         self.store.update_job(job.id, state="running", attempts=attempt)
         if job.started_at is None:
             self.store.update_job(job.id, started_at=time.time())
-        handle = await self.executor.start(job.id, job_dir, attempt)
-        self._running[job.id] = handle
-        latest = self.store.find_job(job.id)
-        if latest is not None and latest.cancel_requested:
-            (job_dir / "cancel").touch()
-            handle.terminate()
-        task = asyncio.create_task(self._watch(job.id, job_dir, handle))
-        self._watchers.add(task)
-        task.add_done_callback(self._watchers.discard)
+        return job_dir
 
     def _relative(self, path: Path) -> str:
         try:
@@ -239,16 +299,20 @@ class JobManager:
         error = ""
         try:
             while True:
-                done, _ = await asyncio.wait({wait}, timeout=self.limits.poll_seconds)
-                error = await asyncio.to_thread(self._ingest, job_id, job_dir) or error
+                done, _ = await asyncio.wait({wait}, timeout=self.settings.event_poll_seconds)
+                error = await self._blocking(self._ingest, job_id, job_dir) or error
                 if done:
                     break
             code = wait.result()
-            error = await asyncio.to_thread(self._ingest, job_id, job_dir) or error
+            error = await self._blocking(self._ingest, job_id, job_dir) or error
             await self._conclude(job_id, job_dir, code, error)
         except Exception:
             log.exception("job %s: watching the worker failed", job_id)
-            self._fail(job_id, "the training service lost track of the worker; start the job again")
+            await self._blocking(
+                self._fail,
+                job_id,
+                "the training service lost track of the worker; start the job again",
+            )
         finally:
             self._running.pop(job_id, None)
             self._wake.set()
@@ -292,19 +356,19 @@ class JobManager:
         return error
 
     async def _conclude(self, job_id: str, job_dir: Path, code: int, error: str) -> None:
-        job = self.store.find_job(job_id)
+        job = await self._blocking(self.store.find_job, job_id)
         assert job is not None
         if job.cancel_requested:
-            if self.store.finish_job(job_id, "cancelled"):
-                self.store.append_event(job_id, "cancelled", {})
+            await self._blocking(self._finish_cancelled, job_id)
             return
         if self._closing and code != 0:
             log.info("job %s: worker stopped for shutdown; it resumes on restart", job_id)
             return
         if code != 0:
-            self._fail(job_id, error or f"the worker exited with code {code}; see the job log")
+            reason = error or f"the worker exited with code {code}; see the job log"
+            await self._blocking(self._fail, job_id, reason)
             return
-        result = json.loads((job_dir / "result.json").read_text())
+        result = json.loads(await self._blocking((job_dir / "result.json").read_text))
         metrics = {**job.metrics, **result["metrics"]}
         spec = JobSpec.from_dict(job.spec)
         adapter_ref = ""
@@ -312,20 +376,24 @@ class JobManager:
             metrics["publishable"] = 0.0
             if spec.publish.adapter_name:
                 note = MODEL_NOTE.format(method=spec.method)
-                self.store.append_event(job_id, "notice", {"message": note})
+                await self._blocking(self.store.append_event, job_id, "notice", {"message": note})
         elif spec.publish.adapter_name:
             try:
                 adapter_ref = await self._publish(job, spec, result, metrics, job_dir)
             except Exception as exc:
                 log.exception("job %s: publishing failed", job_id)
                 message = getattr(exc, "message", "") or type(exc).__name__
-                self._fail(
+                await self._blocking(
+                    self._fail,
                     job_id,
                     f"training finished but publishing to the registry failed ({message});"
                     " the adapter is kept with the job: start a new job once the registry is up",
                     metrics=metrics,
                 )
                 return
+        await self._blocking(self._succeed, job_id, metrics, adapter_ref)
+
+    def _succeed(self, job_id: str, metrics: dict[str, float], adapter_ref: str) -> None:
         if self.store.finish_job(job_id, "succeeded", metrics=metrics, adapter_ref=adapter_ref):
             self.store.append_event(job_id, "succeeded", {})
 
@@ -339,7 +407,7 @@ class JobManager:
     ) -> str:
         if self.publisher is None:
             raise FailedPrecondition("no registry is configured")
-        datasets = [self.datasets.store.get_dataset(job.tenant, d.dataset_id) for d in spec.train]
+        datasets = [await self.get_dataset(job.tenant, d.dataset_id) for d in spec.train]
         lineage = {
             "training_job": job.id,
             "base_model": spec.base_model,
@@ -354,8 +422,7 @@ class JobManager:
         if spec.method == "lora":
             lineage["lora"] = json.dumps(spec.lora.__dict__, sort_keys=True)
         name = spec.publish.adapter_name
-        published = await asyncio.to_thread(
-            self.publisher.push,
+        published = await self.publisher.push(
             job.tenant,
             name,
             job_dir / "artifact",
@@ -370,11 +437,9 @@ class JobManager:
             if reason:
                 payload["promotion_skipped_reason"] = reason
             else:
-                await asyncio.to_thread(
-                    self.publisher.set_alias, job.tenant, name, alias, published.version
-                )
+                await self.publisher.set_alias(job.tenant, name, alias, published.version)
                 payload["promoted_alias"] = alias
-        self.store.append_event(job.id, "published", payload)
+        await self._blocking(self.store.append_event, job.id, "published", payload)
         return published.ref
 
     def _fail(self, job_id: str, reason: str, **values: Any) -> None:

@@ -1,4 +1,4 @@
-"""Pushing a finished adapter to the registry, and the metric gate that moves an alias.
+"""Publishing a finished adapter to the registry, and the metric gate that moves an alias.
 
 The gate is parsed, never evaluated: `metric OP number` clauses joined by `and`
 (or commas), with OP among >=, <=, >, <, ==. A missing metric fails the gate.
@@ -10,12 +10,17 @@ import logging
 import math
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from loraplex.adapter_transfer import adapter_files, push_chunks, push_header
+from loraplex.registry.v1 import registry_service_pb2 as pb
+from loraplex.registry.v1 import registry_service_pb2_grpc as pb_grpc
+from services.common.calls import Remote
 from services.common.errors import InvalidArgument
+from services.common.kit import Blocking
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +85,9 @@ class PublishedVersion:
 
 
 class Publisher(Protocol):
-    """Where finished adapters go; the registry in production, a fake in unit tests."""
+    """Where finished adapters go; the registry in production, a dict in tests."""
 
-    def push(
+    async def push(
         self,
         tenant: str,
         name: str,
@@ -92,30 +97,18 @@ class Publisher(Protocol):
         description: str,
     ) -> PublishedVersion: ...
 
-    def set_alias(self, tenant: str, name: str, alias: str, version: int) -> None: ...
+    async def set_alias(self, tenant: str, name: str, alias: str, version: int) -> None: ...
 
 
 class RegistryPublisher:
-    """Pushes with the training service's key, acting for the job's tenant."""
+    """Pushes over the kit's call layer (TLS, deadline, retry), acting for the job's tenant."""
 
-    def __init__(self, address: str, service_key: str, timeout: float = 600.0) -> None:
-        self.address = address
-        self.service_key = service_key
-        self.timeout = timeout
+    def __init__(self, registry: Remote, blocking: Blocking) -> None:
+        self.registry = registry
+        self.stub = registry.stub(pb_grpc.RegistryServiceStub)
+        self._blocking = blocking
 
-    def _client(self, tenant: str):  # type: ignore[no-untyped-def]
-        from loraplex.client.base import ClientConfig
-        from loraplex.client.registry import RegistryClient
-
-        config = ClientConfig(
-            address=self.address,
-            api_key=self.service_key,
-            timeout=self.timeout,
-            extra_metadata=(("x-loraplex-tenant", tenant),),
-        )
-        return RegistryClient(config=config)
-
-    def push(
+    async def push(
         self,
         tenant: str,
         name: str,
@@ -125,12 +118,26 @@ class RegistryPublisher:
         description: str,
     ) -> PublishedVersion:
         clean = {k: v for k, v in metrics.items() if math.isfinite(v)}
-        with self._client(tenant) as client:
-            version = client.push(
-                name, folder, lineage=lineage, metrics=clean, description=description
-            )
-        return PublishedVersion(name, int(version.version))
+        files = await self._blocking(adapter_files, folder)
+        header = await self._blocking(
+            push_header,
+            name,
+            folder,
+            files,
+            lineage=lineage,
+            metrics=clean,
+            description=description,
+        )
 
-    def set_alias(self, tenant: str, name: str, alias: str, version: int) -> None:
-        with self._client(tenant) as client:
-            client.set_alias(name, alias, version)
+        async def requests() -> AsyncIterator[pb.PushAdapterRequest]:
+            yield pb.PushAdapterRequest(header=header)
+            chunks = push_chunks(files)
+            while (request := await self._blocking(next, chunks, None)) is not None:
+                yield request
+
+        reply = await self.registry.call(self.stub.PushAdapter, requests, tenant)
+        return PublishedVersion(name, int(reply.version.version))
+
+    async def set_alias(self, tenant: str, name: str, alias: str, version: int) -> None:
+        request = pb.SetAliasRequest(name=name, alias=alias, version=version)
+        await self.registry.call(self.stub.SetAlias, request, tenant)

@@ -27,6 +27,8 @@ class TrainingSettings(ServiceSettings):
     registry_addr: str = "127.0.0.1:50051"
     #: The training service's own key, used to act for a job's tenant at the registry.
     service_key: str = ""
+    #: Deadline of one publishing call (a push of the whole adapter, or an alias move).
+    publish_timeout_seconds: float = 600.0
     #: Jobs running at once (each in its own process).
     workers: int = 1
     #: "local" (worker processes) or "kubernetes" (one Kubernetes Job per training job).

@@ -7,6 +7,7 @@ does not own, so a check cannot be forgotten at the edge.
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -31,9 +32,10 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from services.common.errors import AlreadyExists, NotFound
-from services.common.paging import decode_token, encode_token, page_size
 
 metadata = MetaData()
+#: The paging position before the newest row: (created_at, id) pages run newest first.
+NEWEST_FIRST: tuple[float, str] = (math.inf, "")
 
 datasets_table = Table(
     "datasets",
@@ -159,9 +161,12 @@ class TrainingStore:
             raise NotFound(f"dataset {dataset_id!r} not found")
         return DatasetRecord(**row._mapping)
 
-    def list_datasets(self, tenant: str, size: int, token: str) -> tuple[list[DatasetRecord], str]:
-        rows, next_token = self._page(datasets_table, tenant, size, token)
-        return [DatasetRecord(**r._mapping) for r in rows], next_token
+    def list_datasets(
+        self, tenant: str, after: tuple[float, str], limit: int
+    ) -> list[DatasetRecord]:
+        return [
+            DatasetRecord(**r._mapping) for r in self._page(datasets_table, tenant, after, limit)
+        ]
 
     # Jobs
     def create_job(self, tenant: str, spec: dict[str, Any]) -> JobRecord:
@@ -195,12 +200,11 @@ class TrainingStore:
         record.queue_position = self.queue_position(record)
         return record
 
-    def list_jobs(self, tenant: str, size: int, token: str) -> tuple[list[JobRecord], str]:
-        rows, next_token = self._page(jobs_table, tenant, size, token)
-        records = [_job(r) for r in rows]
+    def list_jobs(self, tenant: str, after: tuple[float, str], limit: int) -> list[JobRecord]:
+        records = [_job(r) for r in self._page(jobs_table, tenant, after, limit)]
         for record in records:
             record.queue_position = self.queue_position(record)
-        return records, next_token
+        return records
 
     def jobs_in_state(self, state: str) -> list[JobRecord]:
         """Oldest first: the queue order."""
@@ -279,24 +283,17 @@ class TrainingStore:
             EventRecord(r.job_id, r.sequence, r.time, r.kind, json.loads(r.payload)) for r in rows
         ]
 
-    def _page(self, table: Table, tenant: str, size: int, token: str) -> tuple[list[Any], str]:
-        """Newest first, keyed on (created_at, id) so pages stay stable under inserts."""
-        limit = page_size(size)
-        position = decode_token(token)
+    def _page(self, table: Table, tenant: str, after: tuple[float, str], limit: int) -> list[Any]:
+        """Newest first after `after`, keyed on (created_at, id): stable under inserts."""
+        created, last_id = after
         query = select(table).where(table.c.tenant == tenant)
-        if position is not None:
-            created, last_id = position
+        if created != math.inf:
             query = query.where(
                 or_(
                     table.c.created_at < created,
                     and_(table.c.created_at == created, table.c.id < last_id),
                 )
             )
-        query = query.order_by(table.c.created_at.desc(), table.c.id.desc()).limit(limit + 1)
+        query = query.order_by(table.c.created_at.desc(), table.c.id.desc()).limit(limit)
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        next_token = ""
-        if len(rows) > limit:
-            rows = rows[:limit]
-            next_token = encode_token([rows[-1].created_at, rows[-1].id])
-        return rows, next_token
+            return conn.execute(query).all()

@@ -17,6 +17,7 @@ from pathlib import Path
 from services.common.atomic import fsync_dir
 from services.common.errors import InvalidArgument
 from services.training.datasets import FORMATS, validate_jsonl
+from services.training.settings import TrainingSettings
 from services.training.store import DatasetRecord, TrainingStore
 
 log = logging.getLogger(__name__)
@@ -25,13 +26,11 @@ log = logging.getLogger(__name__)
 class DatasetManager:
     """Owns `<data>/training/datasets/<tenant>/<id>.jsonl` and the dataset records."""
 
-    def __init__(
-        self, store: TrainingStore, root: Path, max_bytes: int, max_row_bytes: int
-    ) -> None:
+    def __init__(self, settings: TrainingSettings, store: TrainingStore) -> None:
         self.store = store
-        self.root = root
-        self.max_bytes = max_bytes
-        self.max_row_bytes = max_row_bytes
+        self.root = settings.service_dir("training") / "datasets"
+        self.max_bytes = settings.max_dataset_bytes
+        self.max_row_bytes = settings.max_row_bytes
 
     def path(self, record: DatasetRecord) -> Path:
         return self.root / record.tenant / f"{record.id}.jsonl"

@@ -19,7 +19,7 @@ import pytest
 from services.suite import DEV_ENV_FILE, LocalSuite
 from tests.tiny_llm import build_tiny_llama
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 CLI = [sys.executable, "-m", "loraplex.cli.main"]
 HANDBOOK = {
     "travel.md": "# Travel\n\nTrips abroad need approval from the Regional Director via form TR-7.",

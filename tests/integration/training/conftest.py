@@ -28,7 +28,7 @@ class MemoryPublisher:
     pushed: list[dict] = field(default_factory=list)
     aliases: dict[tuple[str, str], int] = field(default_factory=dict)
 
-    def push(self, tenant, name, folder, lineage, metrics, description) -> PublishedVersion:
+    async def push(self, tenant, name, folder, lineage, metrics, description) -> PublishedVersion:
         copy = Path(folder).parent / f"pushed-{len(self.pushed)}"
         shutil.copytree(folder, copy)
         version = 1 + sum(1 for p in self.pushed if p["name"] == name)
@@ -44,7 +44,7 @@ class MemoryPublisher:
         )
         return PublishedVersion(name, version)
 
-    def set_alias(self, tenant, name, alias, version) -> None:
+    async def set_alias(self, tenant, name, alias, version) -> None:
         self.aliases[(name, alias)] = version
 
 
