@@ -91,7 +91,7 @@ def serve(mode: str, port: int, data: Path, counter: Path) -> None:
             nonlocal queries
             queries += 1
 
-        event.listen(app.engine, "before_cursor_execute", count)
+        event.listen(app.registry.store.engine, "before_cursor_execute", count)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         while not stop.is_set():

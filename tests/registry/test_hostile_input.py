@@ -27,9 +27,9 @@ from safetensors.numpy import save_file
 from loraplex.client.base import LoraplexClientError
 from loraplex.client.registry import RegistryClient
 from loraplex.registry.v1 import registry_service_pb2 as pb
+from services.common.adapter_ref import AdapterName
 from services.common.testing import server_thread
 from services.registry.app import SERVICE_NAME, RegistryApp
-from services.registry.names import AdapterName
 from services.registry.peft_files import PeftInfo
 from services.registry.records import FileRecord
 from tests.registry.adapters import make_lora_adapter

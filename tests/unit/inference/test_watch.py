@@ -151,7 +151,7 @@ async def test_registry_polls_once_per_interval_however_many_streams(rig):
     """Defect 6: every stream polled the database itself, once a second."""
     queries: list[str] = []
     listener = lambda *args: queries.append(args[2])  # noqa: E731
-    event.listen(rig.app.engine, "before_cursor_execute", listener)
+    event.listen(rig.app.registry.store.engine, "before_cursor_execute", listener)
     try:
         calls = []
         for n in range(20):
@@ -167,5 +167,5 @@ async def test_registry_polls_once_per_interval_however_many_streams(rig):
         for call in calls:
             call.cancel()
     finally:
-        event.remove(rig.app.engine, "before_cursor_execute", listener)
+        event.remove(rig.app.registry.store.engine, "before_cursor_execute", listener)
     assert len(queries) <= 15, len(queries)  # per-stream polling: ~200
