@@ -19,11 +19,12 @@ RUN python -m venv /opt/venv
 WORKDIR /src
 COPY requirements/constraints.txt requirements/constraints.txt
 # CPU build of torch (PyPI's default Linux wheel is the CUDA one) from TORCH_INDEX_URL, the
-# PyTorch CPU index by default; empty: pip's own configuration (e.g. a wheel in
-# /build-inputs/wheels). The constraints pin the same 2.13.0+cpu, so later installs keep it.
+# PyTorch CPU index by default; where it cannot be reached, any index plus the wheel in
+# /build-inputs/wheels (`make images` does that). The constraints pin the same 2.13.0+cpu,
+# so later installs keep it.
 # Stubs are generated below from protos/ with the pinned grpcio-tools, never copied in.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-RUN pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} torch==2.13.0+cpu \
+RUN pip install --index-url "$TORCH_INDEX_URL" torch==2.13.0+cpu \
  && pip install -c requirements/constraints.txt grpcio-tools==1.85.1
 # Dependencies before the sources, so a code change rebuilds one small layer.
 COPY pyproject.toml README.md ./

@@ -6,7 +6,8 @@
 #   from Debian packages where it cannot be pulled; it says which).
 # - Build inputs (docker/build-inputs/, builder stage only): this machine's pip CA bundle and
 #   index, so builds behind a TLS-inspecting proxy work; and, where the PyTorch CPU index cannot
-#   be reached, the CPU torch wheel from pip's local find-links (TORCH_INDEX_URL then empty).
+#   be reached, the CPU torch wheel from pip's local find-links (and TORCH_INDEX_URL = the pip
+#   index, which has torch's dependencies).
 # Layers are cached by the engine: a rebuild after a code change redoes only the last layers.
 #   LORAPLEX_IMAGE_TAG (0.1.0), LORAPLEX_IMAGES ("registry retrieval training inference"),
 #   LORAPLEX_BUILD_CA / LORAPLEX_BUILD_INDEX_URL (default: from pip's configuration),
@@ -51,7 +52,7 @@ if [[ "$index" == http* ]]; then
   echo "  pip index: $index"
 fi
 torch_arg=()
-if "$PYTHON" - "$TORCH_INDEX/torch/" "${ca:-}" <<'EOF'; then
+if "$PYTHON" - "$TORCH_INDEX/torch/" "${ca:-}" 2>/dev/null <<'EOF'; then
 import ssl, sys, urllib.request
 context = ssl.create_default_context(cafile=sys.argv[2] or None)
 urllib.request.urlopen(sys.argv[1], timeout=20, context=context).close()
@@ -71,7 +72,7 @@ else
   mkdir -p "$INPUTS/wheels"
   ln -f "$wheel" "$INPUTS/wheels/" 2>/dev/null || cp "$wheel" "$INPUTS/wheels/"
   conf+=("find-links = /build-inputs/wheels")
-  torch_arg=(--build-arg TORCH_INDEX_URL=)
+  torch_arg=(--build-arg "TORCH_INDEX_URL=${index:-https://pypi.org/simple}")
   echo "  torch: the PyTorch CPU index cannot be reached; using $wheel"
 fi
 if ((${#conf[@]})); then
