@@ -6,6 +6,7 @@
 # hold a pip.conf, CA bundle and wheels for builds behind a proxy or offline.
 
 ARG BASE_IMAGE=python:3.11-slim-bookworm
+# checkov:skip=CKV_DOCKER_7: FROM ${BASE_IMAGE} is python:3.11-slim-bookworm (a fixed tag) unless a build says otherwise
 
 FROM ${BASE_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
