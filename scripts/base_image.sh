@@ -4,8 +4,9 @@
 # That is the official python:3.11-slim-bookworm when it is present or can be pulled. Where it
 # cannot (no Docker Hub), this builds a stand-in from Debian's own packages, says so on stderr,
 # and prints the stand-in's name: debootstrap of bookworm with python3 (3.11), python3-venv,
-# python3-pip, python3-dev (headers, as the official image has them) and ca-certificates, `python` as a link to python3, then `docker import`
-# (~2 minutes once; reused while it exists). Needs root for debootstrap.
+# python3-pip, python3-dev (headers, as the official image has them: vLLM's torch.compile and
+# the CPU LoRA ops compile against them) and ca-certificates, `python` as a link to python3,
+# then `docker import` (~1 minute once; reused while it exists). Needs root for debootstrap.
 #   BASE_IMAGE=...      use this image, whatever it is (skips the checks)
 #   DEBIAN_MIRROR=...   where debootstrap fetches packages (default http://deb.debian.org/debian)
 set -euo pipefail
