@@ -167,9 +167,7 @@ class CollectionManager:
         self, tenant: str, page_size: int, page_token: str
     ) -> tuple[list[CollectionRecord], str]:
         size = paging.page_size(page_size)
-        after = paging.decode_token(page_token) or ""
-        if not isinstance(after, str):
-            raise InvalidArgument("page_token is not one this server issued")
+        after = paging.decode_token(page_token, str) or ""
         records = await self._run(self.store.list_collections, tenant, after, size + 1)
         more = len(records) > size
         records = [self._record_of(r) for r in records[:size]]

@@ -8,7 +8,8 @@ from services.common.errors import InvalidArgument, ResourceExhausted
 from services.retrieval.records import Condition, DocumentInput
 from services.retrieval.settings import RetrievalSettings
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# fullmatch, never `$`: `$` also matches before a trailing newline.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_DOC_ID_CHARS = 255
 MAX_METADATA_KEY_CHARS = 128
@@ -18,7 +19,7 @@ DEFAULT_TOP_K = 5
 
 
 def collection_name(name: str) -> str:
-    if not _NAME.match(name) or ".." in name:
+    if not _NAME.fullmatch(name) or ".." in name:
         raise InvalidArgument(
             f"collection name {name[:80]!r} is invalid: use 1-63 letters, digits, '-', '_' or '.',"
             " starting with a letter or digit, with no '..'"

@@ -213,6 +213,7 @@ class TrainingStore:
             return [_job(r) for r in conn.execute(query)]
 
     def queue_position(self, record: JobRecord) -> int:
+        """1 + the tenant's own queued jobs ahead: other tenants' jobs are not theirs to count."""
         if record.state != "queued":
             return 0
         c = jobs_table.c
@@ -220,7 +221,11 @@ class TrainingStore:
             c.created_at < record.created_at,
             and_(c.created_at == record.created_at, c.id < record.id),
         )
-        query = select(func.count()).select_from(jobs_table).where(c.state == "queued", ahead)
+        query = (
+            select(func.count())
+            .select_from(jobs_table)
+            .where(c.tenant == record.tenant, c.state == "queued", ahead)
+        )
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one()) + 1
 
@@ -282,7 +287,7 @@ class TrainingStore:
     def _page(self, table: Table, tenant: str, size: int, token: str) -> tuple[list[Any], str]:
         """Newest first, keyed on (created_at, id) so pages stay stable under inserts."""
         limit = page_size(size)
-        position = decode_token(token)
+        position = decode_token(token, [float, str])
         query = select(table).where(table.c.tenant == tenant)
         if position is not None:
             created, last_id = position
