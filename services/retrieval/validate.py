@@ -80,6 +80,23 @@ def document_batch(docs: list[DocumentInput], settings: RetrievalSettings) -> No
         _metadata(where, doc.metadata, settings)
 
 
+def document_tokens(
+    doc_id: str, tokens: int, batch_tokens: int, settings: RetrievalSettings
+) -> None:
+    """Refuses by model tokens, which CJK text has about four times more of per character."""
+    if tokens > settings.max_document_tokens:
+        raise ResourceExhausted(
+            f"document {doc_id!r} is {tokens} model tokens long, the limit is"
+            f" {settings.max_document_tokens} (Chinese or Japanese text is about one token a"
+            " character, English about one per four): split it into several documents"
+        )
+    if batch_tokens > settings.max_batch_tokens:
+        raise ResourceExhausted(
+            f"batch holds more than {settings.max_batch_tokens} model tokens: send fewer"
+            " documents per message"
+        )
+
+
 def conditions(conds: list[Condition], settings: RetrievalSettings) -> list[Condition]:
     if len(conds) > MAX_CONDITIONS:
         raise InvalidArgument(f"filter has {len(conds)} conditions, at most {MAX_CONDITIONS}")

@@ -205,7 +205,9 @@ def validate(spec: JobSpec, tenant: str) -> None:
 
 def _validate_target_modules(modules: list[str]) -> None:
     if len(modules) > MAX_TARGET_MODULES:
-        raise InvalidArgument(f"lora.target_modules lists {len(modules)} names, at most {MAX_TARGET_MODULES}")
+        raise InvalidArgument(
+            f"lora.target_modules lists {len(modules)} names, at most {MAX_TARGET_MODULES}"
+        )
     for name in modules:
         if not _MODULE_NAME.fullmatch(name):
             raise InvalidArgument(
