@@ -6,14 +6,17 @@ megabyte upload would queue every other tenant's upload behind it. Here each
 upsert submits small slices of work (tokenize one document, embed a few chunks),
 and the lane serves tenants round-robin, one slice at a time: a tenant with one
 small document waits at most one slice per other busy tenant. Searches never
-enter the lane, so they never wait behind ingest at all.
+enter the lane, so they never wait behind ingest at all, and the lane's thread
+runs at a lower CPU priority (a higher nice value) than the threads that serve them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -26,7 +29,8 @@ T = TypeVar("T")
 class IngestLane:
     """A worker thread serving per-tenant FIFO queues in round-robin order."""
 
-    def __init__(self, name: str = "retrieval-ingest") -> None:
+    def __init__(self, nice: int = 0, name: str = "retrieval-ingest") -> None:
+        self._nice = nice
         self._queues: dict[str, collections.deque[tuple[Future[Any], Callable[[], Any]]]] = {}
         self._turns: collections.deque[str] = collections.deque()
         self._ready = threading.Condition()
@@ -80,6 +84,10 @@ class IngestLane:
             return item
 
     def _serve(self) -> None:
+        if self._nice > 0:
+            # Linux: a thread id is a valid PRIO_PROCESS target and nice is per thread.
+            with contextlib.suppress(OSError, AttributeError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
         while (item := self._next()) is not None:
             future, work = item
             if not future.set_running_or_notify_cancel():

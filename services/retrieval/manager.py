@@ -22,7 +22,7 @@ import numpy as np
 from services.common import paging
 from services.common.errors import InvalidArgument, NotFound
 from services.retrieval import validate
-from services.retrieval.chunking import chunk_offsets, validate_chunking
+from services.retrieval.chunking import Chunk, chunk_offsets, validate_chunking
 from services.retrieval.embedder import Embedder, EmbedderPool
 from services.retrieval.index import IndexParams, VectorIndex
 from services.retrieval.ingest import IngestLane
@@ -79,7 +79,7 @@ class CollectionManager:
         self._live: dict[tuple[str, str], LiveCollection] = {}
         self._maintenance: set[asyncio.Task[None]] = set()
         #: Document tokenizing and embedding; searches stay on `executor`.
-        self.ingest = IngestLane()
+        self.ingest = IngestLane(nice=settings.ingest_nice)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -186,11 +186,28 @@ class CollectionManager:
 
     # Writes ------------------------------------------------------------------------------
 
-    def _chunk(self, record: CollectionRecord, embedder: Embedder, doc: DocumentInput):
-        """Tokenizes one document (on the ingest lane); returns its chunks and token count."""
-        offsets = embedder.token_offsets(doc.text)
-        chunks = chunk_offsets(doc.text, offsets, record.chunk_size, record.chunk_overlap)
-        return chunks, len(offsets)
+    def _chunk(
+        self, record: CollectionRecord, embedder: Embedder, docs: list[DocumentInput]
+    ) -> list[tuple[list[Chunk], int]]:
+        """Tokenizes documents (on the ingest lane): each one's chunks and token count."""
+        out = []
+        for doc in docs:
+            offsets = embedder.token_offsets(doc.text)
+            chunks = chunk_offsets(doc.text, offsets, record.chunk_size, record.chunk_overlap)
+            out.append((chunks, len(offsets)))
+        return out
+
+    def _turns(self, docs: list[DocumentInput]) -> list[list[DocumentInput]]:
+        """Documents grouped into lane turns of at most `ingest_slice_chars` (or one doc)."""
+        turns: list[list[DocumentInput]] = []
+        size = 0
+        for doc in docs:
+            if not turns or size + len(doc.text) > self.settings.ingest_slice_chars:
+                turns.append([])
+                size = 0
+            turns[-1].append(doc)
+            size += len(doc.text)
+        return turns
 
     async def upsert(
         self, tenant: str, name: str, batches: AsyncIterator[list[DocumentInput]]
@@ -212,15 +229,15 @@ class CollectionManager:
             validate.document_batch(docs, self.settings)
             prepared: list[PreparedDocument] = []
             batch_tokens = 0
-            for doc in docs:
-                chunks, tokens = await self.ingest.run(
-                    tenant, self._chunk, live.record, embedder, doc
-                )
-                batch_tokens += tokens
-                validate.document_tokens(doc.doc_id, tokens, batch_tokens, self.settings)
-                if not chunks:
-                    raise InvalidArgument(f"document {doc.doc_id!r} has no text to embed")
-                prepared.append(PreparedDocument(doc, chunks, np.zeros((0, live.record.dimension))))
+            for turn in self._turns(docs):
+                tokenized = await self.ingest.run(tenant, self._chunk, live.record, embedder, turn)
+                for doc, (chunks, tokens) in zip(turn, tokenized, strict=True):
+                    batch_tokens += tokens
+                    validate.document_tokens(doc.doc_id, tokens, batch_tokens, self.settings)
+                    if not chunks:
+                        raise InvalidArgument(f"document {doc.doc_id!r} has no text to embed")
+                    empty = np.zeros((0, live.record.dimension))
+                    prepared.append(PreparedDocument(doc, chunks, empty))
             texts = [c.text for p in prepared for c in p.chunks]
             progress.chunks_total += len(texts)
             yield dataclasses.replace(progress)

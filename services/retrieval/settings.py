@@ -46,7 +46,11 @@ class RetrievalSettings(ServiceSettings):
     max_document_tokens: int = 300_000
     max_batch_tokens: int = 1_000_000
     #: Chunks embedded per turn on the ingest lane: tenants' uploads take turns this often.
-    ingest_slice_chunks: int = 16
+    ingest_slice_chunks: int = 8
+    #: Characters tokenized per turn on the ingest lane (one larger document is one turn).
+    ingest_slice_chars: int = 200_000
+    #: Nice value of the ingest lane's thread: under CPU contention searches go first.
+    ingest_nice: int = 10
     #: Torch threads for embedding documents and for embedding queries. One each: on a
     #: small machine a long ingest then leaves a core to searches, and OpenMP teams never
     #: spin against each other.
