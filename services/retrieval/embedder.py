@@ -76,23 +76,28 @@ class Embedder:
         self._chunk_lock = threading.Lock()
         log.info("embedder %s loaded (%d-d, %d tokens)", name, self.dimension, self.max_tokens)
 
-    def token_offsets(self, text: str) -> np.ndarray:
+    def token_offsets(self, text: str, limit: int = 0) -> np.ndarray:
         """Character span `[start, end)` of every model token in `text` (n x 2, int64).
 
         Long texts are tokenized in whitespace-cut segments, in batches (the batch call
         runs without the GIL), so a megabyte document neither stalls other threads nor
-        builds a million Python tuples.
+        builds a million Python tuples. With `limit`, tokenizing stops soon after the
+        count passes it (the result then holds more than `limit` spans, not all of them).
         """
         bounds = [*_segment_starts(text), len(text)]
         parts: list[np.ndarray] = []
+        count = 0
         with self._chunk_lock:
             for first in range(0, len(bounds) - 1, _SEGMENTS_PER_CALL):
+                if limit and count > limit:
+                    break
                 last = min(first + _SEGMENTS_PER_CALL, len(bounds) - 1)
                 pieces = [text[bounds[i] : bounds[i + 1]] for i in range(first, last)]
                 encodings = self._chunk_tokenizer.encode_batch(pieces, add_special_tokens=False)
                 for i, encoding in zip(range(first, last), encodings, strict=True):
                     offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2)
                     parts.append(offsets + bounds[i])
+                    count += len(offsets)
         if not parts:
             return np.zeros((0, 2), dtype=np.int64)
         return np.concatenate(parts)

@@ -189,10 +189,17 @@ class CollectionManager:
     def _chunk(
         self, record: CollectionRecord, embedder: Embedder, docs: list[DocumentInput]
     ) -> list[tuple[list[Chunk], int]]:
-        """Tokenizes documents (on the ingest lane): each one's chunks and token count."""
+        """Tokenizes documents (on the ingest lane): each one's chunks and token count.
+
+        A document over the token limit is counted only a little past it, and not chunked.
+        """
+        limit = self.settings.max_document_tokens
         out = []
         for doc in docs:
-            offsets = embedder.token_offsets(doc.text)
+            offsets = embedder.token_offsets(doc.text, limit)
+            if len(offsets) > limit:
+                out.append(([], len(offsets)))
+                continue
             chunks = chunk_offsets(doc.text, offsets, record.chunk_size, record.chunk_overlap)
             out.append((chunks, len(offsets)))
         return out

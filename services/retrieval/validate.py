@@ -86,9 +86,9 @@ def document_tokens(
     """Refuses by model tokens, which CJK text has about four times more of per character."""
     if tokens > settings.max_document_tokens:
         raise ResourceExhausted(
-            f"document {doc_id!r} is {tokens} model tokens long, the limit is"
-            f" {settings.max_document_tokens} (Chinese or Japanese text is about one token a"
-            " character, English about one per four): split it into several documents"
+            f"document {doc_id!r} is longer than {settings.max_document_tokens} model tokens"
+            " (Chinese or Japanese text is about one token a character, English about one per"
+            " four): split it into several documents"
         )
     if batch_tokens > settings.max_batch_tokens:
         raise ResourceExhausted(

@@ -1,9 +1,10 @@
 """kill -9 of a real `python -m services.training`: its worker never writes beside the next one.
 
-The old worker is frozen (SIGSTOP) before the service is killed, so it is certain to
-be alive while the restarted service launches the next attempt; it is thawed once
-that attempt runs. It must then stop without writing: the event log reads as one
-worker at a time.
+The old worker is frozen (SIGSTOP) before the service is killed, standing for a worker
+busy in a long step: it is certain to be alive while the restarted service launches
+the next attempt, and is thawed once that attempt has started (or waits for the job
+folder). It must then stop without writing: the event log reads as one worker at a
+time.
 """
 
 from __future__ import annotations
@@ -81,9 +82,12 @@ async def _serving(port: int, process: subprocess.Popen[bytes]) -> None:
     await asyncio.to_thread(wait_until_serving, f"127.0.0.1:{port}", SERVICE_NAME, 180, process)
 
 
-async def _attempts(channel: grpc.aio.Channel, job_id: str) -> int:
-    job = await stub(channel).GetJob(pb.GetJobRequest(id=job_id), metadata=ACME, timeout=10)
-    return job.job.attempts
+async def _restarted(channel: grpc.aio.Channel, job_id: str) -> bool:
+    """Whether a second `started` event is in the job's log."""
+    call = stub(channel).StreamJobEvents(
+        pb.StreamJobEventsRequest(id=job_id, history_only=True), metadata=ACME, timeout=30
+    )
+    return [e.WhichOneof("event") async for e in call].count("started") >= 2
 
 
 def _one_writer_at_a_time(events: list[pb.StreamJobEventsResponse]) -> list[int]:
@@ -129,11 +133,13 @@ async def test_killed_service_leaves_no_second_writer(tmp_path, models_dir):
         service = _start(tmp_path, models_dir, second_port)
         await _serving(second_port, service)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{second_port}") as channel:
-            deadline = time.monotonic() + 120
-            while await _attempts(channel, job.id) < 2:
+            # Thaw the old worker only once the next attempt is under way: it has started
+            # training, or it waits for the job folder the old worker still holds.
+            log = tmp_path / "training" / "jobs" / job.id / "worker.log"
+            deadline = time.monotonic() + 300
+            while not (await _restarted(channel, job.id) or "previous worker" in log.read_text()):
                 assert time.monotonic() < deadline, "the restarted service never relaunched"
                 await asyncio.sleep(0.2)
-            # The next attempt is launched: now let the old worker run again.
             os.kill(old_worker, signal.SIGCONT)
             frozen.clear()
             deadline = time.monotonic() + 60
