@@ -63,6 +63,7 @@ async def test_a_cancelled_upsert_drops_its_queued_slices_and_errors_reach_the_c
         doomed = asyncio.ensure_future(lane.run("acme", work, "doomed"))
         await asyncio.sleep(0.05)
         doomed.cancel()
+        await asyncio.sleep(0.05)  # the cancel reaches the lane's future on the loop's next turn
         gate.set()
         await blocking
         with pytest.raises(ValueError, match="bad slice"):
