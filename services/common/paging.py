@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -20,7 +21,9 @@ from services.common.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-_FOREIGN_TOKEN = "page_token is not one this server issued"
+_FOREIGN_TOKEN = "page_token is not one this server issued; start again without a page_token"
+#: Tokens this suite issues hold one small key; longer input is refused undecoded.
+MAX_TOKEN_CHARS = 4096
 T = TypeVar("T")
 P = TypeVar("P")
 
@@ -39,9 +42,11 @@ def decode_token(token: str) -> Any:
     """The position a token encodes, or None for the first page."""
     if not token:
         return None
+    if len(token) > MAX_TOKEN_CHARS:
+        raise InvalidArgument(_FOREIGN_TOKEN)
     try:
         return json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (binascii.Error, ValueError, RecursionError) as exc:
+    except (binascii.Error, ValueError, UnicodeError, RecursionError) as exc:
         raise InvalidArgument(_FOREIGN_TOKEN) from exc
 
 
@@ -54,7 +59,11 @@ def _same_shape(position: Any, first: Any) -> bool:
             and all(_same_shape(p, f) for p, f in zip(position, first, strict=True))
         )
     if isinstance(first, float):
-        return isinstance(position, int | float) and not isinstance(position, bool)
+        return (
+            isinstance(position, int | float)
+            and not isinstance(position, bool)
+            and math.isfinite(position)
+        )
     return type(position) is type(first)
 
 

@@ -6,8 +6,10 @@ chunk's text is an exact slice of its document and a client can highlight it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from services.common.errors import InvalidArgument
 
@@ -37,20 +39,26 @@ def validate_chunking(size: int, overlap: int, max_tokens: int) -> None:
 
 def chunk_text(
     text: str,
-    offsets_of: Callable[[str], list[tuple[int, int]]],
+    offsets_of: Callable[[str], Sequence[tuple[int, int]] | np.ndarray],
     size: int,
     overlap: int,
 ) -> list[Chunk]:
     """Windows of `size` tokens, each starting `size - overlap` tokens after the previous."""
-    offsets = [(a, b) for a, b in offsets_of(text) if b > a]
-    if not offsets:
+    return chunk_offsets(text, np.asarray(offsets_of(text), dtype=np.int64), size, overlap)
+
+
+def chunk_offsets(text: str, offsets: np.ndarray, size: int, overlap: int) -> list[Chunk]:
+    """`chunk_text` over token spans already computed (an n x 2 array of `[start, end)`)."""
+    offsets = offsets.reshape(-1, 2)
+    offsets = offsets[offsets[:, 1] > offsets[:, 0]]
+    if not len(offsets):
         return []
     step = size - overlap
     chunks: list[Chunk] = []
     start = 0
     while True:
-        window = offsets[start : start + size]
-        begin, end = window[0][0], window[-1][1]
+        begin = int(offsets[start, 0])
+        end = int(offsets[min(start + size, len(offsets)) - 1, 1])
         chunks.append(Chunk(len(chunks), text[begin:end], begin, end))
         if start + size >= len(offsets):
             return chunks

@@ -6,6 +6,7 @@ is ever contacted; any other embedder is a local directory named in the settings
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 import os
@@ -38,11 +39,20 @@ def packaged_model_dir(package: str = DEFAULT_MODEL_PACKAGE) -> Path:
 
 
 class Embedder:
-    """One loaded model: token-level access for chunking, normalized vectors for FAISS."""
+    """One loaded model, with separate paths so a query never waits behind a document.
+
+    Documents (`encode`) and queries (`encode_query`) each have their own lock and
+    their own copy of the tokenizer (HF fast tokenizers must not be used from two
+    threads at once), and share the model's weights. Chunking has a third tokenizer
+    copy, without truncation. Each path sets its own torch thread count, so a long
+    ingest can be held to part of the CPU while queries run beside it.
+    """
 
     def __init__(self, name: str, path: Path, batch_size: int = 64) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        # Tokenizing is one thread's job here: rayon across every core would starve queries.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from sentence_transformers import SentenceTransformer
 
         self.name = name
@@ -55,27 +65,60 @@ class Embedder:
         # Room for the [CLS]/[SEP] the model adds, so no chunk is silently truncated.
         self.max_tokens = int(self.model.max_seq_length) - 2
         self.tokenizer = self.model.tokenizer
-        # Torch runs its own threads; one encode at a time keeps the CPU from thrashing.
+        # Same weights (the memo maps every tensor to itself), own tokenizer.
+        shared = {id(t): t for t in (*self.model.parameters(), *self.model.buffers())}
+        self._query_model: SentenceTransformer = copy.deepcopy(self.model, shared)
+        self._chunk_tokenizer = copy.deepcopy(self.tokenizer).backend_tokenizer
+        self._chunk_tokenizer.no_truncation()
+        self._chunk_tokenizer.no_padding()
         self._lock = threading.Lock()
+        self._query_lock = threading.Lock()
+        self._chunk_lock = threading.Lock()
         log.info("embedder %s loaded (%d-d, %d tokens)", name, self.dimension, self.max_tokens)
 
-    def token_offsets(self, text: str) -> list[tuple[int, int]]:
-        """Character span of every model token in `text`, special tokens excluded."""
-        encoded = self.tokenizer(
-            text,
-            add_special_tokens=False,
-            return_offsets_mapping=True,
-            return_attention_mask=False,
-            verbose=False,
-        )
-        return [(int(a), int(b)) for a, b in encoded["offset_mapping"]]
+    def token_offsets(self, text: str, limit: int = 0) -> np.ndarray:
+        """Character span `[start, end)` of every model token in `text` (n x 2, int64).
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """Unit-norm float32 vectors, so inner product is cosine similarity."""
+        Long texts are tokenized in whitespace-cut segments, in batches (the batch call
+        runs without the GIL), so a megabyte document neither stalls other threads nor
+        builds a million Python tuples. With `limit`, tokenizing stops soon after the
+        count passes it (the result then holds more than `limit` spans, not all of them).
+        """
+        bounds = [*_segment_starts(text), len(text)]
+        parts: list[np.ndarray] = []
+        count = 0
+        with self._chunk_lock:
+            for first in range(0, len(bounds) - 1, _SEGMENTS_PER_CALL):
+                if limit and count > limit:
+                    break
+                last = min(first + _SEGMENTS_PER_CALL, len(bounds) - 1)
+                pieces = [text[bounds[i] : bounds[i + 1]] for i in range(first, last)]
+                encodings = self._chunk_tokenizer.encode_batch(pieces, add_special_tokens=False)
+                for i, encoding in zip(range(first, last), encodings, strict=True):
+                    offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2)
+                    parts.append(offsets + bounds[i])
+                    count += len(offsets)
+        if not parts:
+            return np.zeros((0, 2), dtype=np.int64)
+        return np.concatenate(parts)
+
+    def encode(self, texts: list[str], threads: int = 0) -> np.ndarray:
+        """Document vectors: unit-norm float32, so inner product is cosine similarity."""
+        return self._encode(self.model, self._lock, texts, threads)
+
+    def encode_query(self, texts: list[str], threads: int = 0) -> np.ndarray:
+        """Query vectors, on a path of their own that no document encode holds."""
+        return self._encode(self._query_model, self._query_lock, texts, threads)
+
+    def _encode(
+        self, model: SentenceTransformer, lock: threading.Lock, texts: list[str], threads: int
+    ) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        with self._lock:
-            vectors = self.model.encode(
+        with lock:
+            if threads > 0:
+                _set_torch_threads(threads)
+            vectors = model.encode(
                 texts,
                 batch_size=self.batch_size,
                 normalize_embeddings=True,
@@ -83,6 +126,40 @@ class Embedder:
                 show_progress_bar=False,
             )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+# Segments of about this many characters, cut at whitespace (WordPiece never joins
+# across whitespace, so the tokens are the ones the whole text would give).
+_SEGMENT_CHARS = 2048
+_SEGMENTS_PER_CALL = 32
+_BREAK_SEARCH_CHARS = 256
+
+
+def _segment_starts(text: str) -> list[int]:
+    """Start offsets of the segments `text` is tokenized in (the first is 0)."""
+    starts = [0]
+    while len(text) - starts[-1] > _SEGMENT_CHARS:
+        limit = starts[-1] + _SEGMENT_CHARS
+        starts.append(_break_before(text, limit))
+    return starts
+
+
+def _break_before(text: str, limit: int) -> int:
+    """The last token boundary at or before `limit`: after whitespace, punctuation or a CJK
+    ideograph (each of which the pre-tokenizer splits off), else `limit` itself."""
+    for i in range(limit - 1, limit - _BREAK_SEARCH_CHARS, -1):
+        c = text[i]
+        if c.isspace() or not c.isalnum() or "\u4e00" <= c <= "\u9fff":
+            return i + 1
+    return limit
+
+
+def _set_torch_threads(threads: int) -> None:
+    """Torch's intra-op thread count is per calling thread (OpenMP/MKL locals)."""
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 class EmbedderPool:

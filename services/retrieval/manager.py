@@ -22,9 +22,10 @@ import numpy as np
 from services.common.errors import InvalidArgument, NotFound
 from services.common.paging import Page
 from services.retrieval import validate
-from services.retrieval.chunking import chunk_text, validate_chunking
-from services.retrieval.embedder import EmbedderPool
+from services.retrieval.chunking import Chunk, chunk_offsets, validate_chunking
+from services.retrieval.embedder import Embedder, EmbedderPool
 from services.retrieval.index import IndexParams, VectorIndex
+from services.retrieval.ingest import IngestLane
 from services.retrieval.live import LiveCollection, load_index
 from services.retrieval.metrics import CHUNKS_EMBEDDED, REBUILDS, SEARCH_SECONDS, WRITES
 from services.retrieval.records import (
@@ -44,8 +45,6 @@ from services.retrieval.store import RetrievalStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# Small slices: finer progress, and a query waits at most one slice for the embedder.
-_PROGRESS_EVERY_CHUNKS = 64
 
 
 @dataclasses.dataclass
@@ -79,6 +78,8 @@ class CollectionManager:
         )
         self._live: dict[tuple[str, str], LiveCollection] = {}
         self._maintenance: set[asyncio.Task[None]] = set()
+        #: Document tokenizing and embedding; searches stay on `executor`.
+        self.ingest = IngestLane(nice=settings.ingest_nice)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -106,6 +107,7 @@ class CollectionManager:
         for live in list(self._live.values()):
             async with live.write_lock:
                 await self._run(live.snapshot)
+        await asyncio.to_thread(self.ingest.close)
 
     async def wait_idle(self) -> None:
         """Waits for background rebuilds (tests, shutdown)."""
@@ -182,42 +184,76 @@ class CollectionManager:
 
     # Writes ------------------------------------------------------------------------------
 
-    def _chunk(self, record: CollectionRecord, docs: list[DocumentInput]) -> list[PreparedDocument]:
-        embedder = self.embedders.get(record.embedding_model)
-        prepared = []
+    def _chunk(
+        self, record: CollectionRecord, embedder: Embedder, docs: list[DocumentInput]
+    ) -> list[tuple[list[Chunk], int]]:
+        """Tokenizes documents (on the ingest lane): each one's chunks and token count.
+
+        A document over the token limit is counted only a little past it, and not chunked.
+        """
+        limit = self.settings.max_document_tokens
+        out = []
         for doc in docs:
-            chunks = chunk_text(
-                doc.text, embedder.token_offsets, record.chunk_size, record.chunk_overlap
-            )
-            if not chunks:
-                raise InvalidArgument(f"document {doc.doc_id!r} has no text to embed")
-            prepared.append(PreparedDocument(doc, chunks, np.zeros((0, record.dimension))))
-        return prepared
+            offsets = embedder.token_offsets(doc.text, limit)
+            if len(offsets) > limit:
+                out.append(([], len(offsets)))
+                continue
+            chunks = chunk_offsets(doc.text, offsets, record.chunk_size, record.chunk_overlap)
+            out.append((chunks, len(offsets)))
+        return out
+
+    def _turns(self, docs: list[DocumentInput]) -> list[list[DocumentInput]]:
+        """Documents grouped into lane turns of at most `ingest_slice_chars` (or one doc)."""
+        turns: list[list[DocumentInput]] = []
+        size = 0
+        for doc in docs:
+            if not turns or size + len(doc.text) > self.settings.ingest_slice_chars:
+                turns.append([])
+                size = 0
+            turns[-1].append(doc)
+            size += len(doc.text)
+        return turns
 
     async def upsert(
         self, tenant: str, name: str, batches: AsyncIterator[list[DocumentInput]]
     ) -> AsyncIterator[UpsertProgress]:
-        """Writes each batch atomically; yields progress while embedding and after each commit."""
+        """Writes each batch atomically; yields progress while embedding and after each commit.
+
+        Tokenizing and embedding run on the ingest lane in small slices, taking turns
+        with other tenants' uploads, so neither searches nor small uploads wait for a
+        large one.
+        """
         live = self._get(tenant, name)
         embedder = await self._run(self.embedders.get, live.record.embedding_model)
         progress = UpsertProgress(revision=live.record.revision)
+        threads = self.settings.ingest_threads
+        step = max(1, self.settings.ingest_slice_chunks)
         async for docs in batches:
             if not docs:
                 continue
             validate.document_batch(docs, self.settings)
-            prepared = await self._run(self._chunk, live.record, docs)
+            prepared: list[PreparedDocument] = []
+            batch_tokens = 0
+            for turn in self._turns(docs):
+                tokenized = await self.ingest.run(tenant, self._chunk, live.record, embedder, turn)
+                for doc, (chunks, tokens) in zip(turn, tokenized, strict=True):
+                    batch_tokens += tokens
+                    validate.document_tokens(doc.doc_id, tokens, batch_tokens, self.settings)
+                    if not chunks:
+                        raise InvalidArgument(f"document {doc.doc_id!r} has no text to embed")
+                    empty = np.zeros((0, live.record.dimension))
+                    prepared.append(PreparedDocument(doc, chunks, empty))
             texts = [c.text for p in prepared for c in p.chunks]
             progress.chunks_total += len(texts)
             yield dataclasses.replace(progress)
-            parts = []
-            for start in range(0, len(texts), _PROGRESS_EVERY_CHUNKS):
-                piece = texts[start : start + _PROGRESS_EVERY_CHUNKS]
-                part = await self._run(embedder.encode, piece)
-                parts.append(part)
+            vectors = np.zeros((len(texts), live.record.dimension), dtype=np.float32)
+            for start in range(0, len(texts), step):
+                piece = texts[start : start + step]
+                part = await self.ingest.run(tenant, embedder.encode, piece, threads)
+                vectors[start : start + len(part)] = part
                 progress.chunks_embedded += len(part)
                 CHUNKS_EMBEDDED.labels(embedder.name).inc(len(part))
                 yield dataclasses.replace(progress)
-            vectors = np.vstack(parts)
             offset = 0
             for item in prepared:
                 item.vectors = vectors[offset : offset + len(item.chunks)]

@@ -32,7 +32,7 @@ def run_search(
     allowed = store.chunk_ids(live.record.pk, conditions) if conditions else None
     if allowed is not None and not len(allowed):
         return []
-    vector = embedder.encode([query])[0]
+    vector = embedder.encode_query([query], settings.query_threads)[0]
     if mode is SearchMode.HYBRID:
         n = max(k * settings.hybrid_candidates_per_k, _MIN_HYBRID_CANDIDATES)
         _, dense_ids = live.index.search(vector, n, allowed)

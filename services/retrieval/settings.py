@@ -40,6 +40,22 @@ class RetrievalSettings(ServiceSettings):
     max_documents_per_batch: int = 500
     max_batch_chars: int = 4_000_000
     max_document_chars: int = 1_000_000
+    #: Model tokens per document and per upsert message: what embedding time and memory
+    #: follow. English runs about 0.25 tokens a character, CJK about 1 (a token per
+    #: ideograph), so a character limit alone lets CJK text cost four times as much.
+    max_document_tokens: int = 300_000
+    max_batch_tokens: int = 1_000_000
+    #: Chunks embedded per turn on the ingest lane: tenants' uploads take turns this often.
+    ingest_slice_chunks: int = 8
+    #: Characters tokenized per turn on the ingest lane (one larger document is one turn).
+    ingest_slice_chars: int = 200_000
+    #: Nice value of the ingest lane's thread: under CPU contention searches go first.
+    ingest_nice: int = 10
+    #: Torch threads for embedding documents and for embedding queries. One each: on a
+    #: small machine a long ingest then leaves a core to searches, and OpenMP teams never
+    #: spin against each other.
+    ingest_threads: int = 1
+    query_threads: int = 1
     max_metadata_entries: int = 32
     max_metadata_value_chars: int = 1024
     max_query_chars: int = 4096

@@ -8,7 +8,8 @@ from services.common.errors import InvalidArgument, ResourceExhausted
 from services.retrieval.records import Condition, DocumentInput
 from services.retrieval.settings import RetrievalSettings
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# fullmatch, never `$`: `$` also matches before a trailing newline.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_DOC_ID_CHARS = 255
 MAX_METADATA_KEY_CHARS = 128
@@ -18,7 +19,7 @@ DEFAULT_TOP_K = 5
 
 
 def collection_name(name: str) -> str:
-    if not _NAME.match(name) or ".." in name:
+    if not _NAME.fullmatch(name) or ".." in name:
         raise InvalidArgument(
             f"collection name {name[:80]!r} is invalid: use 1-63 letters, digits, '-', '_' or '.',"
             " starting with a letter or digit, with no '..'"
@@ -77,6 +78,23 @@ def document_batch(docs: list[DocumentInput], settings: RetrievalSettings) -> No
                 f" {settings.max_document_chars}: split it into several documents"
             )
         _metadata(where, doc.metadata, settings)
+
+
+def document_tokens(
+    doc_id: str, tokens: int, batch_tokens: int, settings: RetrievalSettings
+) -> None:
+    """Refuses by model tokens, which CJK text has about four times more of per character."""
+    if tokens > settings.max_document_tokens:
+        raise ResourceExhausted(
+            f"document {doc_id!r} is longer than {settings.max_document_tokens} model tokens"
+            " (Chinese or Japanese text is about one token a character, English about one per"
+            " four): split it into several documents"
+        )
+    if batch_tokens > settings.max_batch_tokens:
+        raise ResourceExhausted(
+            f"batch holds more than {settings.max_batch_tokens} model tokens: send fewer"
+            " documents per message"
+        )
 
 
 def conditions(conds: list[Condition], settings: RetrievalSettings) -> list[Condition]:

@@ -108,6 +108,11 @@ def validate_jsonl(path: Path, fmt: str = "", max_row_bytes: int = 256 * 1024) -
                 row = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise InvalidArgument(f"line {line_no}: invalid JSON: {exc.msg}") from None
+            except RecursionError:
+                raise InvalidArgument(
+                    f"line {line_no}: JSON nested too deeply; rows are flat objects such as"
+                    ' {"prompt": ..., "completion": ...}'
+                ) from None
             if not fmt:
                 fmt = detect_format(row) if isinstance(row, dict) else "text"
             check_row(row, fmt, line_no)

@@ -77,6 +77,8 @@ class LocalExecutor:
                 str(job_dir),
                 "--data-root",
                 str(self.data_root),
+                "--parent-pid",
+                str(os.getpid()),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=asyncio.subprocess.STDOUT,

@@ -24,6 +24,7 @@ from services.common.kit import Blocking
 from services.common.paging import Page
 from services.training.datasets import TASK_FORMATS
 from services.training.executors import Executor, WorkerHandle
+from services.training.fencing import grant_lease
 from services.training.publisher import Publisher, check_gate
 from services.training.settings import TrainingSettings
 from services.training.spec import JobSpec, validate, with_defaults
@@ -278,11 +279,14 @@ class JobManager:
         except NotFound as exc:
             self._fail(job.id, f"{exc.message}; it was removed after the job was created")
             return None
+        attempt = job.attempts + 1
         payload = {"job_id": job.id, "spec": job.spec, "base_model_dir": self._relative(base)}
         payload["datasets"] = paths
+        payload["attempt"] = attempt
         (job_dir / "job.json").write_text(json.dumps(payload, indent=2))
-        attempt = job.attempts + 1
+        # The store's attempt count is the epoch; the lease file tells the workers.
         self.store.update_job(job.id, state="running", attempts=attempt)
+        grant_lease(job_dir, attempt)
         if job.started_at is None:
             self.store.update_job(job.id, started_at=time.time())
         return job_dir
@@ -333,8 +337,12 @@ class JobManager:
         error = ""
         updates: dict[str, Any] = {}
         metrics = dict(job.metrics)
+        stale = 0
         for line in data[:end].decode("utf-8").splitlines():
             event = json.loads(line)
+            if event.pop("attempt", job.attempts) != job.attempts:
+                stale += 1  # a fenced worker of an earlier attempt: refused
+                continue
             kind = event.pop("kind")
             event.pop("time", None)
             if kind == "error":
@@ -350,6 +358,8 @@ class JobManager:
                     metrics["train_loss"] = event["loss"]
                 elif kind == "evaluation":
                     metrics.update(event["metrics"])
+        if stale:
+            log.warning("job %s: refused %d events of an earlier attempt", job_id, stale)
         self.store.update_job(
             job_id, events_offset=job.events_offset + end, metrics=metrics, **updates
         )

@@ -28,8 +28,16 @@ TASKS = ("instruction", "continued_pretraining")
 SCHEDULERS = ("linear", "cosine", "constant")
 ADAPTER_METHODS = frozenset({"lora", "qlora", "ia3", "prompt_tuning", "prefix_tuning", "p_tuning"})
 PROMPT_METHODS = frozenset({"prompt_tuning", "prefix_tuning", "p_tuning"})
-_ADAPTER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}/[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_BASE_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._-]{0,127})?$")
+# Used with fullmatch, never `$`: `$` also matches before a trailing newline.
+_ADAPTER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}/[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_BASE_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._-]{0,127})?")
+# A peft module name, or a dotted path to one: never a path or a pattern.
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}(\.[A-Za-z0-9_]{1,128}){0,15}")
+MAX_TARGET_MODULES = 64
+MAX_LORA_ALPHA = 65536.0
+MAX_DATASET_WEIGHT = 1e6
+MAX_SEED = 2**32 - 1  # numpy's seed range
+MAX_TRAINABLE_LAST_LAYERS = 1024
 
 # Learning rates that work out of the box: adapters tolerate much larger steps.
 DEFAULT_LEARNING_RATE = {
@@ -148,7 +156,7 @@ def validate(spec: JobSpec, tenant: str) -> None:
         raise InvalidArgument(f"method {spec.method!r} is unknown; use one of {', '.join(METHODS)}")
     if spec.task not in TASKS:
         raise InvalidArgument(f"task {spec.task!r} is unknown; use one of {', '.join(TASKS)}")
-    if not _BASE_MODEL.match(spec.base_model) or ".." in spec.base_model:
+    if not _BASE_MODEL.fullmatch(spec.base_model) or ".." in spec.base_model:
         raise InvalidArgument("base_model must be a model name such as 'org/model'")
     if not spec.train:
         raise InvalidArgument("a job needs at least one training dataset in 'train'")
@@ -169,17 +177,43 @@ def validate(spec: JobSpec, tenant: str) -> None:
         (0 <= spec.validation_ratio < 1, "validation_ratio must be in [0, 1)"),
         (0 <= spec.test_ratio < 1, "test_ratio must be in [0, 1)"),
         (spec.validation_ratio + spec.test_ratio < 0.9, "validation+test ratios leave no train"),
+        (0 <= hp.seed <= MAX_SEED, f"seed must be in [0, {MAX_SEED}]"),
+        (
+            1 <= hp.trainable_last_layers <= MAX_TRAINABLE_LAST_LAYERS,
+            f"trainable_last_layers must be in [1, {MAX_TRAINABLE_LAST_LAYERS}] (0 means 2)",
+        ),
         (1 <= spec.lora.rank <= 1024, "lora.rank must be in [1, 1024]"),
+        (
+            0 < spec.lora.alpha <= MAX_LORA_ALPHA,
+            f"lora.alpha must be a number in (0, {MAX_LORA_ALPHA:g}] (0 means twice the rank)",
+        ),
         (0 <= spec.lora.dropout < 1, "lora.dropout must be in [0, 1)"),
         (spec.lora.init in ("", "pissa", "loftq"), "lora.init must be '', 'pissa' or 'loftq'"),
         (1 <= spec.num_virtual_tokens <= 512, "num_virtual_tokens must be in [1, 512]"),
-        (all(d.weight > 0 for d in spec.train), "dataset weights must be positive"),
+        (
+            all(0 < d.weight <= MAX_DATASET_WEIGHT for d in spec.train),
+            f"dataset weights must be numbers in (0, {MAX_DATASET_WEIGHT:g}]",
+        ),
     ]
     for ok, message in checks:
         if not ok:
             raise InvalidArgument(message)
+    _validate_target_modules(spec.lora.target_modules)
     _validate_publish(spec, tenant)
     _check_hardware(spec)
+
+
+def _validate_target_modules(modules: list[str]) -> None:
+    if len(modules) > MAX_TARGET_MODULES:
+        raise InvalidArgument(
+            f"lora.target_modules lists {len(modules)} names, at most {MAX_TARGET_MODULES}"
+        )
+    for name in modules:
+        if not _MODULE_NAME.fullmatch(name):
+            raise InvalidArgument(
+                f"lora.target_modules entry {name[:60]!r} is not a module name: use names such"
+                " as 'q_proj' or 'self_attn.q_proj' (letters, digits, '_' and '.')"
+            )
 
 
 def _validate_publish(spec: JobSpec, tenant: str) -> None:
@@ -190,7 +224,7 @@ def _validate_publish(spec: JobSpec, tenant: str) -> None:
         if publish.promote_alias or publish.promote_if:
             raise InvalidArgument("promote_alias/promote_if need publish.adapter_name")
         return
-    if not _ADAPTER_NAME.match(publish.adapter_name):
+    if not _ADAPTER_NAME.fullmatch(publish.adapter_name):
         raise InvalidArgument("publish.adapter_name must look like 'tenant/name'")
     if publish.adapter_name.split("/", 1)[0] != tenant:
         raise InvalidArgument(f"publish.adapter_name must start with your tenant, '{tenant}/'")

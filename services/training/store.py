@@ -217,6 +217,7 @@ class TrainingStore:
             return [_job(r) for r in conn.execute(query)]
 
     def queue_position(self, record: JobRecord) -> int:
+        """1 + the tenant's own queued jobs ahead: other tenants' jobs are not theirs to count."""
         if record.state != "queued":
             return 0
         c = jobs_table.c
@@ -224,7 +225,11 @@ class TrainingStore:
             c.created_at < record.created_at,
             and_(c.created_at == record.created_at, c.id < record.id),
         )
-        query = select(func.count()).select_from(jobs_table).where(c.state == "queued", ahead)
+        query = (
+            select(func.count())
+            .select_from(jobs_table)
+            .where(c.tenant == record.tenant, c.state == "queued", ahead)
+        )
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one()) + 1
 

@@ -5,7 +5,8 @@
 It reads `job.json`, appends events to `events.jsonl`, writes `result.json` and the
 artifact, and exits 0 (done), 1 (failed: the last event says why) or 3 (stopped).
 SIGTERM stops it between steps: a cancel (a `cancel` file exists) stops at once, a
-shutdown saves a checkpoint first so the next service can resume.
+shutdown saves a checkpoint first so the next service can resume. The worker dies with
+the service and writes only while its attempt holds the job's lease (fencing.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from services.training.datasets import mix, read_rows, split_rows
+from services.training.fencing import Lease, die_with_parent, lock_folder
 from services.training.grounded_rows import expand, is_grounded_record
 from services.training.spec import JobSpec
 
@@ -34,13 +36,22 @@ OOM_REASON = (
 
 
 class EventWriter:
-    """Appends one JSON object per line; the service tails the file into the event log."""
+    """Appends one JSON object per line; the service tails the file into the event log.
 
-    def __init__(self, path: Path) -> None:
+    Each line carries the worker's attempt, and nothing is written once the lease has
+    moved on to a newer attempt (see fencing.py).
+    """
+
+    def __init__(self, path: Path, lease: Lease) -> None:
         self.handle = path.open("a", encoding="utf-8")
+        self.lease = lease
 
     def __call__(self, kind: str, **payload: Any) -> None:
-        self.handle.write(json.dumps({"kind": kind, "time": time.time(), **payload}) + "\n")
+        if not self.lease.held():
+            log.warning("lease lost to a newer attempt: event %r not written", kind)
+            return
+        line = {"kind": kind, "time": time.time(), "attempt": self.lease.attempt, **payload}
+        self.handle.write(json.dumps(line) + "\n")
         self.handle.flush()
 
     def close(self) -> None:
@@ -96,11 +107,16 @@ def _grounded(rows: list[dict], seed: int, pool: list[dict]) -> list[dict]:
 
 
 class StopFlag:
-    """Set by SIGTERM or by the parent's death; says whether it is a cancel or a shutdown."""
+    """Set by SIGTERM or by the parent's death; says whether it is a cancel or a shutdown.
 
-    def __init__(self, job_dir: Path, watch_parent: bool) -> None:
+    A lost lease ("fenced") stops the worker without a checkpoint: the folder belongs
+    to a newer attempt now.
+    """
+
+    def __init__(self, job_dir: Path, parent: int | None, lease: Lease) -> None:
         self.job_dir = job_dir
-        self.parent = os.getppid() if watch_parent else None
+        self.parent = parent
+        self.lease = lease
         self.signalled = False
         signal.signal(signal.SIGTERM, self._on_signal)
 
@@ -110,24 +126,37 @@ class StopFlag:
     def __call__(self) -> str:
         if (self.job_dir / "cancel").exists():
             return "cancel"
+        if not self.lease.held():
+            return "fenced"
         if self.signalled or (self.parent is not None and os.getppid() != self.parent):
             return "shutdown"
         return ""
 
 
-def run_job(job_dir: Path, data_root: Path, watch_parent: bool = True) -> int:
+def run_job(job_dir: Path, data_root: Path, parent: int | None = None) -> int:
+    """Runs the job in `job_dir`; with `parent`, only while that process lives."""
+    if parent is not None and not die_with_parent(parent):
+        log.info("the training service exited before this worker started; nothing to do")
+        return EXIT_STOPPED
     from services.training.trainer import StopTraining, Trainer, TrainingError
 
     job = json.loads((job_dir / "job.json").read_text())
     spec = JobSpec.from_dict(job["spec"])
-    emit = EventWriter(job_dir / "events.jsonl")
-    stop = StopFlag(job_dir, watch_parent)
+    lease = Lease(job_dir, job.get("attempt"))
+    stop = StopFlag(job_dir, parent, lease)
+    folder_lock = lock_folder(job_dir, stop)
+    if folder_lock is None:
+        log.info("stopped while waiting for the previous worker: %s", stop())
+        return EXIT_STOPPED
+    emit = EventWriter(job_dir / "events.jsonl", lease)
     try:
         splits = load_splits(job, spec, data_root)
         base_dir = resolve(data_root, job["base_model_dir"])
         trainer = Trainer(spec, base_dir, job_dir, emit, stop)
         result = trainer.run(splits)
         result["base_model_sha256"] = folder_sha256(base_dir)
+        if not lease.held():
+            raise StopTraining("fenced")
         (job_dir / "result.json").write_text(json.dumps(result))
         return EXIT_OK
     except StopTraining as stopped:
@@ -146,6 +175,7 @@ def run_job(job_dir: Path, data_root: Path, watch_parent: bool = True) -> int:
         emit("error", reason=f"the trainer crashed ({type(exc).__name__}); see the job log")
     finally:
         emit.close()
+        folder_lock.close()
     return EXIT_FAILED
 
 
@@ -154,9 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job-dir", type=Path, required=True)
     parser.add_argument("--data-root", type=Path, required=True)
     parser.add_argument("--no-watch-parent", action="store_true", help="for Kubernetes pods")
+    parser.add_argument(
+        "--parent-pid", type=int, default=0, help="the service's pid (default: the parent's)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    return run_job(args.job_dir, args.data_root, watch_parent=not args.no_watch_parent)
+    parent = None if args.no_watch_parent else (args.parent_pid or os.getppid())
+    return run_job(args.job_dir, args.data_root, parent)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import base64
+import json
 import math
 
 import pytest
 
 from services.common.errors import InvalidArgument
-from services.common.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, encode_token
+from services.common.paging import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    MAX_TOKEN_CHARS,
+    Page,
+    decode_token,
+    encode_token,
+)
 
 
 def test_sizes_default_cap_and_refuse_negative():
@@ -71,3 +79,19 @@ def test_deeply_nested_tokens_and_bounds_are_invalid_argument():
     with pytest.raises(InvalidArgument):
         Page.parse(10, encode_token(0), first=0, valid=lambda v: v >= 1)
     assert Page.parse(10, encode_token(3), first=0, valid=lambda v: v >= 1).after == 3
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"[" * 100_000, b"\xff\xfe", json.dumps([float("nan"), "x"]).encode()],
+    ids=["nested 100k deep", "not utf-8", "nan position"],
+)
+def test_hostile_tokens_are_invalid_argument(raw):
+    token = base64.urlsafe_b64encode(raw).decode()
+    with pytest.raises(InvalidArgument):
+        Page.parse(10, token, first=(0.0, ""))
+
+
+def test_overlong_tokens_are_refused_undecoded():
+    with pytest.raises(InvalidArgument):
+        decode_token("A" * (MAX_TOKEN_CHARS + 1))

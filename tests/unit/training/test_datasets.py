@@ -42,6 +42,16 @@ def test_bad_rows_are_refused_naming_the_line(tmp_path, content, fmt, message):
     assert message in err.value.message
 
 
+@pytest.mark.parametrize(
+    "content",
+    [GOOD + b"[" * 100_000 + b"\n", GOOD + b'{"prompt": ' + b"[" * 100_000 + b"\n"],
+)
+def test_deeply_nested_row_is_refused_naming_the_line(tmp_path, content):
+    with pytest.raises(InvalidArgument) as err:
+        validate_jsonl(_write(tmp_path, content), "", max_row_bytes=256 * 1024)
+    assert "line 2: JSON nested too deeply" in err.value.message
+
+
 def test_good_file_is_summarised_with_its_hash(tmp_path):
     import hashlib
 
