@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.common.db import make_engine
-from services.training.store import TrainingStore
+from services.training.store import NEWEST_FIRST, TrainingStore
 
 
 def test_queue_position_counts_only_the_tenants_own_jobs(tmp_path):
@@ -14,7 +14,7 @@ def test_queue_position_counts_only_the_tenants_own_jobs(tmp_path):
     second = store.create_job("acme", {"base_model": "tiny"})
     assert store.queue_position(first) == 1
     assert store.get_job("acme", second.id).queue_position == 2
-    jobs, _ = store.list_jobs("acme", 10, "")
+    jobs = store.list_jobs("acme", NEWEST_FIRST, 10)
     assert sorted(j.queue_position for j in jobs) == [1, 2]
     store.update_job(first.id, state="running")
     assert store.get_job("acme", second.id).queue_position == 1
