@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.quality_metrics import answer_match  # noqa: E402
 from demo import facts  # noqa: E402
+from loraplex.eval.text import answer_match  # noqa: E402
 from loraplex.retrieval.v1 import retrieval_service_pb2 as ret_pb  # noqa: E402
 from services.inference.rag import Source, context_block  # noqa: E402
 

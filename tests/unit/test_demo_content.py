@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.quality_metrics import answer_match, style_match
 from demo import build_dataset, facts
+from loraplex.eval.text import answer_match, style_match
 from services.inference.rag import GROUNDING_INSTRUCTIONS
 from services.training.datasets import validate_jsonl
 
