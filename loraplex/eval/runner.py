@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 from loraplex.client.inference import InferenceClient, generation_input
@@ -180,8 +180,13 @@ def run_eval(
                 progress(done, len(jobs))
 
     with ThreadPoolExecutor(max_workers=max(1, settings.concurrency)) as pool:
-        for _ in pool.map(ask, jobs):
-            pass
+        futures = [pool.submit(ask, job) for job in jobs]
+        try:
+            for future in as_completed(futures):
+                future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # the first failure ends the run
+            raise
     add_references(run)
     return run
 
