@@ -283,6 +283,11 @@ def markdown(summary: dict[str, Any], title: str = "") -> str:
             mark = {True: "met", False: "NOT met", None: "not measurable"}[g["met"]]
             value = "" if g["value"] is None else f" ({100 * g['value']:.0f}%)"
             out.append(f"- {g['goal']}: **{mark}**{value}")
+    out += [
+        "",
+        "Cells: value (95% bootstrap interval over questions), ±sd over training seeds."
+        " Method: docs/evaluation.md.",
+    ]
     return "\n".join(out) + "\n"
 
 
