@@ -40,7 +40,7 @@ COMPARED = (
 )
 #: The issue's bar for a configuration meant for users (`goals`).
 GOALS = {
-    "correct_beats_extractive": "correct (answerable) - extractive baseline: 95% CI above 0",
+    "correct_beats_extractive": "correct minus extractive baseline: lower 95% bound > 0",
     "declines_unanswerable": "declines ≥ 80% of unanswerable questions",
     "false_refusals": "false refusals ≤ 10%",
     "citation_precision": "citation precision ≥ 85%",
