@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.quality_metrics import answer_match  # noqa: E402
 from demo import facts, phrasings  # noqa: E402
+from loraplex.eval.text import answer_match  # noqa: E402
 from services.training.grounded_rows import (  # noqa: E402
     GroundedRecord,
     Passage,

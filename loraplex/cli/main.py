@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from loraplex.cli import ask, docs, keys, models, registry, suite, train
+from loraplex.cli import ask, docs, evaluation, keys, models, registry, suite, train
 
 app = typer.Typer(
     name="loraplex",
@@ -20,6 +20,7 @@ app.add_typer(docs.app, name="docs")
 app.add_typer(train.app, name="train")
 app.add_typer(train.data_app, name="data")
 app.command("ask")(ask.ask)
+app.command("eval")(evaluation.eval_)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.quality_metrics import answer_match, style_match
 from demo import build_dataset, facts, phrasings
+from loraplex.eval.text import answer_match, style_match
 from services.common.grounding import DECLINE, GROUNDING_INSTRUCTIONS
 from services.inference.grounding import check_answer
 from services.training.datasets import validate_jsonl

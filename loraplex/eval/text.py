@@ -1,6 +1,6 @@
-"""Scoring for the held-out quality comparison (base, base+RAG, adapter, adapter+RAG).
+"""Text normalisation and the per-answer tests the evaluation is built on.
 
-Pure functions, no services. Decisions, pinned by tests/unit/test_quality_metrics.py:
+Pure functions, no services. Decisions, pinned by tests/unit/eval/test_text.py:
 
 * `normalize` turns text into a canonical token string so that surface differences
   that do not change the fact do not change the score: case, accents, punctuation,
@@ -9,32 +9,29 @@ Pure functions, no services. Decisions, pinned by tests/unit/test_quality_metric
   "4.50" == "4.5"), the euro sign ("€300" == "300 EUR" == "EUR 300" == "300 euros"),
   "%" == "percent", ordinal suffixes ("4th" == "4") and English number words from zero
   to ninety-nine ("fourteen days" == "14 days", "forty-five" == "45", "fourth" == "4";
-  not "second", which is also a unit).
-  It does not handle plurals, synonyms or units ("Mondays" != "Monday",
-  "3 years" != "36 months"): those are listed as aliases in the held-out file.
-* `answer_match` is normalized containment on token boundaries: the answer (or an
-  alias) must appear as a contiguous run of whole tokens in the prediction. A
-  one-sentence answer that states the fact in other words around it still counts;
-  "114 days" does not match "14 days". Containment cannot see negation ("not 45 days"
-  matches "45 days"); the house style's short answers make that rare.
+  not "second", which is also a unit). Plurals, synonyms and units are not handled
+  ("3 years" != "36 months"): a question file lists them as aliases.
+* `answer_match` is normalized containment on token boundaries ("114 days" does not
+  match "14 days"). It is a building block: `states_fact` adds the negation test.
+* `states_fact` is `answer_match` where the occurrence is not negated: a "not", "no",
+  "never" or "n't" within the three tokens before it ("not 30 days", "isn't 30 days")
+  makes it not count, except in comparisons ("no later than 14 days").
+* `hedged` spots an answer that does not commit ("I'm not sure, maybe 30 days").
+* `is_refusal` spots an answer that declines ("I do not know", "The sources do not say").
 * `style_match` is the house style: one sentence, at most 25 words, ending with one
   or more `[n]` citations ("Approval comes from the Regional Director. [1]"). The
   sentence must be finished (. ! or ?) before the citation; a new sentence starts at
   . ! or ? followed by a space and a capital or digit, except after a few common
   abbreviations (Dr., e.g., etc.), so "4.50 EUR", "YY.N" and "Dr. Arkwright" are fine.
-  No line breaks.
-* `citation_correct` is true when at least one cited source comes from the expected
-  document (ids compared by file stem, so "02-travel", "02-travel.md" and
-  "demo/handbook/02-travel.md" are the same document).
+  No line breaks. `refusal_style_match` is the house style of a decline: one short
+  sentence that cites nothing (there is nothing to cite).
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import PurePosixPath
-from typing import Any
+from collections.abc import Iterable
 
 MAX_STYLE_WORDS = 25
 
@@ -169,96 +166,110 @@ def strip_citations(text: str) -> str:
 def style_match(prediction: str) -> bool:
     """House style: one sentence, ≤ 25 words (citations not counted), ends with `[n]`."""
     text = prediction.strip()
-    if not text or "\n" in text:
-        return False
     tail = _TRAILING_CITATIONS.search(text)
-    if tail is None:
+    if tail is None or "\n" in text:
         return False
     body = text[: tail.start()].strip()
-    if not body or _CITATION.search(body):
-        return False
-    if not re.search(r"[.!?][\"')]*$", body):  # the sentence itself is finished
+    return not _CITATION.search(body) and _one_finished_sentence(body)
+
+
+_NEGATORS = {"not", "no", "never", "t", "cannot", "nor", "neither"}  # "isn't" -> "isn", "t"
+_COMPARATIVES = {"later", "more", "less", "fewer", "earlier", "longer", "sooner", "greater"}
+_HEDGE = re.compile(
+    r"\b(?:not sure|unsure|not certain|maybe|perhaps|possibly|probably|i think|i believe"
+    r"|i guess|i assume|it seems|might be)\b"
+)
+_SUBJECT = r"(?:sources?|handbook|context|documents?|passages?|text|information|page|it|they)"
+_REFUSAL = re.compile(
+    "|".join(
+        (
+            r"\b(?:i|we)(?: really)? (?:do not|don'?t|did not|didn'?t|cannot|can'?t|can not"
+            r"|am not able to|'?m not able to|am unable to|'?m unable to)"
+            r" (?:know|find|answer|say|tell|determine|help|see|have)\b",
+            rf"\b{_SUBJECT} (?:do|does|did)(?: not|n'?t) (?:say|mention|contain|state|specify"
+            r"|include|cover|provide|give|have|tell|answer|hold)\b",
+            r"\bthere (?:is|are) no (?:information|mention|answer|details?|data)\b",
+            r"\bno (?:information|mention|details?) (?:about|on|of|regarding)\b",
+            r"\bnot (?:mentioned|stated|specified|provided|given|found|available|covered)"
+            r" in (?:the |any |these |this )?"
+            r"(?:sources?|handbook|context|documents?|passages?|text)",
+            r"\bunable to (?:answer|find|determine)\b",
+            r"\bcannot (?:be )?(?:answered|determined)\b",
+        )
+    )
+)
+
+
+def states_fact(prediction: str, answer: str, aliases: Iterable[str] = ()) -> bool:
+    """`answer_match`, but an occurrence right after a negation does not count.
+
+    "Not 30 days", "it isn't 30 days" and "never 30 days" do not state "30 days"; a
+    comparison ("no later than 14 days") does. The fact counts when any one occurrence
+    of it (or an alias) is not negated.
+    """
+    tokens = _tokens(prediction)
+    for candidate in (answer, *aliases):
+        needle = _tokens(candidate)
+        if not needle:
+            continue
+        size = len(needle)
+        for i in range(len(tokens) - size + 1):
+            if tokens[i : i + size] == needle and not _negated(tokens, i):
+                return True
+    return False
+
+
+def _negated(tokens: list[str], at: int) -> bool:
+    for k in range(max(0, at - 3), at):
+        if tokens[k] in _NEGATORS and not (k + 1 < len(tokens) and tokens[k + 1] in _COMPARATIVES):
+            return True
+    return False
+
+
+def _plain(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).translate(_PUNCT_TRANSLATION).lower()
+
+
+def hedged(prediction: str) -> bool:
+    """The answer does not commit: "I'm not sure", "maybe", "probably", "I think"."""
+    return bool(_HEDGE.search(_plain(prediction)))
+
+
+def is_refusal(prediction: str) -> bool:
+    """The answer declines: "I do not know", "the sources do not say", "there is no mention"."""
+    return bool(_REFUSAL.search(_plain(prediction)))
+
+
+def word_count(prediction: str) -> int:
+    return len(strip_citations(prediction).split())
+
+
+def cited_markers(prediction: str) -> set[int]:
+    return {int(m) for m in re.findall(r"\[(\d{1,3})\]", prediction)}
+
+
+def _one_finished_sentence(body: str) -> bool:
+    if not body or "\n" in body or not re.search(r"[.!?][\"')]*$", body):
         return False
     if _SENTENCE_BREAK.search(_ABBREVIATION.sub(lambda m: m.group(0)[:-1], body)):
         return False
     return len(body.split()) <= MAX_STYLE_WORDS
 
 
-def document_stem(document_id: str) -> str:
-    """'demo/handbook/02-travel.md' -> '02-travel'."""
-    name = PurePosixPath(document_id.replace("\\", "/")).name
-    return name[:-3] if name.lower().endswith(".md") else name
+def refusal_style_match(prediction: str) -> bool:
+    """House style of a decline: one finished sentence, ≤ 25 words, citing nothing."""
+    text = prediction.strip()
+    return not _CITATION.search(text) and _one_finished_sentence(text)
 
 
-def citation_correct(cited_document_ids: Iterable[str], expected_document: str) -> bool:
-    """True when at least one cited source belongs to the expected document."""
-    expected = document_stem(expected_document)
-    return any(document_stem(doc) == expected for doc in cited_document_ids)
+_SPLIT_SENTENCES = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n+")
 
 
-def summarize(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per-configuration scores, in order of first appearance.
-
-    Each row: ``config`` (e.g. "adapter+rag"), ``prediction``, ``answer``, optional
-    ``aliases``, ``document`` (expected handbook stem), ``rag`` (bool, default False),
-    ``cited_documents`` (document ids of the sources the answer cites) and, optionally,
-    ``retrieved_documents`` (ids of all sources given to the model).
-
-    Returns ``{config: {"n", "accuracy", "style_rate", "citation_accuracy",
-    "retrieval_recall"}}``; rates are fractions in [0, 1]. Citation accuracy and retrieval
-    recall are computed over RAG rows only and are None for a configuration without RAG
-    rows (nothing to cite) or, for recall, without ``retrieved_documents``.
-    """
-    groups: dict[str, list[Mapping[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(str(row["config"]), []).append(row)
-    summary: dict[str, dict[str, Any]] = {}
-    for config, items in groups.items():
-        n = len(items)
-        correct = sum(
-            answer_match(r["prediction"], r["answer"], r.get("aliases") or ()) for r in items
-        )
-        styled = sum(style_match(r["prediction"]) for r in items)
-        rag_rows = [r for r in items if r.get("rag")]
-        cited = [citation_correct(r.get("cited_documents") or (), r["document"]) for r in rag_rows]
-        with_retrieval = [r for r in rag_rows if "retrieved_documents" in r]
-        hits = [citation_correct(r["retrieved_documents"], r["document"]) for r in with_retrieval]
-        summary[config] = {
-            "n": n,
-            "accuracy": correct / n,
-            "style_rate": styled / n,
-            "citation_accuracy": sum(cited) / len(cited) if cited else None,
-            "retrieval_recall": sum(hits) / len(hits) if hits else None,
-        }
-    return summary
-
-
-def markdown_table(summary: Mapping[str, Mapping[str, Any]]) -> str:
-    """The summary as a Markdown table (percentages; "n/a" where not applicable)."""
-
-    def pct(value: float | None) -> str:
-        return "n/a" if value is None else f"{100 * value:.1f}%"
-
-    lines = [
-        "| configuration | n | answer accuracy | house style | citation accuracy |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for config, s in summary.items():
-        lines.append(
-            f"| {config} | {s['n']} | {pct(s['accuracy'])} | {pct(s['style_rate'])}"
-            f" | {pct(s['citation_accuracy'])} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-__all__: Sequence[str] = (
-    "MAX_STYLE_WORDS",
-    "answer_match",
-    "citation_correct",
-    "document_stem",
-    "markdown_table",
-    "normalize",
-    "strip_citations",
-    "style_match",
-    "summarize",
-)
+def sentences(text: str) -> list[str]:
+    """Sentences and lines of a passage, markdown heading and bullet marks removed."""
+    out = []
+    for piece in _SPLIT_SENTENCES.split(text):
+        piece = re.sub(r"^\s*(?:#+|[-*])\s*", "", piece).strip()
+        if piece:
+            out.append(piece)
+    return out

@@ -1,17 +1,18 @@
-"""Scoring of held-out answers: normalization, answer match, house style, citations."""
+"""Text tests of the evaluation: normalization, fact match, negation, hedges, refusals, style."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.quality_metrics import (
+from loraplex.eval.text import (
     answer_match,
-    citation_correct,
-    document_stem,
-    markdown_table,
+    hedged,
+    is_refusal,
     normalize,
+    refusal_style_match,
+    sentences,
+    states_fact,
     style_match,
-    summarize,
 )
 
 
@@ -128,72 +129,95 @@ def test_style_match_allows_exactly_25_words():
     assert not style_match(f"{words} word. [1]")
 
 
-def test_citation_correct_compares_document_stems():
-    assert citation_correct(["02-travel"], "02-travel")
-    assert citation_correct(["demo/handbook/02-travel.md", "03-expenses"], "02-travel")
-    assert citation_correct(["03-expenses", "02-travel.md"], "demo/handbook/02-travel.md")
-    assert not citation_correct(["03-expenses"], "02-travel")
-    assert not citation_correct([], "02-travel")
-    assert document_stem("C:\\handbook\\07-on-call.md") == "07-on-call"
+@pytest.mark.parametrize(
+    ("prediction", "answer"),
+    [
+        ("The refund window is not 30 days. [1]", "30 days"),
+        ("It isn't 30 days.", "30 days"),
+        ("Quill arms are never covered for 36 months.", "36 months"),
+        ("No, not the Regional Director.", "Regional Director"),
+        ("It doesn't take 14 days.", "14 days"),
+    ],
+)
+def test_states_fact_rejects_negated_facts(prediction, answer):
+    assert answer_match(prediction, answer)  # the substring test the old metric used
+    assert not states_fact(prediction, answer)
 
 
-def row(config, prediction, *, rag, cited=(), retrieved=None, answer="Regional Director"):
-    out = {
-        "config": config,
-        "prediction": prediction,
-        "answer": answer,
-        "aliases": [],
-        "document": "02-travel",
-        "rag": rag,
-        "cited_documents": list(cited),
-    }
-    if retrieved is not None:
-        out["retrieved_documents"] = list(retrieved)
-    return out
+@pytest.mark.parametrize(
+    ("prediction", "answer"),
+    [
+        ("Approval is needed no later than 14 days before departure. [1]", "14 days"),
+        ("It takes not more than 2 hours.", "2 hours"),
+        ("The window is 30 days, not 45 days. [2]", "30 days"),
+        ("Not 45 days: it is 30 days.", "30 days"),  # one occurrence is enough
+    ],
+)
+def test_states_fact_accepts_comparisons_and_corrections(prediction, answer):
+    assert states_fact(prediction, answer)
 
 
-def test_summarize_per_configuration():
-    rows = [
-        row("base", "Your manager approves it, I think.", rag=False),
-        row("base", "The regional director.", rag=False),
-        row(
-            "adapter+rag",
-            "Approval comes from the Regional Director. [1]",
-            rag=True,
-            cited=["02-travel"],
-            retrieved=["02-travel", "03-expenses"],
-        ),
-        row(
-            "adapter+rag",
-            "Approval comes from your manager. [2]",
-            rag=True,
-            cited=["03-expenses"],
-            retrieved=["03-expenses"],
-        ),
+@pytest.mark.parametrize(
+    "prediction",
+    [
+        "I'm not sure, maybe 30 days.",
+        "Perhaps the Regional Director. [1]",
+        "I think it is 30 days. [1]",
+        "It is probably 14 days.",
+        "It might be 30 days.",
+    ],
+)
+def test_hedged(prediction):
+    assert hedged(prediction)
+
+
+def test_not_hedged():
+    assert not hedged("The refund window is 30 days. [1]")
+    assert not hedged("Approval comes from the Regional Director. [1]")
+
+
+@pytest.mark.parametrize(
+    "prediction",
+    [
+        "I do not know. [1]",
+        "I don't know.",
+        "The sources do not say.",
+        "The sources don't mention a dress code.",
+        "The handbook does not cover that.",
+        "There is no information about stock options.",
+        "That is not mentioned in the sources.",
+        "I cannot answer that from the sources.",
+        "I'm unable to find that.",
+    ],
+)
+def test_is_refusal(prediction):
+    assert is_refusal(prediction)
+
+
+@pytest.mark.parametrize(
+    "prediction",
+    [
+        "Lost personal belongings are not covered either. [1]",
+        "The refund window is 30 days. [1]",
+        "Visitors do not need a badge PIN. [2]",
+    ],
+)
+def test_not_a_refusal(prediction):
+    assert not is_refusal(prediction)
+
+
+def test_refusal_style_is_one_sentence_citing_nothing():
+    assert refusal_style_match("The sources do not say.")
+    assert not refusal_style_match("I do not know. [1]")
+    assert not refusal_style_match("I do not know. Try People Operations.")
+    assert not refusal_style_match("I do not know")
+
+
+def test_sentences_split_passages_and_drop_markdown():
+    text = "## Hotels\n\nThe limit is 180 EUR. Bluecompass shows hotels.\n- Servo-X is 45 days."
+    assert sentences(text) == [
+        "Hotels",
+        "The limit is 180 EUR.",
+        "Bluecompass shows hotels.",
+        "Servo-X is 45 days.",
     ]
-    summary = summarize(rows)
-    assert list(summary) == ["base", "adapter+rag"]
-    assert summary["base"] == {
-        "n": 2,
-        "accuracy": 0.5,
-        "style_rate": 0.0,
-        "citation_accuracy": None,
-        "retrieval_recall": None,
-    }
-    assert summary["adapter+rag"] == {
-        "n": 2,
-        "accuracy": 0.5,
-        "style_rate": 1.0,
-        "citation_accuracy": 0.5,
-        "retrieval_recall": 0.5,
-    }
-    table = markdown_table(summary)
-    assert "| base | 2 | 50.0% | 0.0% | n/a |" in table
-    assert "| adapter+rag | 2 | 50.0% | 100.0% | 50.0% |" in table
-
-
-def test_summarize_defaults_and_empty_input():
-    assert summarize([]) == {}
-    minimal = [{"config": "x", "prediction": "tr-7 [1]", "answer": "TR-7", "document": "02"}]
-    assert summarize(minimal)["x"]["accuracy"] == 1.0
-    assert summarize(minimal)["x"]["citation_accuracy"] is None

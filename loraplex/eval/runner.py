@@ -1,0 +1,256 @@
+"""Runs a question file against the inference service, through the SDK, in every configuration.
+
+Requests go out concurrently (the service batches them in vLLM). A configuration may
+name several adapters: the seeds of one training recipe, scored separately and
+aggregated. The reference rows are built from what retrieval gave the first RAG
+configuration, so the baseline copies from exactly the passages the models saw.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+
+from loraplex.client.inference import InferenceClient, generation_input
+from loraplex.eval.baselines import always_abstain, extractive
+from loraplex.eval.questions import Question
+from loraplex.eval.scoring import Answer, Passage
+
+EXTRACTIVE = "extractive baseline"
+ABSTAIN = "always abstain"
+REFERENCES = (EXTRACTIVE, ABSTAIN)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """One configuration: adapters (one per training seed; "" is the base model), RAG, abstain."""
+
+    name: str
+    adapters: tuple[str, ...] = ("",)
+    rag: bool = True
+    abstain: str = "off"
+
+    @classmethod
+    def parse(cls, spec: str) -> EvalConfig:
+        """`NAME:ADAPTERS[:rag][:abstain=POLICY]`; ADAPTERS comma-separated, `base` = none.
+
+        "base+RAG:base:rag", "tuned:acme/support@1,acme/support@2:rag:abstain=refuse".
+        """
+        name, sep, rest = spec.partition(":")
+        parts = rest.split(":") if sep else []
+        if not name or not parts or not parts[0]:
+            raise ValueError(
+                f"--config looks like NAME:ADAPTERS[:rag][:abstain=POLICY], got {spec!r}"
+            )
+        adapters = tuple("" if a in ("base", "-") else a for a in parts[0].split(","))
+        rag, abstain = False, "off"
+        for option in parts[1:]:
+            if option == "rag":
+                rag = True
+            elif option.startswith("abstain="):
+                abstain = option.partition("=")[2]
+            else:
+                raise ValueError(f"unknown option {option!r} in --config {spec!r}")
+        return cls(name, adapters, rag, abstain)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What every request shares: the collection searched, retrieval depth and sampling."""
+
+    collection: str = ""
+    top_k: int = 3
+    max_tokens: int = 48
+    temperature: float = 0.0
+    concurrency: int = 16
+    system: str = ""
+
+
+@dataclass
+class EvalRun:
+    """Answers per configuration, per seed, in question order."""
+
+    questions: list[Question]
+    configs: list[EvalConfig]
+    settings: EvalSettings
+    answers: dict[str, list[list[Answer]]] = field(default_factory=dict)
+    seeds: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _has_field(message: object, name: str) -> bool:
+    return name in message.DESCRIPTOR.fields_by_name  # type: ignore[attr-defined]
+
+
+def answer_from_result(result: object, rag: bool) -> Answer:
+    """The SDK's GenerationResult as an Answer; fields newer than the SDK read when present."""
+    passages = []
+    for c in result.citations:  # type: ignore[attr-defined]
+        passages.append(
+            Passage(
+                number=c.number,
+                text=c.text,
+                cited=c.cited,
+                document_id=c.document_id,
+                support=c.support if _has_field(c, "support") else None,
+                dropped=c.dropped if _has_field(c, "dropped") else False,
+            )
+        )
+    refusal = ""
+    if _has_field(result, "refusal_reason") and result.refusal_reason:  # type: ignore[attr-defined]
+        refusal = (
+            result.DESCRIPTOR.fields_by_name["refusal_reason"]
+            .enum_type.values_by_number[  # type: ignore[attr-defined]
+                result.refusal_reason  # type: ignore[attr-defined]
+            ]
+            .name
+        )
+    grounded = result.grounded if rag and _has_field(result, "grounded") else None  # type: ignore[attr-defined]
+    extra = {}
+    if _has_field(result, "generated_text") and result.generated_text != result.text:  # type: ignore[attr-defined]
+        extra["generated_text"] = result.generated_text  # type: ignore[attr-defined]
+    if _has_field(result, "quoted") and result.quoted:  # type: ignore[attr-defined]
+        extra["quoted"] = True
+    return Answer(
+        text=result.text.strip(),  # type: ignore[attr-defined]
+        passages=tuple(passages),
+        refusal_reason=refusal,
+        grounded=grounded,
+        adapter_ref=result.adapter_ref,  # type: ignore[attr-defined]
+        extra=extra,
+    )
+
+
+def _check_abstain(configs: Sequence[EvalConfig]) -> None:
+    if any(c.abstain != "off" for c in configs) and (
+        "abstain" not in inspect.signature(generation_input).parameters
+    ):
+        raise ValueError("this SDK cannot ask the service to abstain (no `abstain` option)")
+    for config in configs:
+        if config.abstain != "off" and not config.rag:
+            raise ValueError(f"configuration {config.name!r}: abstain needs RAG")
+
+
+def run_eval(
+    client: InferenceClient,
+    questions: Sequence[Question],
+    configs: Sequence[EvalConfig],
+    settings: EvalSettings,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvalRun:
+    """Asks every question in every configuration and seed; adds the reference rows."""
+    if any(c.name in REFERENCES for c in configs) or len({c.name for c in configs}) < len(configs):
+        raise ValueError("configuration names must be unique and not name a reference row")
+    if any(c.rag for c in configs) and not settings.collection:
+        raise ValueError("a RAG configuration needs a collection")
+    _check_abstain(configs)
+    jobs = [
+        (config, seed, i)
+        for config in configs
+        for seed in range(len(config.adapters))
+        for i in range(len(questions))
+    ]
+    run = EvalRun(list(questions), list(configs), settings)
+    for config in configs:
+        run.answers[config.name] = [[None] * len(questions) for _ in config.adapters]  # type: ignore[list-item]
+        run.seeds[config.name] = [a or "base" for a in config.adapters]
+    done = 0
+    lock = threading.Lock()
+
+    def ask(job: tuple[EvalConfig, int, int]) -> None:
+        nonlocal done
+        config, seed, i = job
+        options = {"abstain": config.abstain} if config.abstain != "off" else {}
+        messages = [("system", settings.system)] if settings.system else []
+        result = client.generate(
+            messages=[*messages, ("user", questions[i].question)],
+            adapter=config.adapters[seed],
+            collection=settings.collection if config.rag else "",
+            top_k=settings.top_k,
+            max_tokens=settings.max_tokens,
+            temperature=settings.temperature,
+            **options,
+        )
+        run.answers[config.name][seed][i] = answer_from_result(result, config.rag)
+        with lock:
+            done += 1
+            if progress:
+                progress(done, len(jobs))
+
+    with ThreadPoolExecutor(max_workers=max(1, settings.concurrency)) as pool:
+        futures = [pool.submit(ask, job) for job in jobs]
+        try:
+            for future in as_completed(futures):
+                future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # the first failure ends the run
+            raise
+    add_references(run)
+    return run
+
+
+def add_references(run: EvalRun) -> None:
+    """The extractive baseline (from the first RAG configuration's passages) and abstain."""
+    rag = next((c for c in run.configs if c.rag), None)
+    if rag is not None:
+        given = run.answers[rag.name][0]
+        run.answers[EXTRACTIVE] = [
+            [extractive(q.question, a.passages) for q, a in zip(run.questions, given, strict=True)]
+        ]
+        run.seeds[EXTRACTIVE] = ["no model"]
+    run.answers[ABSTAIN] = [[always_abstain() for _ in run.questions]]
+    run.seeds[ABSTAIN] = ["no model"]
+
+
+def load_run(summary: dict, questions: Sequence[Question]) -> EvalRun:
+    """An `EvalRun` back from a results.json (`report.summarize`), to score it again.
+
+    Questions come from the question file and are matched by id, so a fixed scorer (or
+    a corrected gold fact) re-scores stored answers without asking the service again.
+    """
+    by_id = {q.id: q for q in questions}
+    rows = summary["answers"]
+    missing = [r["id"] for r in rows if r["id"] not in by_id]
+    if missing:
+        raise ValueError(f"the question file lacks {len(missing)} stored ids, e.g. {missing[0]!r}")
+    configs = [
+        EvalConfig(
+            c["name"], tuple("" if a == "base" else a for a in c["seeds"]), c["rag"], c["abstain"]
+        )
+        for c in summary["configs"]
+        if not c["reference"]
+    ]
+    run = EvalRun([by_id[r["id"]] for r in rows], configs, EvalSettings(**summary["settings"]))
+    for config in configs:
+        seeds = len(rows[0][config.name]) if rows else 0
+        run.answers[config.name] = [
+            [_stored_answer(row, row[config.name][s]) for row in rows] for s in range(seeds)
+        ]
+        run.seeds[config.name] = [a["seed"] for a in rows[0][config.name]] if rows else []
+    add_references(run)
+    return run
+
+
+def _stored_answer(row: dict, stored: dict) -> Answer:
+    passages = tuple(
+        Passage(
+            number=number,
+            text=row["passages"][ref]["text"],
+            cited=cited,
+            document_id=row["passages"][ref]["document_id"],
+            support=support,
+            dropped=dropped,
+        )
+        for ref, number, cited, support, dropped in stored["sources"]
+    )
+    extra = {k: stored[k] for k in ("generated_text", "quoted") if k in stored}
+    return Answer(
+        text=stored["answer"],
+        passages=passages,
+        refusal_reason=stored.get("refusal_reason", ""),
+        grounded=stored.get("grounded"),
+        adapter_ref=stored.get("adapter_ref", ""),
+        extra=extra,
+    )
