@@ -7,6 +7,7 @@ runs on the official `vllm`.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -15,6 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.inference.numeric_guard import (
+    check_adapter_values,
+    non_finite_error,
+    sampled_logprobs_finite,
+)
 from services.inference.settings import InferenceSettings
 
 log = logging.getLogger(__name__)
@@ -173,6 +179,9 @@ class VllmEngine:
 
     async def load_adapter(self, adapter: AdapterHandle) -> None:
         """Loads into vLLM's CPU LoRA cache ahead of traffic; raises if it cannot serve it."""
+        await asyncio.to_thread(
+            check_adapter_values, adapter.name, adapter.path, self.settings.adapter_max_abs_weight
+        )
         check_lora_shapes(adapter.path, self.linear_shapes)
         try:
             await self._llm.add_lora(self._lora_request(adapter))
@@ -202,22 +211,30 @@ class VllmEngine:
                 f"prompt ({len(prompt_ids)} tokens) plus max_tokens ({options.max_tokens})"
                 f" exceeds the model length {self.max_model_len}"
             )
-        params = SamplingParams(
-            max_tokens=options.max_tokens,
-            temperature=options.temperature,
-            top_p=options.top_p,
-            top_k=options.top_k or -1,
-            stop=list(options.stop) or None,
-            seed=options.seed,
-            repetition_penalty=options.repetition_penalty,
-            output_kind=RequestOutputKind.DELTA,
-        )
+        guard = self.settings.non_finite_guard
+        try:
+            params = SamplingParams(
+                max_tokens=options.max_tokens,
+                temperature=options.temperature,
+                top_p=options.top_p,
+                top_k=options.top_k or -1,
+                stop=list(options.stop) or None,
+                seed=options.seed,
+                repetition_penalty=options.repetition_penalty,
+                output_kind=RequestOutputKind.DELTA,
+                logprobs=0 if guard else None,  # the sampled token's: NaN if its logits were
+            )
+        except ValueError as exc:  # vLLM's own validation, should ours miss a case
+            raise InvalidArgument(f"invalid sampling parameters: {exc}") from None
         lora = self._lora_request(adapter) if adapter is not None else None
         produced = 0
         async for output in self._llm.generate(
             {"prompt_token_ids": prompt_ids}, params, request_id, lora_request=lora
         ):
             completion = output.outputs[0]
+            if guard and not sampled_logprobs_finite(completion.logprobs):
+                await self.abort(request_id)
+                raise non_finite_error(adapter.name if adapter else None)
             produced += len(completion.token_ids)
             yield EngineChunk(
                 delta=completion.text,
