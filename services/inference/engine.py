@@ -223,6 +223,7 @@ class VllmEngine:
                 repetition_penalty=options.repetition_penalty,
                 output_kind=RequestOutputKind.DELTA,
                 logprobs=0 if guard else None,  # the sampled token's: NaN if its logits were
+                flat_logprobs=guard,  # plain lists, no Logprob object per token
             )
         except ValueError as exc:  # vLLM's own validation, should ours miss a case
             raise InvalidArgument(f"invalid sampling parameters: {exc}") from None

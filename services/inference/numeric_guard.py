@@ -36,6 +36,9 @@ def check_adapter_values(name: str, folder: Path, max_abs: float) -> None:
 
 def sampled_logprobs_finite(positions: Iterable[Mapping[int, Any] | None] | None) -> bool:
     """Whether every sampled token's log-probability (vLLM `logprobs=0`) is a finite number."""
+    flat = getattr(positions, "logprobs", None)  # vLLM FlatLogprobs: one list of floats
+    if isinstance(flat, list):
+        return all(map(math.isfinite, flat))
     for position in positions or ():
         for entry in (position or {}).values():
             if not math.isfinite(entry.logprob):

@@ -51,3 +51,13 @@ def test_non_finite_error_names_the_adapter_or_blames_the_model():
     assert isinstance(error, FailedPrecondition) and "adapter t/a@2 produced" in error.message
     base = non_finite_error(None)
     assert type(base) is LoraplexError and "model produced non-finite" in base.message
+
+
+def test_sampled_logprobs_finite_reads_vllm_flat_logprobs():
+    from vllm.logprobs import FlatLogprobs
+
+    flat = FlatLogprobs()
+    flat.append({5: SimpleNamespace(logprob=-0.5, rank=1, decoded_token="a")})
+    assert sampled_logprobs_finite(flat)
+    flat.append({6: SimpleNamespace(logprob=math.nan, rank=1, decoded_token="b")})
+    assert not sampled_logprobs_finite(flat)
