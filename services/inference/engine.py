@@ -17,6 +17,11 @@ from typing import Any
 
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.inference.engine_args import vllm_engine_args
+from services.inference.numeric_guard import (
+    check_adapter_values,
+    non_finite_error,
+    sampled_logprobs_finite,
+)
 from services.inference.settings import InferenceSettings
 
 log = logging.getLogger(__name__)
@@ -168,7 +173,10 @@ class VllmEngine:
 
     async def load_adapter(self, adapter: AdapterHandle) -> None:
         """Loads into vLLM's CPU LoRA cache ahead of traffic; raises if it cannot serve it."""
-        # safetensors headers are file reads: off the event loop.
+        # Value and shape checks read the safetensors files: off the event loop.
+        await asyncio.to_thread(
+            check_adapter_values, adapter.name, adapter.path, self.settings.adapter_max_abs_weight
+        )
         await asyncio.to_thread(check_lora_shapes, adapter.path, self.linear_shapes)
         try:
             await self._llm.add_lora(self._lora_request(adapter))
@@ -199,22 +207,31 @@ class VllmEngine:
                 f"prompt ({len(prompt_ids)} tokens) plus max_tokens ({options.max_tokens})"
                 f" exceeds the model length {self.max_model_len}"
             )
-        params = SamplingParams(
-            max_tokens=options.max_tokens,
-            temperature=options.temperature,
-            top_p=options.top_p,
-            top_k=options.top_k or -1,
-            stop=list(options.stop) or None,
-            seed=options.seed,
-            repetition_penalty=options.repetition_penalty,
-            output_kind=RequestOutputKind.DELTA,
-        )
+        guard = self.settings.non_finite_guard
+        try:
+            params = SamplingParams(
+                max_tokens=options.max_tokens,
+                temperature=options.temperature,
+                top_p=options.top_p,
+                top_k=options.top_k or -1,
+                stop=list(options.stop) or None,
+                seed=options.seed,
+                repetition_penalty=options.repetition_penalty,
+                output_kind=RequestOutputKind.DELTA,
+                logprobs=0 if guard else None,  # the sampled token's: NaN if its logits were
+                flat_logprobs=guard,  # plain lists, no Logprob object per token
+            )
+        except ValueError as exc:  # vLLM's own validation, should ours miss a case
+            raise InvalidArgument(f"invalid sampling parameters: {exc}") from None
         lora = self._lora_request(adapter) if adapter is not None else None
         produced = 0
         async for output in self._llm.generate(
             {"prompt_token_ids": prompt_ids}, params, request_id, lora_request=lora
         ):
             completion = output.outputs[0]
+            if guard and not sampled_logprobs_finite(completion.logprobs):
+                await self.abort(request_id)
+                raise non_finite_error(adapter.name if adapter else None)
             produced += len(completion.token_ids)
             yield EngineChunk(
                 delta=completion.text,

@@ -31,6 +31,9 @@ from services.inference.rag import (
 from services.inference.records import ChunkSearch, RetrievedChunk, SearchResult
 
 ROLES = {"system", "user", "assistant"}
+#: vLLM divides (multiplies) seen tokens' logits by the penalty: near 0 it overflows them to inf.
+MIN_REPETITION_PENALTY = 0.01
+MAX_REPETITION_PENALTY = 10.0
 TTFT = Histogram(
     "loraplex_inference_ttft_seconds",
     "Time to first token",
@@ -210,12 +213,19 @@ class InferenceCore:
         max_tokens = request.max_tokens or self.default_max_tokens
         if not 0 < max_tokens <= self.max_tokens_cap:
             raise InvalidArgument(f"max_tokens must be between 1 and {self.max_tokens_cap}")
+        # Written as `not (low <= x <= high)` so NaN, which fails every comparison, is refused.
         if not 0 <= request.temperature <= 2:
             raise InvalidArgument("temperature must be between 0 and 2")
         if not 0 <= request.top_p <= 1:
             raise InvalidArgument("top_p must be between 0 and 1")
-        if request.top_k < 0 or request.repetition_penalty < 0:
-            raise InvalidArgument("top_k and repetition_penalty must not be negative")
+        if request.top_k < 0:
+            raise InvalidArgument("top_k must not be negative")
+        penalty = request.repetition_penalty
+        if penalty != 0 and not MIN_REPETITION_PENALTY <= penalty <= MAX_REPETITION_PENALTY:
+            raise InvalidArgument(
+                f"repetition_penalty must be between {MIN_REPETITION_PENALTY:g} and"
+                f" {MAX_REPETITION_PENALTY:g} (1 = none; 0 or unset = 1)"
+            )
         if len(request.stop) > 8 or any(not s or len(s) > 64 for s in request.stop):
             raise InvalidArgument("give at most 8 stop sequences of 1-64 characters")
         return SamplingOptions(

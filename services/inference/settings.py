@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from services.common.adapter_weights import DEFAULT_MAX_ABS
 from services.common.settings import ServiceSettings
 from services.models.store import DEFAULT_MODEL
 
@@ -48,6 +49,10 @@ class InferenceSettings(ServiceSettings):
     watch_tenants: list[str] = Field(default_factory=list)
 
     adapter_cache_bytes: int = 4 * 1024**3
+    #: Largest |weight| an adapter may hold; larger (or NaN/inf) is refused before loading.
+    adapter_max_abs_weight: float = Field(DEFAULT_MAX_ABS, gt=0)
+    #: Stop a generation whose logits turn non-finite (costs vLLM one sampled logprob per token).
+    non_finite_guard: bool = True
     max_tokens_cap: int = 1024
     default_max_tokens: int = 256
     #: Requests waiting or running in the engine; more are RESOURCE_EXHAUSTED.

@@ -55,9 +55,7 @@ class RegistryApp(Service):
         root = self.settings.service_dir("registry")
         engine = self.kit.database(self.settings.database_url or sqlite_url(root / "registry.db"))
         store = await self.kit.blocking(AdapterStore, engine)
-        self.registry = Registry(
-            self.settings, store, BlobStore(root / "blobs"), self.kit.blocking
-        )
+        self.registry = Registry(self.settings, store, BlobStore(root / "blobs"), self.kit.blocking)
         await self._sweep()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="registry-sweeper")
         self.servicer.attach(self.registry)

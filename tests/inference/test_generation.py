@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 
 import grpc
@@ -62,6 +63,12 @@ async def test_chat_template_few_shot_seed_and_stop(served):
         (lambda s: s.ClearField("prompt"), "give a prompt"),
         (lambda s: setattr(s.sampling, "max_tokens", 100_000), "max_tokens must be between"),
         (lambda s: setattr(s.sampling, "temperature", 5), "temperature"),
+        (lambda s: setattr(s.sampling, "temperature", math.nan), "temperature"),
+        (lambda s: setattr(s.sampling, "top_p", math.nan), "top_p"),
+        (lambda s: setattr(s.sampling, "repetition_penalty", math.nan), "repetition_penalty"),
+        (lambda s: setattr(s.sampling, "repetition_penalty", math.inf), "repetition_penalty"),
+        (lambda s: setattr(s.sampling, "repetition_penalty", -math.inf), "repetition_penalty"),
+        (lambda s: setattr(s.sampling, "repetition_penalty", 1e-30), "repetition_penalty"),
         (lambda s: s.messages.append(pb.ChatMessage(role="robot", content="x")), "role"),
         (lambda s: setattr(s, "prompt", "word " * 600), "exceeds the model length"),
         # parsed at the edge with the registry's grammar: malformed is INVALID_ARGUMENT

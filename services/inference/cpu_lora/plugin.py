@@ -12,12 +12,18 @@ Python-side batch metadata that a trace-once graph would freeze. The grouped wra
 LoRA op inside the model forward as an opaque custom op (`torch.ops.loraplex.*`), so the compiled
 graph only holds calls into it; the plugin therefore lets the platform configure compilation as
 it would without LoRA. `LORAPLEX_CPU_LORA_COMPILE=0` keeps vLLM's eager behaviour.
+
+And on the CPU platform, with or without the grouped ops, it makes vLLM zero every KV-cache block
+before a request uses it (`kv_zeroing`): the CPU attention kernel reads slots past a request's
+end, so a block left holding NaN by one request would corrupt every later one.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+
+from services.inference.cpu_lora import kv_zeroing
 
 logger = logging.getLogger(__name__)
 
@@ -90,17 +96,19 @@ def _compiling_check_and_update_config(original: object) -> classmethod:
 
 
 def register() -> None:
-    """Entry point: switch vLLM's CPU platform to the grouped punica wrapper (idempotent)."""
+    """Entry point: on vLLM's CPU platform, zero new KV blocks and switch to the grouped punica
+    wrapper (idempotent). The zeroing is a safety fix, so `LORAPLEX_CPU_LORA=0` keeps it."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return
+    kv_zeroing.enable()
     if _disabled():
         logger.warning(
             "loraplex CPU LoRA plugin disabled by %s: on the CPU, vLLM's own ops give base-model"
             " rows batched with adapter rows the last slot's adapter (index -1)",
             DISABLE_ENV,
         )
-        return
-    from vllm.platforms import current_platform
-
-    if not current_platform.is_cpu():
         return
     import vllm
 

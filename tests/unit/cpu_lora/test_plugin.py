@@ -110,3 +110,32 @@ def test_platform_hook_keeps_compilation_with_lora(
     monkeypatch.setenv(plugin.COMPILE_ENV, "0")
     cpu_platform.check_and_update_config(config)
     assert seen == [None, lora_config]
+
+
+@pytest.fixture
+def kv_config_class(monkeypatch: pytest.MonkeyPatch):
+    """vLLM's KVCacheConfig with its own `needs_kv_cache_zeroing` (restored after the test)."""
+    from vllm.v1.kv_cache_interface import KVCacheConfig
+
+    current = KVCacheConfig.__dict__["needs_kv_cache_zeroing"]
+    original = getattr(current.fget, "loraplex_original", current)
+    monkeypatch.setattr(KVCacheConfig, "needs_kv_cache_zeroing", original)
+    return KVCacheConfig
+
+
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_new_kv_blocks_are_zeroed_on_the_cpu_even_with_the_ops_off(
+    monkeypatch: pytest.MonkeyPatch, cpu_platform, kv_config_class, switch: str
+) -> None:
+    """Freed blocks keep their values and the CPU attention kernel reads masked slots (0 * NaN):
+    every new block must be zeroed, whichever LoRA ops run (issue 12)."""
+    if not cpu_platform.is_cpu():
+        pytest.skip("patches the CPU platform only")
+    config = kv_config_class(num_blocks=4, kv_cache_tensors=[], kv_cache_groups=[])
+    assert not config.needs_kv_cache_zeroing, "vLLM zeroes only for Mamba / mixed precision"
+    monkeypatch.setenv(plugin.DISABLE_ENV, switch)
+    plugin.register()
+    plugin.register()
+    assert config.needs_kv_cache_zeroing
+    original = kv_config_class.__dict__["needs_kv_cache_zeroing"].fget.loraplex_original
+    assert not original.fget(config), "patched once, over vLLM's own property"
