@@ -135,9 +135,9 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, str, str]]:
     from services.registry.settings import RegistrySettings
     from services.retrieval.app import RetrievalApp
     from services.retrieval.settings import RetrievalSettings
-    from tests.inference.conftest import Suite
-    from tests.inference.helpers import push_adapter
-    from tests.inference.test_generation import _ingest
+    from tests.integration.inference.conftest import Suite
+    from tests.integration.inference.helpers import push_adapter
+    from tests.integration.inference.test_generation import _ingest
     from tests.unit.retrieval.shared import shared_embedder
 
     registry_settings = RegistrySettings(data_dir=data)

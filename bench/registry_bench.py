@@ -27,7 +27,7 @@ from services.common.adapter_weights import check_folder_weights
 from services.common.probes import free_port
 from services.common.testing import TEST_TENANT_KEYS, service_process
 from services.registry.app import SERVICE_NAME
-from tests.registry.adapters import make_big_adapter
+from tests.integration.registry.adapters import make_big_adapter
 
 
 def folder_bytes(folder: Path) -> int:

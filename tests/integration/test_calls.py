@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from services.common import testing
+from services.common.auth import ServiceScopes
 from services.common.calls import CallPolicy, Remote
 from services.common.context import current_principal
 from services.common.errors import DeadlineExceeded, NotFound, Unavailable
@@ -37,6 +38,9 @@ class FlakyApp(Service):
 
     service_names = (SERVICE,)
     starting_message = "the flaky service is warming up; retry shortly"
+    service_scopes = ServiceScopes(
+        SERVICE, inference=("WhoAmI", "Missing", "Count", "Slow"), training=("WhoAmI",)
+    )
 
     def __init__(self, settings: ServiceSettings, flaky: int = 0) -> None:
         super().__init__(settings)

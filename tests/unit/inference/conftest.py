@@ -22,7 +22,7 @@ from services.inference.adapters import AdapterManager
 from services.inference.gateways import RegistryGateway
 from services.registry.app import RegistryApp
 from services.registry.settings import RegistrySettings
-from tests.registry.adapters import make_lora_adapter
+from tests.integration.registry.adapters import make_lora_adapter
 from tests.unit.inference.fake_engine import FakeEngine
 
 

@@ -12,7 +12,7 @@ from services.inference import engine as engine_module
 from services.inference.engine import AdapterHandle, VllmEngine
 from services.inference.engine_args import engine_args
 from services.inference.settings import InferenceSettings
-from tests.registry.adapters import make_lora_adapter
+from tests.integration.registry.adapters import make_lora_adapter
 
 vllm_arg_utils = pytest.importorskip("vllm.engine.arg_utils")
 FIELDS = {f.name for f in dataclasses.fields(vllm_arg_utils.AsyncEngineArgs)}

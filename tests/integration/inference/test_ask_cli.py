@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 
 from loraplex.cli.main import app
 from services.common.testing import TEST_TENANT_KEYS
-from tests.inference.conftest import MODEL_NAME
-from tests.inference.helpers import push_adapter
-from tests.inference.test_generation import _ingest
+from tests.integration.inference.conftest import MODEL_NAME
+from tests.integration.inference.helpers import push_adapter
+from tests.integration.inference.test_generation import _ingest
 from tests.tiny_llm import make_random_lora
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]

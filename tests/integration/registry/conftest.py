@@ -10,7 +10,7 @@ from loraplex.client.registry import RegistryClient
 from services.common.testing import TEST_TENANT_KEYS, server_thread
 from services.registry.app import RegistryApp
 from services.registry.settings import RegistrySettings
-from tests.registry.adapters import make_lora_adapter
+from tests.integration.registry.adapters import make_lora_adapter
 
 
 def registry_settings(data_dir: Path, **overrides) -> RegistrySettings:

@@ -10,9 +10,9 @@ import pytest
 from loraplex.inference.v1 import inference_service_pb2 as pb
 from loraplex.registry.v1 import registry_service_pb2 as reg_pb
 from services.common.testing import tenant_metadata
-from tests.inference.conftest import MODEL_NAME
-from tests.inference.helpers import generate, push_adapter
-from tests.registry.adapters import make_lora_adapter
+from tests.integration.inference.conftest import MODEL_NAME
+from tests.integration.inference.helpers import generate, push_adapter
+from tests.integration.registry.adapters import make_lora_adapter
 from tests.tiny_llm import make_random_lora
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]

@@ -14,8 +14,8 @@ from loraplex.retrieval.v1 import retrieval_service_pb2 as ret_pb
 from services.common.grounding import DECLINE
 from services.common.testing import tenant_metadata
 from services.inference.grounding import check_answer
-from tests.inference.helpers import generate, request
-from tests.inference.test_generation import _ingest
+from tests.integration.inference.helpers import generate, request
+from tests.integration.inference.test_generation import _ingest
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 ACME = tenant_metadata("acme")

@@ -16,8 +16,8 @@ from loraplex.client.registry import RegistryClient
 from loraplex.registry.v1 import registry_service_pb2 as pb
 from services.common.testing import server_thread
 from services.registry.app import RegistryApp
-from tests.registry.adapters import make_lora_adapter
-from tests.registry.conftest import client_for, registry_settings
+from tests.integration.registry.adapters import make_lora_adapter
+from tests.integration.registry.conftest import client_for, registry_settings
 
 pytestmark = pytest.mark.integration
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

@@ -18,8 +18,8 @@ from loraplex.registry.v1 import registry_service_pb2 as pb
 from services.common.probes import free_port
 from services.common.testing import TEST_TENANT_KEYS, server_thread, service_process
 from services.registry.app import SERVICE_NAME, RegistryApp
-from tests.registry.adapters import make_lora_adapter
-from tests.registry.conftest import client_for, registry_settings
+from tests.integration.registry.adapters import make_lora_adapter
+from tests.integration.registry.conftest import client_for, registry_settings
 
 pytestmark = pytest.mark.integration
 

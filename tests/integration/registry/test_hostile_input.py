@@ -32,9 +32,9 @@ from services.common.testing import server_thread
 from services.registry.app import SERVICE_NAME, RegistryApp
 from services.registry.peft_files import PeftInfo
 from services.registry.records import FileRecord
-from tests.registry.adapters import make_lora_adapter
-from tests.registry.conftest import client_for, registry_settings
-from tests.registry.test_registry_bad_input import entry, raw_push
+from tests.integration.registry.adapters import make_lora_adapter
+from tests.integration.registry.conftest import client_for, registry_settings
+from tests.integration.registry.test_registry_bad_input import entry, raw_push
 
 pytestmark = pytest.mark.integration
 Code = grpc.StatusCode

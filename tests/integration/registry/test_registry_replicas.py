@@ -8,9 +8,9 @@ import pytest
 
 from services.common.testing import server_thread
 from services.registry.app import RegistryApp
+from tests.integration.registry.adapters import make_lora_adapter
+from tests.integration.registry.conftest import client_for, registry_settings
 from tests.postgres import postgres_bin, postgres_server
-from tests.registry.adapters import make_lora_adapter
-from tests.registry.conftest import client_for, registry_settings
 
 pytestmark = [
     pytest.mark.integration,

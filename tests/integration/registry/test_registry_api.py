@@ -15,7 +15,7 @@ from safetensors.numpy import save_file
 from loraplex.client.base import LoraplexClientError
 from loraplex.client.registry import sha256_file
 from loraplex.registry.v1 import registry_service_pb2 as pb
-from tests.registry.adapters import BASE_MODEL, make_lora_adapter
+from tests.integration.registry.adapters import BASE_MODEL, make_lora_adapter
 
 pytestmark = pytest.mark.integration
 

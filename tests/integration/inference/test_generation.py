@@ -12,7 +12,7 @@ import pytest
 from loraplex.inference.v1 import inference_service_pb2 as pb
 from loraplex.retrieval.v1 import retrieval_service_pb2 as ret_pb
 from services.common.testing import tenant_metadata
-from tests.inference.helpers import generate, request
+from tests.integration.inference.helpers import generate, request
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 ACME = tenant_metadata("acme")

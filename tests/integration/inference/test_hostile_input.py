@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from loraplex.inference.v1 import inference_service_pb2 as pb
 from services.common.testing import tenant_metadata
-from tests.inference.helpers import generate, request
+from tests.integration.inference.helpers import generate, request
 
 pytestmark = pytest.mark.integration
 Code = grpc.StatusCode
