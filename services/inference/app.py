@@ -9,7 +9,7 @@ import grpc
 
 from loraplex.inference.v1 import inference_service_pb2 as pb
 from loraplex.inference.v1 import inference_service_pb2_grpc as pb_grpc
-from services.common.channels import open_channel
+from services.common.calls import CallPolicy
 from services.common.kit import Kit, Service
 from services.inference.adapter_cache import AdapterDiskCache
 from services.inference.adapters import AdapterManager
@@ -51,9 +51,14 @@ class InferenceApp(Service):
             await asyncio.to_thread(self.engine.start)
         if not s.service_key:
             log.warning("no LORAPLEX_INFERENCE_SERVICE_KEY: adapters and RAG will be unavailable")
-        tls = s.client_tls
-        self._channels = [open_channel(s.registry_addr, tls), open_channel(s.retrieval_addr, tls)]
-        registry = RegistryGateway(self._channels[0], s.service_key, s.registry_timeout_seconds)
+        registry = RegistryGateway(
+            self.kit.remote(
+                "registry",
+                s.registry_addr,
+                s.service_key,
+                CallPolicy(timeout=s.registry_timeout_seconds),
+            )
+        )
         adapters = AdapterManager(
             self.engine,
             registry,
@@ -64,13 +69,18 @@ class InferenceApp(Service):
         self.watch = TenantWatch(registry, adapters.on_event, adapters.forget_aliases)
         adapters.on_tenant = lambda tenant: self.watch.follow((tenant,))
         self.core = InferenceCore(
+            s,
             self.engine,
             adapters,
-            RetrievalGateway(self._channels[1], s.service_key, s.retrieval_timeout_seconds),
+            RetrievalGateway(
+                self.kit.remote(
+                    "retrieval",
+                    s.retrieval_addr,
+                    s.service_key,
+                    CallPolicy(timeout=s.retrieval_timeout_seconds),
+                )
+            ),
             Admission(s.max_pending, s.per_tenant_concurrency),
-            s.max_tokens_cap,
-            s.default_max_tokens,
-            s.rag_context_share,
         )
         if s.watch_tenants:
             self.watch.follow(s.watch_tenants)
@@ -80,7 +90,5 @@ class InferenceApp(Service):
         if self.core is not None:
             await self.watch.close()
             await self.core.adapters.close()
-        for channel in getattr(self, "_channels", []):
-            await channel.close()
         if self._owns_engine and self.engine is not None:
             self.engine.shutdown()

@@ -1,8 +1,9 @@
 """Calls to the registry and retrieval services, as this service acting for a tenant.
 
-Every call has a deadline; the other service's status and message come back as the
-same domain error, so a tenant asking for another tenant's adapter still sees NOT_FOUND.
-Replies come back as the records in services.inference.records: no protobuf past here.
+Every call goes through the kit's `Remote` (services/common/calls.py): a deadline, retries
+on UNAVAILABLE, and the other service's status and message back as the same domain
+error, so a tenant asking for another tenant's adapter still sees NOT_FOUND. Replies
+come back as the records in services.inference.records: no protobuf past here.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from loraplex.retrieval.v1 import retrieval_service_pb2_grpc as ret_grpc
 from services.common import errors
 from services.common.adapter_ref import AdapterRef, parse_name
 from services.common.auth import AUTHORIZATION_HEADER
-from services.common.channels import acting_for
+from services.common.calls import Remote, translate
 from services.common.context import new_request_id
 from services.common.interceptors import REQUEST_ID_HEADER
 from services.inference.records import (
@@ -33,28 +34,6 @@ from services.inference.records import (
     RetrievedChunk,
     SearchResult,
 )
-
-_BY_CODE = {
-    cls.code: cls
-    for cls in (
-        errors.InvalidArgument,
-        errors.NotFound,
-        errors.FailedPrecondition,
-        errors.PermissionDenied,
-        errors.ResourceExhausted,
-        errors.DeadlineExceeded,
-        errors.DataLoss,
-    )
-}
-
-
-def translate(error: grpc.aio.AioRpcError, service: str) -> errors.LoraplexError:
-    cls = _BY_CODE.get(error.code())
-    if cls is not None:
-        return cls(error.details() or f"{service} said {error.code().name}")
-    if error.code() == grpc.StatusCode.UNAUTHENTICATED:
-        return errors.Unavailable(f"{service} does not accept this service's key")
-    return errors.Unavailable(f"{service} is unavailable ({error.code().name}); retry shortly")
 
 
 def _version_info(message: reg_pb.AdapterVersion) -> AdapterVersionInfo:
@@ -86,10 +65,9 @@ def _event(message: reg_pb.WatchAdaptersResponse) -> AdapterEvent | None:
 
 
 class RegistryGateway:
-    def __init__(self, channel: grpc.aio.Channel, service_key: str, timeout: float) -> None:
-        self.stub = reg_grpc.RegistryServiceStub(channel)
-        self.service_key = service_key
-        self.timeout = timeout
+    def __init__(self, remote: Remote) -> None:
+        self.remote = remote
+        self.stub = remote.stub(reg_grpc.RegistryServiceStub)
 
     async def resolve(
         self, tenant: str, ref: AdapterRef, needs: EngineRequirements
@@ -102,24 +80,15 @@ class RegistryGateway:
             available_modules=list(needs.modules),
             supported_peft_types=list(needs.peft_types),
         )
-        try:
-            reply = await self.stub.CheckCompatibility(
-                request, metadata=acting_for(self.service_key, tenant), timeout=self.timeout
-            )
-        except grpc.aio.AioRpcError as error:
-            raise translate(error, "registry") from None
+        reply = await self.remote.call(self.stub.CheckCompatibility, request, tenant)
         return _version_info(reply.version)
 
     async def download(self, tenant: str, version: AdapterVersionInfo, dest: Path) -> None:
         """Writes exactly `version`'s files into `dest`, each checked against its sha256."""
-        call = self.stub.DownloadAdapter(
-            reg_pb.DownloadAdapterRequest(ref=str(version.ref)),
-            metadata=acting_for(self.service_key, tenant),
-            timeout=self.timeout,
-        )
+        request = reg_pb.DownloadAdapterRequest(ref=str(version.ref))
         files: VerifiedFolder | None = None
         try:
-            async for message in call:
+            async for message in self.remote.stream(self.stub.DownloadAdapter, request, tenant):
                 if message.HasField("version"):
                     if _version_info(message.version) != version:
                         raise errors.DataLoss(
@@ -133,12 +102,8 @@ class RegistryGateway:
             if files is None:
                 raise errors.DataLoss("registry sent no version header")
             files.finish()
-        except grpc.aio.AioRpcError as error:
-            raise translate(error, "registry") from None
         except IntegrityError as error:
             raise errors.DataLoss(str(error)) from None
-        finally:
-            call.cancel()
 
     async def watch_tenants(
         self, additions: AsyncIterator[tuple[list[str], bool]]
@@ -149,9 +114,10 @@ class RegistryGateway:
             reg_pb.WatchTenantAdaptersRequest(tenants=tenants, include_current=current)
             async for tenants, current in additions
         )
-        # Its own request id: the stream outlives whichever request first needed it.
+        # Its own request id: the stream outlives whichever request first needed it. Not
+        # retried here: TenantWatch reconnects and names its tenants again.
         metadata = (
-            (AUTHORIZATION_HEADER, f"Bearer {self.service_key}"),
+            (AUTHORIZATION_HEADER, f"Bearer {self.remote.service_key}"),
             (REQUEST_ID_HEADER, f"watch-{new_request_id()}"),
         )
         call = self.stub.WatchTenantAdapters(requests, metadata=metadata)
@@ -181,10 +147,9 @@ def _chunk(message: ret_pb.ScoredChunk) -> RetrievedChunk:
 
 
 class RetrievalGateway:
-    def __init__(self, channel: grpc.aio.Channel, service_key: str, timeout: float) -> None:
-        self.stub = ret_grpc.RetrievalServiceStub(channel)
-        self.service_key = service_key
-        self.timeout = timeout
+    def __init__(self, remote: Remote) -> None:
+        self.remote = remote
+        self.stub = remote.stub(ret_grpc.RetrievalServiceStub)
 
     async def search(self, tenant: str, search: ChunkSearch) -> SearchResult:
         request = ret_pb.SearchChunksRequest(
@@ -196,10 +161,5 @@ class RetrievalGateway:
         )
         if search.filter is not None:
             request.filter.CopyFrom(search.filter)
-        try:
-            reply = await self.stub.SearchChunks(
-                request, metadata=acting_for(self.service_key, tenant), timeout=self.timeout
-            )
-        except grpc.aio.AioRpcError as error:
-            raise translate(error, "retrieval") from None
+        reply = await self.remote.call(self.stub.SearchChunks, request, tenant)
         return SearchResult(tuple(_chunk(c) for c in reply.chunks), reply.revision)

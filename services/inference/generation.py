@@ -29,6 +29,7 @@ from services.inference.rag import (
     select_sources,
 )
 from services.inference.records import ChunkSearch, RetrievedChunk, SearchResult
+from services.inference.settings import InferenceSettings
 
 ROLES = {"system", "user", "assistant"}
 #: vLLM divides (multiplies) seen tokens' logits by the penalty: near 0 it overflows them to inf.
@@ -116,21 +117,19 @@ class GenerationResult:
 class InferenceCore:
     def __init__(
         self,
+        settings: InferenceSettings,
         engine: InferenceEngine,
         adapters: AdapterManager,
         retrieval: Retriever,
         admission: Admission,
-        max_tokens_cap: int,
-        default_max_tokens: int,
-        rag_context_share: float = 0.5,
     ) -> None:
         self.engine = engine
         self.adapters = adapters
         self.retrieval = retrieval
         self.admission = admission
-        self.max_tokens_cap = max_tokens_cap
-        self.default_max_tokens = default_max_tokens
-        self.rag_context_share = rag_context_share
+        self.max_tokens_cap = settings.max_tokens_cap
+        self.default_max_tokens = settings.default_max_tokens
+        self.rag_context_share = settings.rag_context_share
 
     async def generate(
         self, tenant: str, request: GenerationRequest

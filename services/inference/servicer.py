@@ -8,24 +8,13 @@ from loraplex.inference.v1 import inference_service_pb2 as pb
 from loraplex.inference.v1 import inference_service_pb2_grpc as pb_grpc
 from services.common.context import current_tenant
 from services.common.errors import Unavailable
+from services.common.kit import Servicer
 from services.inference import convert
 from services.inference.generation import GenerationResult, InferenceCore
 
 
-class InferenceServicer(pb_grpc.InferenceServiceServicer):
-    """Registered before the engine is up; serves once the app attaches the core."""
-
-    def __init__(self) -> None:
-        self._core: InferenceCore | None = None
-
-    def attach(self, core: InferenceCore) -> None:
-        self._core = core
-
-    @property
-    def core(self) -> InferenceCore:
-        if self._core is None:
-            raise Unavailable("the model is still loading; retry shortly")
-        return self._core
+class InferenceServicer(pb_grpc.InferenceServiceServicer, Servicer[InferenceCore]):
+    """Registered before the engine is up; the kit's readiness gate holds calls until then."""
 
     async def GenerateText(
         self, request: pb.GenerateTextRequest, context

@@ -11,6 +11,7 @@ import pytest_asyncio
 
 from loraplex.registry.v1 import registry_service_pb2 as reg_pb
 from loraplex.registry.v1 import registry_service_pb2_grpc as reg_grpc
+from services.common.calls import Remote
 from services.common.testing import (
     TEST_SERVICE_KEYS,
     RunningServer,
@@ -97,5 +98,9 @@ async def rig(tmp_path) -> AsyncIterator[Rig]:
     )
     app = RegistryApp(settings)
     async with running_server(settings, app) as registry:
-        gateway = RegistryGateway(registry.channel, TEST_SERVICE_KEYS["inference"], 30)
-        yield Rig(registry, app, gateway, CountingRegistry(gateway), FakeEngine(), tmp_path)
+        remote = Remote("registry", registry.target, TEST_SERVICE_KEYS["inference"])
+        gateway = RegistryGateway(remote)
+        try:
+            yield Rig(registry, app, gateway, CountingRegistry(gateway), FakeEngine(), tmp_path)
+        finally:
+            await remote.close()

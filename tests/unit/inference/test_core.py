@@ -11,6 +11,7 @@ from services.inference.generation import (
     RagRequest,
 )
 from services.inference.records import ChunkSearch, RetrievedChunk, SearchResult
+from services.inference.settings import InferenceSettings
 from tests.unit.inference.fake_engine import FakeEngine
 
 
@@ -49,7 +50,8 @@ async def test_generation_with_adapter_rag_and_citations(rig):
     manager = rig.manager()
     rig.engine = engine
     manager.engine = engine
-    core = InferenceCore(engine, manager, retriever, Admission(8, 4), 64, 16)
+    settings = InferenceSettings(max_tokens_cap=64, default_max_tokens=16)
+    core = InferenceCore(settings, engine, manager, retriever, Admission(8, 4))
     request = GenerationRequest(
         adapter=parse_ref("acme/bot"),
         prompt="Where?",
