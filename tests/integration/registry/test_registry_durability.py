@@ -24,6 +24,26 @@ from tests.integration.registry.conftest import client_for, registry_settings
 pytestmark = pytest.mark.integration
 
 
+def _half_push(name: str, config: bytes, weights: bytes):
+    """A push's header, its config and the first half of its weights: a push cut off."""
+    yield pb.PushAdapterRequest(
+        header=pb.PushHeader(
+            name=name,
+            files=[
+                pb.FileManifest(path=p, size_bytes=len(d), sha256=hashlib.sha256(d).hexdigest())
+                for p, d in (
+                    ("adapter_config.json", config),
+                    ("adapter_model.safetensors", weights),
+                )
+            ],
+        )
+    )
+    yield pb.PushAdapterRequest(chunk=pb.FileChunk(path="adapter_config.json", data=config))
+    yield pb.PushAdapterRequest(
+        chunk=pb.FileChunk(path="adapter_model.safetensors", data=weights[: len(weights) // 2])
+    )
+
+
 def test_restart_keeps_versions_aliases_and_events(tmp_path):
     settings = registry_settings(tmp_path / "data")
     adapter = make_lora_adapter(tmp_path / "a")
@@ -76,23 +96,7 @@ def test_killed_mid_upload_leaves_nothing_behind(tmp_path):
     errors: list[Exception] = []
 
     def requests():
-        yield pb.PushAdapterRequest(
-            header=pb.PushHeader(
-                name="acme/doomed",
-                files=[
-                    pb.FileManifest(path=p, size_bytes=len(d), sha256=hashlib.sha256(d).hexdigest())
-                    for p, d in (
-                        ("adapter_config.json", config),
-                        ("adapter_model.safetensors", weights),
-                    )
-                ],
-            )
-        )
-        yield pb.PushAdapterRequest(chunk=pb.FileChunk(path="adapter_config.json", data=config))
-        half = len(weights) // 2
-        yield pb.PushAdapterRequest(
-            chunk=pb.FileChunk(path="adapter_model.safetensors", data=weights[:half])
-        )
+        yield from _half_push("acme/doomed", config, weights)
         half_sent.set()
         time.sleep(30)  # the server dies before the rest arrives
 
@@ -172,23 +176,8 @@ def test_dead_push_leftovers_are_swept_on_a_timer_but_live_pushes_are_not(tmp_pa
     outcome: list[object] = []
 
     def requests():
-        yield pb.PushAdapterRequest(
-            header=pb.PushHeader(
-                name="acme/slow",
-                files=[
-                    pb.FileManifest(path=p, size_bytes=len(d), sha256=hashlib.sha256(d).hexdigest())
-                    for p, d in (
-                        ("adapter_config.json", config),
-                        ("adapter_model.safetensors", weights),
-                    )
-                ],
-            )
-        )
-        yield pb.PushAdapterRequest(chunk=pb.FileChunk(path="adapter_config.json", data=config))
+        yield from _half_push("acme/slow", config, weights)
         half = len(weights) // 2
-        yield pb.PushAdapterRequest(
-            chunk=pb.FileChunk(path="adapter_model.safetensors", data=weights[:half])
-        )
         half_sent.set()
         release.wait(60)
         yield pb.PushAdapterRequest(
