@@ -30,9 +30,6 @@ log = logging.getLogger(__name__)
 
 AUTHORIZATION_HEADER = "authorization"
 KEY_PREFIX = "lpx_"
-#: RPCs a service key may call acting for no tenant: each carries its tenants in the request
-#: and checks them itself. Every other RPC needs the tenant named in metadata.
-SERVICE_LEVEL_METHODS = frozenset({"/loraplex.registry.v1.RegistryService/WatchTenantAdapters"})
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
@@ -69,22 +66,33 @@ class ServiceScopes:
     """The RPCs each service identity may call on one server; everything else is denied.
 
     Servers declare what the other services need of them (inference reads adapters and
-    searches; training publishes). A service key with no entry may call nothing.
+    searches; training publishes). A service key with no entry may call nothing. A service
+    key acting for no tenant may call only the `service_level` RPCs, which carry their
+    tenants in the request and check them themselves.
     """
 
-    def __init__(self, service_name: str = "", **allowed: Iterable[str]) -> None:
+    def __init__(
+        self, service_name: str = "", service_level: Iterable[str] = (), **allowed: Iterable[str]
+    ) -> None:
+        self._service_level = frozenset(f"/{service_name}/{rpc}" for rpc in service_level)
         self._allowed = {
             identity: frozenset(f"/{service_name}/{rpc}" for rpc in rpcs)
             for identity, rpcs in allowed.items()
         }
 
     def check(self, principal: Principal, method: str) -> None:
-        if not principal.is_service or method in self._allowed.get(principal.name, ()):
+        if not principal.is_service:
             return
-        raise PermissionDenied(
-            f"service key {principal.name!r} may not call {method.rsplit('/', 1)[-1]}:"
-            " a service key may call only what its service needs; use a tenant key"
-        )
+        if method not in self._allowed.get(principal.name, ()):
+            raise PermissionDenied(
+                f"service key {principal.name!r} may not call {method.rsplit('/', 1)[-1]}:"
+                " a service key may call only what its service needs; use a tenant key"
+            )
+        if not principal.tenant and method not in self._service_level:
+            raise PermissionDenied(
+                f"service key {principal.name!r} must name the tenant it acts for in"
+                f" '{ACT_FOR_TENANT_HEADER}' metadata"
+            )
 
 
 #: For servers that no other service calls.
@@ -214,15 +222,6 @@ class KeyRing:
             return Principal(PrincipalKind.SERVICE, entry.name, "")
         return Principal(
             PrincipalKind.SERVICE, entry.name, validate_identity_name(act_for, "tenant")
-        )
-
-
-def require_service_level(method: str, principal: Principal) -> None:
-    """Refuses a service acting for no tenant anywhere but a service-level RPC."""
-    if method not in SERVICE_LEVEL_METHODS:
-        raise PermissionDenied(
-            f"service key {principal.name!r} must name the tenant it acts for in"
-            f" '{ACT_FOR_TENANT_HEADER}' metadata"
         )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 from grpc.aio import AbortError
 
-from services.common.auth import NO_SERVICE_CALLS, KeyRing, ServiceScopes, require_service_level
+from services.common.auth import NO_SERVICE_CALLS, KeyRing, ServiceScopes
 from services.common.context import new_request_id, principal_var, request_id_var
 from services.common.errors import GENERIC_INTERNAL_MESSAGE, LoraplexError
 from services.common.metrics import RPC_SECONDS, RPC_TOTAL
@@ -54,8 +54,6 @@ class _Call:
         principal_var.set(None)
         principal = self.keyring.authenticate(metadata)
         self.scopes.check(principal, self.method)
-        if principal.is_service and not principal.tenant:
-            require_service_level(self.method, principal)
         principal_var.set(principal)
         if self.readiness is not None:  # after authentication, so the log names the caller
             self.readiness.check()

@@ -30,6 +30,7 @@ class RegistryApp(Service):
     #: Inference resolves, checks, downloads and watches; training publishes.
     service_scopes = ServiceScopes(
         SERVICE_NAME,
+        service_level=("WatchTenantAdapters",),
         inference=(
             "GetAdapter",
             "CheckCompatibility",
