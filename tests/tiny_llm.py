@@ -73,6 +73,7 @@ def make_random_lora(
     targets: tuple[str, ...] = ("q_proj", "v_proj", "o_proj", "gate_proj"),
     scale: float = 0.5,
     base_model_name: str | None = None,
+    layers: tuple[int, ...] | None = None,
 ) -> Path:
     """A peft LoRA adapter with random (non-zero) B matrices, so it visibly changes outputs."""
     import torch
@@ -82,7 +83,12 @@ def make_random_lora(
     torch.manual_seed(seed)
     model = get_peft_model(
         LlamaForCausalLM.from_pretrained(base_model),
-        LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(targets)),
+        LoraConfig(
+            r=rank,
+            lora_alpha=2 * rank,
+            target_modules=list(targets),
+            layers_to_transform=list(layers) if layers else None,
+        ),
     )
     for name, param in model.named_parameters():
         if "lora_B" in name:

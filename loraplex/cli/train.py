@@ -71,6 +71,9 @@ def start(
     target_module: Annotated[
         list[str], typer.Option(help="LoRA target module, repeatable (default: attention)")
     ] = [],  # noqa: B006
+    lora_last_layers: Annotated[
+        int, typer.Option(help="adapt only the last N layers (0: all); faster to train")
+    ] = 0,
     test_ratio: Annotated[float, typer.Option(help="held-out share when no --test")] = 0.0,
     validation_ratio: Annotated[float, typer.Option(help="share when no --validation")] = 0.0,
     publish: Annotated[str, typer.Option(help="adapter name 'tenant/name'")] = "",
@@ -94,8 +97,14 @@ def start(
         "seed": seed,
     }
     lora = None
-    if rank or alpha or target_module:
-        lora = {"rank": rank, "alpha": alpha, "dropout": 0.05, "target_modules": target_module}
+    if rank or alpha or target_module or lora_last_layers:
+        lora = {
+            "rank": rank,
+            "alpha": alpha,
+            "dropout": 0.05,
+            "target_modules": target_module,
+            "last_layers": lora_last_layers,
+        }
     with reported_errors(), _client(address, api_key) as client:
         job = client.create_job(
             base_model,

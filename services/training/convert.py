@@ -76,6 +76,7 @@ def spec_from_pb(msg: pb.JobSpec) -> core.JobSpec:
             dropout=msg.lora.dropout if msg.HasField("lora") else 0.05,
             target_modules=list(msg.lora.target_modules),
             init=msg.lora.init,
+            last_layers=msg.lora.last_layers,
         ),
         num_virtual_tokens=msg.prompt.num_virtual_tokens,
         publish=core.PublishSettings(

@@ -41,6 +41,7 @@ def peft_config(spec: JobSpec, model: nn.Module) -> Any:
             lora_dropout=lora.dropout,
             target_modules=list(lora.target_modules) or attention_targets(model),
             init_lora_weights="pissa" if lora.init == "pissa" else True,
+            layers_to_transform=last_layer_indices(model, lora.last_layers),
         )
     if spec.method == "ia3":
         return peft.IA3Config(task_type="CAUSAL_LM")
@@ -67,6 +68,14 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
         if is_layers and "Layer" in type(module[0]).__name__:
             return module
     raise ValueError("cannot find the model's decoder layers")
+
+
+def last_layer_indices(model: nn.Module, count: int) -> list[int] | None:
+    """The indices of the last `count` decoder layers (all of them when it exceeds the depth)."""
+    if count <= 0:
+        return None
+    depth = len(decoder_layers(model))
+    return list(range(max(0, depth - count), depth))
 
 
 def prepare_model(model: nn.Module, spec: JobSpec, init_dir: Path | None = None) -> nn.Module:

@@ -77,6 +77,7 @@ class LoraSettings:
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=list)
     init: str = ""
+    last_layers: int = 0  # adapt only the last N decoder layers; 0 = all
 
 
 @dataclass
@@ -189,6 +190,10 @@ def validate(spec: JobSpec, tenant: str) -> None:
         ),
         (0 <= spec.lora.dropout < 1, "lora.dropout must be in [0, 1)"),
         (spec.lora.init in ("", "pissa", "loftq"), "lora.init must be '', 'pissa' or 'loftq'"),
+        (
+            0 <= spec.lora.last_layers <= MAX_TRAINABLE_LAST_LAYERS,
+            f"lora.last_layers must be in [0, {MAX_TRAINABLE_LAST_LAYERS}] (0 adapts every layer)",
+        ),
         (1 <= spec.num_virtual_tokens <= 512, "num_virtual_tokens must be in [1, 512]"),
         (
             all(0 < d.weight <= MAX_DATASET_WEIGHT for d in spec.train),

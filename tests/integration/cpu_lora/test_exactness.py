@@ -2,7 +2,9 @@
 
 One engine for the module (fp32, max_loras equal to the number of adapters so every slot is
 taken, which is what exposes upstream's "index -1 selects the last slot" bug), three adapters of
-rank 8, 16 and 64 on all linear layers and one of rank 8 on q/v only, greedy decoding.
+rank 8, 16 and 64 on all linear layers, one of rank 8 on q/v only and one of rank 8 on the
+last decoder layer only (`layers_to_transform`, what training's `lora.last_layers` saves),
+greedy decoding.
 References come from transformers + peft `generate` on the same weights and prompt token ids.
 """
 
@@ -28,11 +30,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[3]
 RANKS = (8, 16, 64)
-# (name, rank, modules): every rank on every linear layer, and an adapter on q/v only, whose zeroed
-# k/o/MLP slots (and every adapter's zeroed logits slot) the C++ ops skip
+# (name, rank, modules, layers): every rank on every linear layer, an adapter on q/v only, whose
+# zeroed k/o/MLP slots (and every adapter's zeroed logits slot) the C++ ops skip, and one on the
+# second (last) of the two decoder layers only, whose first layer's slots stay empty
 ADAPTERS = (
-    *((f"r{rank}", rank, TARGET_MODULES) for rank in RANKS),
-    ("qv8", 8, ("q_proj", "v_proj")),
+    *((f"r{rank}", rank, TARGET_MODULES, None) for rank in RANKS),
+    ("qv8", 8, ("q_proj", "v_proj"), None),
+    ("last8", 8, TARGET_MODULES, (1,)),
 )
 NEW_TOKENS = 12
 PROMPTS = (
@@ -53,8 +57,8 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("cpu-lora")
     model = build_tiny_llama(root / "base")
     adapters = [
-        str(make_random_lora(root / name, model, rank, 10 + index, modules, 0.3))
-        for index, (name, rank, modules) in enumerate(ADAPTERS)
+        str(make_random_lora(root / name, model, rank, 10 + index, modules, 0.3, layers=layers))
+        for index, (name, rank, modules, layers) in enumerate(ADAPTERS)
     ]
     tokenizer = AutoTokenizer.from_pretrained(model)
     prompts = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
@@ -172,7 +176,7 @@ def _run_in_child(
         env=dict(os.environ, **env),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=1800,  # a hang guard only: an engine start takes minutes on a loaded machine
         check=False,
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("OUTPUTS ")]

@@ -67,6 +67,27 @@ def test_pissa_adapter_is_converted_to_plain_lora(tmp_path, models_dir):
     assert config["r"] == 2 * spec.lora.rank  # peft's PiSSA -> LoRA conversion doubles the rank
 
 
+def test_lora_last_layers_adapts_only_the_last_decoder_layers(tmp_path, models_dir):
+    """The saved adapter holds weights for the last layer only, and it still trains."""
+    from safetensors import safe_open
+
+    spec = with_defaults(JobSpec(base_model="tiny", train=[DatasetInput("d")]))
+    spec.lora.last_layers = 1  # the tiny model has two decoder layers
+    spec.hyperparameters.max_steps = 2
+    job_dir = tmp_path / "last"
+    job_dir.mkdir()
+    events: list[tuple[str, dict]] = []
+    Trainer(spec, models_dir / "tiny", job_dir, lambda k, **p: events.append((k, p))).run(
+        Splits(toy_rows(2))
+    )
+    artifact = job_dir / "artifact"
+    assert json.loads((artifact / "adapter_config.json").read_text())["layers_to_transform"] == [1]
+    with safe_open(artifact / "adapter_model.safetensors", "pt") as weights:
+        names = list(weights.keys())
+    assert names and all(".layers.1." in name for name in names)
+    assert all(p["loss"] == p["loss"] for k, p in events if k == "step")  # finite, not NaN
+
+
 def test_continued_pretraining_and_multi_task_rows_train(tmp_path, models_dir):
     result, events, _ = _run(
         tmp_path,

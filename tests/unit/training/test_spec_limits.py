@@ -30,6 +30,8 @@ def _spec(**changes) -> JobSpec:
         ({"hyperparameters.seed": -1}, "seed"),
         ({"hyperparameters.seed": 2**40}, "seed"),
         ({"hyperparameters.trainable_last_layers": -3}, "trainable_last_layers"),
+        ({"lora.last_layers": -1}, "lora.last_layers"),
+        ({"lora.last_layers": 2**31 - 1}, "lora.last_layers"),
         ({"train": [DatasetInput("ds-1", math.inf)]}, "dataset weights"),
         ({"train": [DatasetInput("ds-1", math.nan)]}, "dataset weights"),
         ({"train": [DatasetInput("ds-1", -1.0)]}, "dataset weights"),
