@@ -17,8 +17,9 @@ from loraplex.eval.report import HEADLINE, cell, markdown, summarize, to_json
 from loraplex.eval.runner import load_run, run_eval
 
 CONFIG_HELP = (
-    "NAME:ADAPTERS[:rag][:abstain=refuse|quote], repeatable; ADAPTERS comma-separated"
-    " (several = training seeds of one configuration), 'base' for the base model."
+    "NAME:ADAPTERS[:rag][:abstain=refuse|quote][:model=ROW], repeatable; ADAPTERS"
+    " comma-separated (several = training seeds of one configuration), 'base' for the base"
+    " model; model=ROW also scores the model's own text, before the service's checks."
     " Example: 'tuned+RAG:acme/support@1,acme/support@2,acme/support@3:rag'"
 )
 

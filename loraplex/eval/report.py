@@ -111,6 +111,7 @@ def summarize(run: EvalRun, target: str | None = None) -> dict[str, Any]:
                 "seeds": run.seeds[name],
                 "rag": config.rag if config else name == EXTRACTIVE,
                 "abstain": config.abstain if config else "",
+                "model_row": config.model_row if config else "",
                 "metrics": {
                     group: {
                         m: f for m in METRICS if (f := _figure(scored[name], idx, m)) is not None
@@ -122,6 +123,7 @@ def summarize(run: EvalRun, target: str | None = None) -> dict[str, Any]:
     models = [c.name for c in run.configs]
     pairs = [(m, EXTRACTIVE) for m in models if EXTRACTIVE in scored]
     pairs += [(m, models[0]) for m in models[1:]]
+    pairs += [(c.name, c.model_row) for c in run.configs if c.model_row]
     differences = []
     for a, b in pairs:
         for group, metric in COMPARED:

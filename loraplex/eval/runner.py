@@ -9,6 +9,7 @@ configuration, so the baseline copies from exactly the passages the models saw.
 from __future__ import annotations
 
 import inspect
+import re
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -22,39 +23,55 @@ from loraplex.eval.scoring import Answer, Passage
 EXTRACTIVE = "extractive baseline"
 ABSTAIN = "always abstain"
 REFERENCES = (EXTRACTIVE, ABSTAIN)
+_MARKER = re.compile(r"\[(\d{1,3})\]")
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """One configuration: adapters (one per training seed; "" is the base model), RAG, abstain."""
+    """One configuration: adapters (one per training seed; "" is the base model), RAG, abstain.
+
+    `model_row` names a second row scored from the same requests: the model's own text
+    (`generated_text`, its own citation markers) before the service's checks, so the
+    safeguards' effect is measured on identical generations at no extra cost.
+    """
 
     name: str
     adapters: tuple[str, ...] = ("",)
     rag: bool = True
     abstain: str = "off"
+    model_row: str = ""
 
     @classmethod
     def parse(cls, spec: str) -> EvalConfig:
-        """`NAME:ADAPTERS[:rag][:abstain=POLICY]`; ADAPTERS comma-separated, `base` = none.
+        """`NAME:ADAPTERS[:rag][:abstain=POLICY][:model=ROW]`; ADAPTERS comma-separated,
+        `base` = none.
 
-        "base+RAG:base:rag", "tuned:acme/support@1,acme/support@2:rag:abstain=refuse".
+        "base+RAG:base:rag", "tuned:acme/support@1,acme/support@2:rag:abstain=refuse",
+        "checked:acme/support@1:rag:abstain=refuse:model=unchecked".
         """
         name, sep, rest = spec.partition(":")
         parts = rest.split(":") if sep else []
         if not name or not parts or not parts[0]:
             raise ValueError(
-                f"--config looks like NAME:ADAPTERS[:rag][:abstain=POLICY], got {spec!r}"
+                f"--config looks like NAME:ADAPTERS[:rag][:abstain=POLICY][:model=ROW],"
+                f" got {spec!r}"
             )
         adapters = tuple("" if a in ("base", "-") else a for a in parts[0].split(","))
-        rag, abstain = False, "off"
+        rag, abstain, model_row = False, "off", ""
         for option in parts[1:]:
             if option == "rag":
                 rag = True
             elif option.startswith("abstain="):
                 abstain = option.partition("=")[2]
+            elif option.startswith("model=") and option.partition("=")[2]:
+                model_row = option.partition("=")[2]
             else:
                 raise ValueError(f"unknown option {option!r} in --config {spec!r}")
-        return cls(name, adapters, rag, abstain)
+        return cls(name, adapters, rag, abstain, model_row)
+
+    def model_config(self) -> EvalConfig:
+        """The companion row's own configuration: the same requests, no service checks."""
+        return EvalConfig(self.model_row, self.adapters, self.rag, "off")
 
 
 @dataclass(frozen=True)
@@ -123,6 +140,16 @@ def answer_from_result(result: object, rag: bool) -> Answer:
     )
 
 
+def model_answer(answer: Answer) -> Answer:
+    """The model's own text with the citations it wrote, before the service's checks."""
+    text = answer.extra.get("generated_text", answer.text).strip()
+    numbers = {int(n) for n in _MARKER.findall(text)}
+    passages = tuple(
+        Passage(p.number, p.text, p.number in numbers, p.document_id) for p in answer.passages
+    )
+    return Answer(text=text, passages=passages, adapter_ref=answer.adapter_ref)
+
+
 def _check_abstain(configs: Sequence[EvalConfig]) -> None:
     if any(c.abstain != "off" for c in configs) and (
         "abstain" not in inspect.signature(generation_input).parameters
@@ -141,7 +168,8 @@ def run_eval(
     progress: Callable[[int, int], None] | None = None,
 ) -> EvalRun:
     """Asks every question in every configuration and seed; adds the reference rows."""
-    if any(c.name in REFERENCES for c in configs) or len({c.name for c in configs}) < len(configs):
+    names = [c.name for c in configs] + [c.model_row for c in configs if c.model_row]
+    if any(n in REFERENCES for n in names) or len(set(names)) < len(names):
         raise ValueError("configuration names must be unique and not name a reference row")
     if any(c.rag for c in configs) and not settings.collection:
         raise ValueError("a RAG configuration needs a collection")
@@ -187,8 +215,20 @@ def run_eval(
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)  # the first failure ends the run
             raise
+    add_model_rows(run)
     add_references(run)
     return run
+
+
+def add_model_rows(run: EvalRun) -> None:
+    """Each `model_row`, scored from its configuration's answers, placed just before it."""
+    for config in [c for c in run.configs if c.model_row]:
+        row = config.model_config()
+        run.answers[row.name] = [
+            [model_answer(a) for a in seed] for seed in run.answers[config.name]
+        ]
+        run.seeds[row.name] = run.seeds[config.name]
+        run.configs.insert(run.configs.index(config), row)
 
 
 def add_references(run: EvalRun) -> None:
@@ -217,7 +257,11 @@ def load_run(summary: dict, questions: Sequence[Question]) -> EvalRun:
         raise ValueError(f"the question file lacks {len(missing)} stored ids, e.g. {missing[0]!r}")
     configs = [
         EvalConfig(
-            c["name"], tuple("" if a == "base" else a for a in c["seeds"]), c["rag"], c["abstain"]
+            c["name"],
+            tuple("" if a == "base" else a for a in c["seeds"]),
+            c["rag"],
+            c["abstain"],
+            c.get("model_row", ""),
         )
         for c in summary["configs"]
         if not c["reference"]
