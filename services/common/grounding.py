@@ -60,6 +60,9 @@ _TENS = frozenset({"twenty", "thirty", "forty", "fifty", "sixty", "ninety"})
 _WEAK_NUMBER_WORDS = frozenset({"zero", "one"})  # too common to be a claim's fact
 _TOKEN = re.compile(r"\d+(?:[.,:]\d+)*(?:st|nd|rd|th)?%?|[^\W\d_][\w'\u2019-]*")
 _MARKER = re.compile(r"\[\d{1,3}\]")
+#: Template text in square brackets ("[Company name]"): a small model's unfilled slot.
+_PLACEHOLDER = re.compile(r"\[[^\]\d][^\]]*\]")
+_YES_NO = frozenset({"yes", "no"})
 _CODE = re.compile(r"(?=.*\d)(?=.*[A-Za-z])|^[A-Z]{2,}[-.]|[A-Z][a-z]*[A-Z]|-[A-Z]")
 _ABBREVIATIONS = ("Dr", "Mr", "Mrs", "Ms", "Prof", "St", "No", "vs", "etc", "approx", "e.g", "i.e")
 _SENTENCE_END = re.compile(
@@ -178,6 +181,7 @@ class Claim:
     content: frozenset[str]  # stems of content words (names included)
     negated: frozenset[str]  # stems of the content words a negation governs
     anchored: frozenset[str] = frozenset()  # content stems the question asked about
+    says_nothing: bool = False  # an unfilled template, or only the question's own words
 
     @property
     def empty(self) -> bool:
@@ -205,6 +209,10 @@ def claim(
     when the sources use it as one mid-sentence (`proper_nouns`, folded). So an
     invented one-word name that opens the sentence is only an ordinary content word:
     without a dictionary it cannot be told from "Staff" or "Laptops".
+
+    A claim says nothing when it holds a template slot ("[Company name]") or when every
+    content word, number and name in it comes from the question (a yes/no answer aside):
+    a passage that repeats the question's words cannot back an answer that adds none.
     """
     known = set(proper_nouns)
     words = tokens(_MARKER.sub(" ", text))
@@ -232,8 +240,20 @@ def claim(
             follows_name = i + 1 < len(words) and words[i + 1][0].isupper()
             if i > 0 or follows_name or _fold(word) in known:
                 required.add(_fold(word))
+    echoes = (
+        bool(asked)
+        and bool(content or required)
+        and not (content - asked)
+        and all(_stem(r) in asked for r in required)
+        and not (words and words[0].lower() in _YES_NO)
+    )
     return Claim(
-        text, frozenset(required), frozenset(content), _negated(words), frozenset(content) & asked
+        text,
+        frozenset(required),
+        frozenset(content),
+        _negated(words),
+        frozenset(content) & asked,
+        says_nothing=echoes or bool(_PLACEHOLDER.search(text)),
     )
 
 
@@ -310,6 +330,7 @@ class Support:
     missing: frozenset[str]
     negation: bool  # the closest passage sentence says the opposite
     off_topic: bool = False  # the passage lacks most of what the question asked about
+    says_nothing: bool = False  # the claim adds nothing a passage could back
 
     @property
     def supported(self) -> bool:
@@ -317,14 +338,15 @@ class Support:
             not self.missing
             and not self.negation
             and not self.off_topic
+            and not self.says_nothing
             and self.overlap >= MIN_OVERLAP
         )
 
 
 def support(claim: Claim, passages: Sequence[Passage]) -> Support:
     """Support of `claim` by the passages together (one, or the two a claim needs)."""
-    if claim.empty or not passages:
-        return Support(0.0, 0.0, claim.required, False)
+    if claim.empty or claim.says_nothing or not passages:
+        return Support(0.0, 0.0, claim.required, False, says_nothing=claim.says_nothing)
     terms = frozenset().union(*(p.terms for p in passages))
     stems = frozenset().union(*(p.stems for p in passages))
     missing = claim.required - terms

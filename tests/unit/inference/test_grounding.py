@@ -277,3 +277,24 @@ def test_the_prompt_tells_the_model_the_decline_sentence():
         == f"{GROUNDING_INSTRUCTIONS}\n\nSources:\n[1] (Travel) Travel abroad needs approval.\n"
     )
     assert DECLINE in GROUNDING_INSTRUCTIONS
+
+
+def test_an_unfilled_template_slot_is_never_supported():
+    passages = {1: "The company motto is: build it, break it, own it. The company name is Acme."}
+    answer = "[Company motto] [Company name] [Company name] [1]"
+    asked = "remind me of our company motto?"
+    assert claim(answer).says_nothing
+    verdict = check_answer(answer, passages, question=asked, policy=AbstainPolicy.REFUSE)
+    assert verdict.text == DECLINE and verdict.refusal is Refusal.NOT_SUPPORTED
+    assert not claim("The motto is build it, break it, own it. [1]").says_nothing
+
+
+def test_an_answer_that_only_repeats_the_question_says_nothing():
+    passages = {1: "Travel abroad must be approved by your Regional Director using form TR-7."}
+    asked = "Who approves travel abroad?"
+    echo = check_answer("Travel abroad approves. [1]", passages, question=asked)
+    assert not echo.grounded and echo.citations[1].dropped
+    answer = "Your Regional Director approves travel abroad. [1]"
+    assert check_answer(answer, passages, question=asked).grounded
+    yes = "Yes, travel abroad needs form TR-7. [1]"
+    assert check_answer(yes, passages, question="Does travel abroad need form TR-7?").grounded
