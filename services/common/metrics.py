@@ -19,8 +19,9 @@ RPC_SECONDS = Histogram(
 )
 
 
-def start_metrics_server(port: int, host: str = "0.0.0.0") -> None:
-    """Serves /metrics; port 0 disables it (tests, several servers in one process)."""
+def start_metrics_server(port: int, host: str) -> None:
+    """Serves /metrics on the service's own host; port 0 disables it (tests, several
+    servers in one process). A pod sets the host to 0.0.0.0 so Prometheus can scrape it."""
     if port <= 0:
         return
     start_http_server(port, addr=host)

@@ -134,7 +134,7 @@ class GrpcServer:
 
 async def serve(settings: ServiceSettings, app: ServiceApp) -> None:
     """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
-    start_metrics_server(settings.metrics_port)
+    start_metrics_server(settings.metrics_port, settings.host)
     server = GrpcServer(settings, app)
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()

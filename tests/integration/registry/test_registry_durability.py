@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import grpc
 import pytest
@@ -153,6 +154,7 @@ def test_metrics_then_sigterm_flips_health_and_exits_cleanly(tmp_path):
             'loraplex_rpc_total{code="NOT_FOUND",method="/loraplex.registry.v1.RegistryService/'
             'GetAdapter"} 1.0' in metrics
         )
+        assert _listening_addresses(metrics_port) == {"127.0.0.1"}  # the service's own host
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         watch = health_pb2_grpc.HealthStub(channel).Watch(
             health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=20
@@ -213,3 +215,14 @@ def test_dead_push_leftovers_are_swept_on_a_timer_but_live_pushes_are_not(tmp_pa
         (version,) = outcome
         assert version.name == "acme/slow", outcome
         assert not list(tmp_files.iterdir())
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """IPv4 addresses with a socket listening on `port`, from /proc/net/tcp."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, _, hex_port = local.partition(":")
+        if state == "0A" and int(hex_port, 16) == port:
+            found.add(".".join(str(b) for b in reversed(bytes.fromhex(address))))
+    return found
