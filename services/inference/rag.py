@@ -51,10 +51,6 @@ def context_block(sources: Sequence[Source]) -> str:
     return grounding.context_block([(_title(s.chunk), s.chunk.text) for s in sources])
 
 
-def cited_numbers(text: str, valid: int) -> set[int]:
-    return {int(n) for n in _MARKER.findall(text) if 1 <= int(n) <= valid}
-
-
 class CitationFilter:
     """Streams text through, holding back a possible `[n]` until it is known to be valid."""
 
