@@ -97,6 +97,11 @@ class LocalSuite:
         return f"127.0.0.1:{self.ports[service]}"
 
     def start(self, service: str, timeout: float = 180.0) -> None:
+        self.launch(service)
+        self.wait_ready(service, timeout)
+
+    def launch(self, service: str) -> None:
+        """Starts the process without waiting: other work can overlap a slow start."""
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log_file = (logs / f"{service}.log").open("ab")
@@ -108,12 +113,14 @@ class LocalSuite:
             cwd=ROOT,
         )
         log_file.close()
+
+    def wait_ready(self, service: str, timeout: float = 180.0) -> None:
         try:
             wait_until_serving(
                 self.address(service), FULL_NAMES[service], timeout, self.processes[service]
             )
         except (TimeoutError, RuntimeError):
-            tail = (logs / f"{service}.log").read_text()[-3000:]
+            tail = (self.data_dir / "logs" / f"{service}.log").read_text()[-3000:]
             self.stop(service)
             raise RuntimeError(f"{service} did not become ready; its log ends:\n{tail}") from None
 
