@@ -11,7 +11,8 @@ and the adapter with the service's safeguards (citation check, abstain: refuse),
 same requests also score the adapter's own text before the checks, beside the
 extractive and always-abstain reference rows, with 95% intervals.
 Every step is a `loraplex` CLI call you can run by hand. Data lives in
-.loraplex/demo; results in results/quality/.
+.loraplex/demo; results in results/demo/ (the committed three-seed reference run,
+results/quality/, is `--seeds 3 --results results/quality`).
 
     .venv/bin/python scripts/demo.py [--seeds 1] [--steps 20] [--batch-size 4] [--keep]
 """
@@ -180,7 +181,7 @@ def run(results: Path, seeds: int, steps: int, batch: int, fresh: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=ROOT / "results" / "quality")
+    parser.add_argument("--results", type=Path, default=ROOT / "results" / "demo")
     parser.add_argument("--seeds", type=int, default=1, help="training seeds (adapters)")
     parser.add_argument("--steps", type=int, default=20, help="training steps per seed")
     parser.add_argument("--batch-size", type=int, default=4, help="rows per training step")
