@@ -15,51 +15,24 @@ import argparse
 import multiprocessing
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.training_bench import _peak_mb, make_rows
+from bench.training_bench import make_rows, time_trainer
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def run(base: str, last_layers: int, args: argparse.Namespace) -> dict[str, float]:
-    import torch
-
-    from services.training import methods
-    from services.training.batching import real_tokens
     from services.training.spec import DatasetInput, JobSpec, with_defaults
-    from services.training.trainer import LoopState, Splits, Trainer
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
     spec = with_defaults(JobSpec(base_model="bench", train=[DatasetInput("d")]))
     hp = spec.hyperparameters
     hp.max_steps, hp.batch_size, hp.max_seq_length = args.steps, args.batch_size, 640
     spec.lora.rank, spec.lora.alpha, spec.lora.target_modules = 16, 32.0, TARGETS
     spec.lora.last_layers = last_layers
-    with tempfile.TemporaryDirectory() as job_dir:
-        trainer = Trainer(spec, Path(base), Path(job_dir), lambda kind, **payload: None)
-        trainer._load()
-        trainer._encode(Splits(make_rows(args.rows, 0)))
-        trainer._plan()
-        trainer.checkpoint_interval = 10**9
-        trainer.model = methods.prepare_model(trainer.model, spec)
-        trainer._optimizer()
-        trainable, _ = methods.count_parameters(trainer.model)
-        batches = trainer._micro_batches(0)
-        tokens = sum(real_tokens(next(batches)) for _ in range(args.steps))
-        started = time.perf_counter()
-        trainer._train(LoopState())
-        elapsed = time.perf_counter() - started
-    return {
-        "tokens": tokens,
-        "seconds": elapsed,
-        "trainable": trainable,
-        "peak_rss_mb": _peak_mb(),
-    }
+    return time_trainer(spec, base, make_rows(args.rows, 0), args.steps, args.threads)
 
 
 def main() -> None:

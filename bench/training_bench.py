@@ -45,30 +45,40 @@ def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def run_service(base: str, args: argparse.Namespace) -> dict[str, float]:
+    return time_trainer(_spec(args), base, make_rows(args.rows, 0), args.steps, args.threads)
+
+
+def time_trainer(spec, base: str, rows: list, steps: int, threads: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """The service's own trainer on `rows` for `steps` steps: tokens, seconds, trainable
+    parameters and peak RSS (loading, encoding and the optimizer are not timed)."""
     import torch
 
     from services.training import methods
     from services.training.batching import real_tokens
-    from services.training.trainer import LoopState, Trainer
+    from services.training.trainer import LoopState, Splits, Trainer
 
-    torch.set_num_threads(args.threads)
-    spec = _spec(args)
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as job_dir:
         trainer = Trainer(spec, Path(base), Path(job_dir), lambda kind, **payload: None)
         trainer._load()
-        from services.training.trainer import Splits
-
-        trainer._encode(Splits(make_rows(args.rows, 0)))
+        trainer._encode(Splits(rows))
         trainer._plan()
         trainer.checkpoint_interval = 10**9
         trainer.model = methods.prepare_model(trainer.model, spec)
         trainer._optimizer()
+        trainable, _ = methods.count_parameters(trainer.model)
         batches = trainer._micro_batches(0)
-        tokens = sum(real_tokens(next(batches)) for _ in range(args.steps))
+        tokens = sum(real_tokens(next(batches)) for _ in range(steps))
         started = time.perf_counter()
         trainer._train(LoopState())
         elapsed = time.perf_counter() - started
-    return {"tokens": tokens, "seconds": elapsed, "peak_rss_mb": _peak_mb()}
+    return {
+        "tokens": tokens,
+        "seconds": elapsed,
+        "trainable": trainable,
+        "peak_rss_mb": _peak_mb(),
+    }
 
 
 def run_baseline(base: str, args: argparse.Namespace) -> dict[str, float]:
