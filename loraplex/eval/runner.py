@@ -9,7 +9,6 @@ configuration, so the baseline copies from exactly the passages the models saw.
 from __future__ import annotations
 
 import inspect
-import re
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -19,11 +18,11 @@ from loraplex.client.inference import InferenceClient, generation_input
 from loraplex.eval.baselines import always_abstain, extractive
 from loraplex.eval.questions import Question
 from loraplex.eval.scoring import Answer, Passage
+from loraplex.eval.text import cited_markers
 
 EXTRACTIVE = "extractive baseline"
 ABSTAIN = "always abstain"
 REFERENCES = (EXTRACTIVE, ABSTAIN)
-_MARKER = re.compile(r"\[(\d{1,3})\]")
 
 
 @dataclass(frozen=True)
@@ -143,7 +142,7 @@ def answer_from_result(result: object, rag: bool) -> Answer:
 def model_answer(answer: Answer) -> Answer:
     """The model's own text with the citations it wrote, before the service's checks."""
     text = answer.extra.get("generated_text", answer.text).strip()
-    numbers = {int(n) for n in _MARKER.findall(text)}
+    numbers = cited_markers(text)
     passages = tuple(
         Passage(p.number, p.text, p.number in numbers, p.document_id) for p in answer.passages
     )

@@ -330,7 +330,6 @@ class Support:
     missing: frozenset[str]
     negation: bool  # the closest passage sentence says the opposite
     off_topic: bool = False  # the passage lacks most of what the question asked about
-    says_nothing: bool = False  # the claim adds nothing a passage could back
 
     @property
     def supported(self) -> bool:
@@ -338,15 +337,14 @@ class Support:
             not self.missing
             and not self.negation
             and not self.off_topic
-            and not self.says_nothing
             and self.overlap >= MIN_OVERLAP
         )
 
 
 def support(claim: Claim, passages: Sequence[Passage]) -> Support:
     """Support of `claim` by the passages together (one, or the two a claim needs)."""
-    if claim.empty or claim.says_nothing or not passages:
-        return Support(0.0, 0.0, claim.required, False, says_nothing=claim.says_nothing)
+    if claim.empty or claim.says_nothing or not passages:  # nothing a passage could back
+        return Support(0.0, 0.0, claim.required, False)
     terms = frozenset().union(*(p.terms for p in passages))
     stems = frozenset().union(*(p.stems for p in passages))
     missing = claim.required - terms
