@@ -26,7 +26,7 @@ def ask(
     question: Annotated[str, typer.Argument(help="what to ask")],
     adapter: Annotated[str, typer.Option(help="tenant/name[@version|@alias]")] = "",
     collection: Annotated[str, typer.Option(help="your collection to ground the answer in")] = "",
-    top_k: Annotated[int, typer.Option(help="chunks to retrieve")] = 4,
+    top_k: Annotated[int, typer.Option(help="chunks to retrieve (0: the service's default)")] = 0,
     hybrid: Annotated[bool, typer.Option(help="fuse BM25 with dense search")] = False,
     filter_: Annotated[
         list[str], typer.Option("--filter", help="metadata key=value (or key=a|b)")

@@ -187,7 +187,9 @@ def ingest(
 def search(
     collection: str,
     query: str,
-    top_k: Annotated[int, typer.Option("--top-k", "-k")] = 5,
+    top_k: Annotated[
+        int, typer.Option("--top-k", "-k", help="chunks to return (0: the service's default)")
+    ] = 0,
     where: WhereOption = [],  # noqa: B006
     hybrid: Annotated[bool, typer.Option(help="fuse BM25 with dense (RRF)")] = False,
     min_score: Annotated[float | None, typer.Option(help="drop weaker chunks")] = None,

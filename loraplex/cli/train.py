@@ -63,7 +63,9 @@ def start(
     epochs: float = 0.0,
     max_steps: int = 0,
     batch_size: int = 0,
-    gradient_accumulation: int = 0,
+    gradient_accumulation: Annotated[
+        int | None, typer.Option(help="micro-batches per optimizer step (default 1)")
+    ] = None,
     max_seq_length: Annotated[int, typer.Option(help="tokens per sequence (0: 512)")] = 0,
     seed: int = 0,
     rank: int = 0,
@@ -92,10 +94,11 @@ def start(
         "epochs": epochs,
         "max_steps": max_steps,
         "batch_size": batch_size,
-        "gradient_accumulation_steps": gradient_accumulation,
         "max_seq_length": max_seq_length,
         "seed": seed,
     }
+    if gradient_accumulation is not None:  # an explicit 0 reaches the server and is refused
+        hp["gradient_accumulation_steps"] = gradient_accumulation
     lora = None
     if rank or alpha or target_module or lora_last_layers:
         lora = {

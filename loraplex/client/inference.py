@@ -30,7 +30,7 @@ def generation_input(
     collection: str = "",
     top_k: int = 0,
     filters: dict[str, str | Sequence[str]] | None = None,
-    min_score: float = 0.0,
+    min_score: float | None = None,
     hybrid: bool = False,
     abstain: str = "off",
 ) -> pb.GenerationInput:

@@ -152,7 +152,7 @@ class RetrievalClient(BaseClient):
         collection: str,
         query: str,
         *,
-        top_k: int = 5,
+        top_k: int = 0,
         where: Where | None = None,
         min_score: float | None = None,
         hybrid: bool = False,

@@ -8,6 +8,7 @@ from services.common.adapter_ref import parse_ref
 from services.common.errors import InvalidArgument
 from services.inference.generation import GenerationRequest, GenerationResult, RagRequest
 from services.inference.grounding import AbstainPolicy, Refusal
+from services.inference.records import MetadataCondition, MetadataFilter
 
 ABSTAIN_FROM_PB = {
     pb.ABSTAIN_POLICY_UNSPECIFIED: AbstainPolicy.OFF,
@@ -30,8 +31,8 @@ def generation_request(spec: pb.GenerationInput) -> GenerationRequest:
         rag = RagRequest(
             collection=spec.rag.collection,
             top_k=spec.rag.top_k,
-            filter=spec.rag.filter if spec.rag.HasField("filter") else None,
-            min_score=spec.rag.min_score,
+            filter=metadata_filter(spec.rag.filter) if spec.rag.HasField("filter") else None,
+            min_score=spec.rag.min_score if spec.rag.HasField("min_score") else None,
             hybrid=spec.rag.hybrid,
             max_context_tokens=spec.rag.max_context_tokens,
             abstain=_abstain(spec.rag.abstain),
@@ -51,6 +52,23 @@ def generation_request(spec: pb.GenerationInput) -> GenerationRequest:
         rag=rag,
         use_chat_template=spec.use_chat_template if spec.HasField("use_chat_template") else None,
     )
+
+
+def metadata_filter(message: ret_pb.MetadataFilter) -> MetadataFilter:
+    """`equals` and `in` both become a tuple of allowed values; neither, an empty one
+    (retrieval refuses it, naming the condition)."""
+    conditions = []
+    for cond in message.conditions:
+        which = cond.WhichOneof("match")
+        values = (
+            (cond.equals,)
+            if which == "equals"
+            else tuple(getattr(cond, "in").values)
+            if which == "in"
+            else ()
+        )
+        conditions.append(MetadataCondition(cond.key, values))
+    return MetadataFilter(tuple(conditions))
 
 
 def _abstain(value: int) -> AbstainPolicy:

@@ -31,6 +31,7 @@ from services.inference.records import (
     AdapterVersionInfo,
     ChunkSearch,
     EngineRequirements,
+    MetadataFilter,
     RetrievedChunk,
     SearchResult,
 )
@@ -146,6 +147,17 @@ def _chunk(message: ret_pb.ScoredChunk) -> RetrievedChunk:
     )
 
 
+def _filter(record: MetadataFilter) -> ret_pb.MetadataFilter:
+    message = ret_pb.MetadataFilter()
+    for cond in record.conditions:
+        out = message.conditions.add(key=cond.key)
+        if len(cond.values) == 1:
+            out.equals = cond.values[0]
+        elif cond.values:
+            getattr(out, "in").values.extend(cond.values)
+    return message
+
+
 class RetrievalGateway:
     def __init__(self, remote: Remote) -> None:
         self.remote = remote
@@ -156,10 +168,10 @@ class RetrievalGateway:
             collection=search.collection,
             query=search.query,
             top_k=search.top_k,
-            min_score=search.min_score,
+            min_score=search.min_score,  # None leaves it unset: keep every hit
             mode=ret_pb.SEARCH_MODE_HYBRID if search.hybrid else ret_pb.SEARCH_MODE_DENSE,
         )
         if search.filter is not None:
-            request.filter.CopyFrom(search.filter)
+            request.filter.CopyFrom(_filter(search.filter))
         reply = await self.remote.call(self.stub.SearchChunks, request, tenant)
         return SearchResult(tuple(_chunk(c) for c in reply.chunks), reply.revision)

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from prometheus_client import Counter, Histogram
 
+from services.common import inputs
 from services.common.adapter_ref import AdapterRef
 from services.common.context import request_id_var
 from services.common.errors import InvalidArgument
@@ -28,7 +29,7 @@ from services.inference.rag import (
     context_block,
     select_sources,
 )
-from services.inference.records import ChunkSearch, RetrievedChunk, SearchResult
+from services.inference.records import ChunkSearch, MetadataFilter, RetrievedChunk, SearchResult
 from services.inference.settings import InferenceSettings
 
 ROLES = {"system", "user", "assistant"}
@@ -59,10 +60,12 @@ class Retriever(Protocol):
 @dataclass(frozen=True)
 class RagRequest:
     collection: str
-    top_k: int = 4
-    #: The client's metadata filter, passed to retrieval as given.
-    filter: object | None = None
-    min_score: float = 0.0
+    #: 0: the suite's default (`services.common.inputs.DEFAULT_TOP_K`).
+    top_k: int = 0
+    #: The client's metadata filter, passed on to retrieval, which checks it.
+    filter: MetadataFilter | None = None
+    #: None keeps every hit.
+    min_score: float | None = None
     hybrid: bool = False
     max_context_tokens: int = 0
     abstain: AbstainPolicy = AbstainPolicy.OFF
@@ -137,6 +140,7 @@ class InferenceCore:
         """Yields text deltas as generated, then the result with the checked text."""
         options = self._sampling(request)
         turns = self._turns(request)
+        search = self._search(request.rag, turns) if request.rag else None
         started = time.perf_counter()
         with self.admission.slot(tenant):
             resolved = (
@@ -146,9 +150,9 @@ class InferenceCore:
             # Labels only from resolved adapters: a caller cannot mint metric series.
             label = str(resolved.version.name) if resolved else "base"
             sources: list[Source] = []
-            if request.rag and request.rag.collection:
+            if search is not None:
                 sources, result.collection_revision = await self._retrieve(
-                    tenant, request, turns, options
+                    tenant, search, request, turns, options
                 )
                 result.collection = request.rag.collection
             prompt_ids = self._render(request, turns, sources)
@@ -184,7 +188,7 @@ class InferenceCore:
                     (result.completion_tokens - 1) / decode_s
                 )
         TOKENS.labels(tenant, label).inc(result.completion_tokens)
-        if request.rag and request.rag.collection:
+        if search is not None and request.rag:
             self._check(result, sources, turns[-1][1], request.rag.abstain)
         else:
             result.generated_text = result.text
@@ -252,26 +256,30 @@ class InferenceCore:
             raise InvalidArgument("give a prompt or chat messages")
         return [("user", request.prompt)]
 
+    @staticmethod
+    def _search(rag: RagRequest, turns: list[tuple[str, str]]) -> ChunkSearch | None:
+        """The retrieval a request asks for, checked before any work starts."""
+        if not rag.collection:
+            return None
+        return ChunkSearch(
+            collection=rag.collection,
+            query=turns[-1][1],
+            top_k=inputs.top_k(rag.top_k, "rag.top_k"),
+            min_score=inputs.min_score(rag.min_score, "rag.min_score"),
+            hybrid=rag.hybrid,
+            filter=rag.filter,
+        )
+
     async def _retrieve(
         self,
         tenant: str,
+        search: ChunkSearch,
         request: GenerationRequest,
         turns: list[tuple[str, str]],
         options: SamplingOptions,
     ) -> tuple[list[Source], int]:
         rag = request.rag
         assert rag is not None
-        if not 0 < (rag.top_k or 4) <= 50:
-            raise InvalidArgument("rag top_k must be between 1 and 50")
-        query = turns[-1][1]
-        search = ChunkSearch(
-            collection=rag.collection,
-            query=query,
-            top_k=rag.top_k or 4,
-            min_score=rag.min_score,
-            hybrid=rag.hybrid,
-            filter=rag.filter,
-        )
         reply = await self.retrieval.search(tenant, search)
         base_tokens = len(self._render(request, turns, []))
         room = self.engine.max_model_len - options.max_tokens - base_tokens - 32

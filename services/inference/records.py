@@ -60,15 +60,30 @@ class AdapterEvent:
 
 
 @dataclass(frozen=True)
+class MetadataCondition:
+    """A document's metadata `key` must equal one of `values` (one value: equality)."""
+
+    key: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MetadataFilter:
+    """All conditions must hold; retrieval checks keys and values, the core passes it on."""
+
+    conditions: tuple[MetadataCondition, ...] = ()
+
+
+@dataclass(frozen=True)
 class ChunkSearch:
-    """A search of one collection; `filter` travels as the client sent it, opaque here."""
+    """A search of one collection; `min_score` None keeps every hit."""
 
     collection: str
     query: str
-    top_k: int = 4
-    min_score: float = 0.0
+    top_k: int
+    min_score: float | None = None
     hybrid: bool = False
-    filter: object | None = None
+    filter: MetadataFilter | None = None
 
 
 @dataclass(frozen=True)

@@ -344,7 +344,7 @@ class CollectionManager:
     ) -> tuple[list[ChunkHit], int]:
         """Top-k chunks of the caller's collection, best first, with the revision searched."""
         live = self._get(tenant, name)
-        k = validate.query(query, top_k, self.settings)
+        k = validate.query(query, top_k, self.settings, min_score)
         conds = validate.conditions(conditions or [], self.settings)
         embedder = self.embedders.get(live.record.embedding_model)
         with SEARCH_SECONDS.labels(mode.value).time():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from services.common import inputs
 from services.common.errors import InvalidArgument, ResourceExhausted
 from services.retrieval.records import Condition, DocumentInput
 from services.retrieval.settings import RetrievalSettings
@@ -14,8 +15,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_DOC_ID_CHARS = 255
 MAX_METADATA_KEY_CHARS = 128
 MAX_CONDITIONS = 32
-MAX_TOP_K = 100
-DEFAULT_TOP_K = 5
 
 
 def collection_name(name: str) -> str:
@@ -61,11 +60,7 @@ def document_batch(docs: list[DocumentInput], settings: RetrievalSettings) -> No
         )
     seen: set[str] = set()
     for position, doc in enumerate(docs):
-        if not doc.doc_id or len(doc.doc_id) > MAX_DOC_ID_CHARS or _CONTROL.search(doc.doc_id):
-            raise InvalidArgument(
-                f"document {position} of the batch has an invalid id {doc.doc_id[:40]!r}:"
-                f" use 1-{MAX_DOC_ID_CHARS} printable characters"
-            )
+        inputs.check_name(doc.doc_id, f"the id of document {position}", MAX_DOC_ID_CHARS)
         where = f"document {doc.doc_id!r}"
         if doc.doc_id in seen:
             raise InvalidArgument(f"{where} appears twice in one batch")
@@ -116,12 +111,13 @@ def conditions(conds: list[Condition], settings: RetrievalSettings) -> list[Cond
     return conds
 
 
-def query(text: str, top_k: int, settings: RetrievalSettings) -> int:
-    """Checks the query; returns the effective top_k."""
+def query(
+    text: str, top_k: int, settings: RetrievalSettings, min_score: float | None = None
+) -> int:
+    """Checks the query and its threshold; returns the effective top_k."""
     if not text.strip():
         raise InvalidArgument("query must not be empty")
     if len(text) > settings.max_query_chars:
         raise InvalidArgument(f"query is longer than {settings.max_query_chars} characters")
-    if top_k < 0 or top_k > MAX_TOP_K:
-        raise InvalidArgument(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
-    return top_k or DEFAULT_TOP_K
+    inputs.min_score(min_score)
+    return inputs.top_k(top_k)

@@ -59,7 +59,15 @@ def dataset_to_pb(record: DatasetRecord) -> pb.Dataset:
 
 def spec_from_pb(msg: pb.JobSpec) -> core.JobSpec:
     """Zeros stay zeros: the core fills in the method's defaults."""
-    hp = core.Hyperparameters(**{name: getattr(msg.hyperparameters, name) for name in _HP_FIELDS})
+    given = msg.hyperparameters
+    hp = core.Hyperparameters(
+        **{
+            name: getattr(given, name)
+            for name in _HP_FIELDS
+            # a field with presence (`optional`) left unset takes the core's default
+            if not given.DESCRIPTOR.fields_by_name[name].has_presence or given.HasField(name)
+        }
+    )
     return core.JobSpec(
         base_model=msg.base_model,
         train=[core.DatasetInput(d.dataset_id, d.weight) for d in msg.train],

@@ -135,7 +135,6 @@ def with_defaults(spec: JobSpec) -> JobSpec:
     hp.scheduler = hp.scheduler or "cosine"
     hp.epochs = hp.epochs or 3.0
     hp.batch_size = hp.batch_size or 8
-    hp.gradient_accumulation_steps = hp.gradient_accumulation_steps or 1
     hp.max_seq_length = hp.max_seq_length or 512
     hp.trainable_last_layers = hp.trainable_last_layers or 2
     spec.lora.rank = spec.lora.rank or 8
@@ -169,7 +168,10 @@ def validate(spec: JobSpec, tenant: str) -> None:
         (0 < hp.epochs <= 1000, "epochs must be in (0, 1000]"),
         (hp.max_steps >= 0, "max_steps must not be negative"),
         (1 <= hp.batch_size <= 1024, "batch_size must be in [1, 1024]"),
-        (1 <= hp.gradient_accumulation_steps <= 1024, "gradient_accumulation_steps: [1, 1024]"),
+        (
+            1 <= hp.gradient_accumulation_steps <= 1024,
+            "gradient_accumulation_steps must be in [1, 1024] (unset: 1)",
+        ),
         (0 <= hp.weight_decay < 1, "weight_decay must be in [0, 1)"),
         (8 <= hp.max_seq_length <= 131072, "max_seq_length must be in [8, 131072]"),
         (hp.eval_interval_steps >= 0, "eval_interval_steps must not be negative"),

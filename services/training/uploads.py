@@ -14,6 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
+from services.common import inputs
 from services.common.atomic import fsync_dir
 from services.common.errors import InvalidArgument
 from services.training.datasets import FORMATS, validate_jsonl
@@ -37,7 +38,7 @@ class DatasetManager:
 
     def begin(self, tenant: str, name: str, fmt: str, size: int, sha256: str) -> Upload:
         """Checks the header and opens a temp file next to where the dataset will live."""
-        if not name or len(name) > 200 or "/" in name:
+        if "/" in inputs.check_name(name, "dataset name", 200):
             raise InvalidArgument("dataset name must be 1-200 characters without '/'")
         if fmt and fmt not in FORMATS:
             raise InvalidArgument(f"format must be one of {', '.join(FORMATS)}")
