@@ -64,8 +64,9 @@ class Admission:
 
         `headers` have lower-case names (`authorization`, `x-loraplex-tenant`,
         `x-request-id`); `route` is what the scopes name: `/pkg.Service/Method` for
-        gRPC, `METHOD /path` for HTTP. The readiness gate is checked after
-        authentication, so the log of a refused early call names the caller.
+        gRPC, `METHOD /template` for HTTP (`GET /v1/models/{model}`). The readiness
+        gate is checked after authentication, so the log of a refused early call names
+        the caller.
         """
         request_id = (headers.get(REQUEST_ID_HEADER) or new_request_id())[:MAX_REQUEST_ID]
         request_id_var.set(request_id)

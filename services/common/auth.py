@@ -70,10 +70,11 @@ class ServiceScopes:
     """The calls each service identity may make on one server; everything else is denied.
 
     Servers declare what the other services need of them (inference reads adapters and
-    searches; training publishes): gRPC RPCs by name, and HTTP routes, if any, as exact
-    `METHOD /path` strings in `routes`. A service key with no entry may call nothing. A
-    service key acting for no tenant may call only the `service_level` RPCs, which carry
-    their tenants in the request and check them themselves.
+    searches; training publishes): gRPC RPCs by name, and HTTP routes, if any, as
+    `METHOD /template` strings in `routes` (`GET /v1/models/{model}`). A service key
+    with no entry may call nothing. A service key acting for no tenant may call only the
+    `service_level` RPCs, which carry their tenants in the request and check them
+    themselves.
     """
 
     def __init__(
@@ -217,12 +218,14 @@ class KeyRing:
                 return
             self._checked_at = time.monotonic()  # claims this period before the hop
             self._reloading = asyncio.ensure_future(_run_blocking(blocking, self.reload))
-        reloading = self._reloading
-        try:
-            await asyncio.shield(reloading)
-        finally:
-            if reloading.done() and self._reloading is reloading:
-                self._reloading = None
+            self._reloading.add_done_callback(self._reloaded)
+        # Shielded: one caller giving up must not cancel the re-read the others wait for.
+        await asyncio.shield(self._reloading)
+
+    def _reloaded(self, reloading: asyncio.Future[None]) -> None:
+        self._reloading = None
+        if not reloading.cancelled() and reloading.exception() is not None:
+            log.error("reading the keys file failed", exc_info=reloading.exception())
 
     def _merge_pairs(self, pairs: str, kind: PrincipalKind) -> None:
         for pair in filter(None, (p.strip() for p in pairs.split(","))):

@@ -7,7 +7,7 @@ Every request then goes through `AdmissionMiddleware`, the HTTP twin of the gRPC
 interceptor:
 
 - admission (`services.common.admission`): `authorization: Bearer <key>`,
-  `x-loraplex-tenant` for service keys, the service scopes on `METHOD /path`,
+  `x-loraplex-tenant` for service keys, the service scopes on `METHOD /template`,
   `x-request-id` (echoed on every answer), the readiness gate (503 while starting);
 - the caller and request id in the context vars, for the route, the core and logs;
 - errors as OpenAI's JSON (`{"error": {"message", "type", "param", "code"}}`) with
@@ -32,6 +32,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.admission import Admission, Call
@@ -108,6 +109,15 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, internal)
 
 
+def _template(app: ASGIApp, scope: Scope) -> str | None:
+    """The path template of the route `scope` reaches in a Starlette/FastAPI app."""
+    for route in getattr(app, "routes", ()):
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return getattr(route, "path", None)
+    return None
+
+
 def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
@@ -131,7 +141,11 @@ class AdmissionMiddleware:
         if scope["type"] != "http" or scope["path"] in self.public_paths:
             await self.app(scope, receive, send)
             return
-        call = Call(self.admission, f"{scope['method']} {scope['path']}")
+        # The route's template (`GET /v1/models/{model}`) names it in scopes and metrics,
+        # known before admission, so a caller's made-up paths cannot mint metric series.
+        template = _template(self.app, scope)
+        route = f"{scope['method']} {template or scope['path']}"
+        call = Call(self.admission, route)
         status = 0
         received = 0
 
@@ -181,9 +195,7 @@ class AdmissionMiddleware:
                 body = error_response(error).body
                 await answer({"type": "http.response.body", "body": body})
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None)
-            call.finish(cancelled, f"{scope['method']} {template}" if template else None)
+            call.finish(cancelled, route if template else f"{scope['method']} (no route)")
 
     def _too_large(self) -> TooLarge:
         return TooLarge(f"the request body is larger than {self.max_body_bytes} bytes")

@@ -85,9 +85,11 @@ def _http_routes(app: TwoDoorApp) -> FastAPI:
 
 class TwoDoorApp(Service):
     service_names = (SERVICE,)
-    # HTTP routes are scoped as exact `METHOD /path`, in the same declaration.
+    # HTTP routes are scoped by `METHOD /template`, in the same declaration.
     service_scopes = ServiceScopes(
-        SERVICE, routes={"inference": ("GET /v1/whoami",)}, inference=("WhoAmI",)
+        SERVICE,
+        routes={"inference": ("GET /v1/whoami", "GET /v1/things/{name}")},
+        inference=("WhoAmI",),
     )
     starting_message = "two doors are opening; retry shortly"
 
@@ -199,6 +201,9 @@ async def test_one_key_ring_admits_on_both_front_ends_and_refuses_alike():
         body = _openai_error(await http.get("/v1/whoami", headers=training), 403)
         assert "may not call" in body["message"] and body["code"] == "permission_denied"
         _openai_error(await http.post("/v1/echo", headers=inference, json={"text": "a"}), 403)
+        # A templated route is granted whatever its parameters.
+        _openai_error(await http.get("/v1/things/anything", headers=inference), 404)
+        _openai_error(await http.get("/v1/things/anything", headers=training), 403)
 
 
 async def test_http_errors_are_openai_shaped_and_counted():
@@ -250,6 +255,7 @@ async def test_http_errors_are_openai_shaped_and_counted():
     assert count("POST /v1/echo", "OK") >= 1
     assert count("POST /v1/echo", "INVALID_ARGUMENT") >= 2
     assert count("GET /v1/things/x", "NOT_FOUND") == 0
+    assert count("GET (no route)", "NOT_FOUND") >= 1  # /v1/nowhere: no series of its own
 
 
 async def test_undecodable_grpc_request_is_invalid_argument_naming_the_type():
