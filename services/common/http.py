@@ -75,6 +75,8 @@ def _http_error(exc: HTTPException) -> LoraplexError | PublicError:
     # be ours (the body limit) and says more.
     if isinstance(exc.__cause__, LoraplexError):
         return exc.__cause__
+    if isinstance(exc.__cause__, UnicodeDecodeError):
+        return InvalidArgument("the request body is not valid JSON: it is not UTF-8")
     return PublicError(code_for_http(exc.status_code), str(exc.detail), None, exc.status_code)
 
 

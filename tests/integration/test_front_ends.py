@@ -227,6 +227,12 @@ async def test_http_errors_are_openai_shaped_and_counted():
             content=b'{"text": "a',
         )
         assert _openai_error(bad_json, 400)["message"] == "the request body is not valid JSON"
+        not_utf8 = await http.post(
+            "/v1/echo",
+            headers={**ACME, "content-type": "application/json"},
+            content=b'{"text": "\xff"}',
+        )
+        assert "not UTF-8" in _openai_error(not_utf8, 400)["message"]
         wrong = await http.post("/v1/echo", headers=ACME, json={"text": "a", "times": "x"})
         body = _openai_error(wrong, 400)
         assert body["param"] == "times" and body["type"] == "invalid_request_error"
