@@ -78,6 +78,11 @@ def s3_blob_settings(endpoint: str, spool_dir: Path, prefix: str = "loraplex") -
     )
 
 
+def s3_fields(settings: BlobSettings) -> dict[str, object]:
+    """The same settings as a service's `blob_*` fields (`BlobStoreFields`)."""
+    return {f"blob_{name}": value for name, value in settings.model_dump().items()}
+
+
 def s3_env(settings: BlobSettings, service: str) -> dict[str, str]:
     """The same settings as `LORAPLEX_<SERVICE>_BLOB_*` variables, for service processes."""
     name = f"LORAPLEX_{service.upper()}_BLOB_"

@@ -278,6 +278,7 @@ class BlobSettings(BaseModel):
     #: that refuse conditional writes (content addresses make overwrites harmless).
     conditional_writes: bool = True
     #: Local folder for uploads in progress (S3 only); empty: the system temp folder.
+    #: Services default it to `tmp/` in their own data folder.
     spool_dir: Path | None = None
 
     @property
@@ -297,6 +298,7 @@ class BlobStoreFields(BaseModel):
     blob_addressing_style: Literal["auto", "path", "virtual"] = "auto"
     blob_part_bytes: int = DEFAULT_PART_BYTES
     blob_conditional_writes: bool = True
+    #: Uploads in progress when blobs are in S3; empty: `tmp/` under the local default.
     blob_spool_dir: Path | None = None
 
     def blob_settings(self, default_root: Path) -> BlobSettings:
@@ -309,7 +311,7 @@ class BlobStoreFields(BaseModel):
             addressing_style=self.blob_addressing_style,
             part_bytes=self.blob_part_bytes,
             conditional_writes=self.blob_conditional_writes,
-            spool_dir=self.blob_spool_dir,
+            spool_dir=self.blob_spool_dir or default_root / "tmp",
         )
 
 
