@@ -92,6 +92,33 @@ class PushHeader:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class Requirements:
+    """What a serving engine needs of an adapter; empty fields are not checked."""
+
+    base_model: str = ""
+    max_rank: int = 0
+    available_modules: Sequence[str] = ()
+    supported_peft_types: Sequence[str] = ()
+
+    def validate(self) -> Requirements:
+        if len(self.available_modules) > MAX_AVAILABLE_MODULES or any(
+            len(m) > MAX_MODULE_CHARS for m in self.available_modules
+        ):
+            raise InvalidArgument(
+                f"available_modules may name at most {MAX_AVAILABLE_MODULES} modules of at"
+                f" most {MAX_MODULE_CHARS} characters"
+            )
+        return self
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.base_model or self.max_rank or self.available_modules
+            or self.supported_peft_types
+        )  # fmt: skip
+
+
 class Registry:
     """`blocking` runs store and blob work off the event loop (the kit's executor)."""
 
@@ -322,9 +349,10 @@ class Registry:
         return page.cut(items, key=lambda v: v.version)
 
     async def download(
-        self, tenant: str, ref: str
+        self, tenant: str, ref: str, needs: Requirements = Requirements()
     ) -> tuple[VersionRecord, AsyncIterator[tuple[str, bytes]]]:
-        version = await self.get(tenant, ref)
+        """Resolves once, checks `needs` on that version, then streams its files."""
+        version = await self._compatible(tenant, ref, needs.validate())
         return version, self._file_chunks(version)
 
     async def _file_chunks(self, version: VersionRecord) -> AsyncIterator[tuple[str, bytes]]:
@@ -348,25 +376,17 @@ class Registry:
                 raise DataLoss(f"stored file {record.path!r} is corrupt; push the adapter again")
 
     async def check_compatibility(
-        self,
-        tenant: str,
-        ref: str,
-        base_model: str = "",
-        max_rank: int = 0,
-        available_modules: Sequence[str] = (),
-        supported_peft_types: Sequence[str] = (),
+        self, tenant: str, ref: str, needs: Requirements
     ) -> VersionRecord:
-        if len(available_modules) > MAX_AVAILABLE_MODULES or any(
-            len(m) > MAX_MODULE_CHARS for m in available_modules
-        ):
-            raise InvalidArgument(
-                f"available_modules may name at most {MAX_AVAILABLE_MODULES} modules of at most"
-                f" {MAX_MODULE_CHARS} characters"
-            )
+        return await self._compatible(tenant, ref, needs.validate())
+
+    async def _compatible(self, tenant: str, ref: str, needs: Requirements) -> VersionRecord:
         version = await self.get(tenant, ref)
+        if needs.empty:
+            return version
         reasons = await self._run(
-            incompatibilities,
-            version.peft, base_model, max_rank, available_modules, supported_peft_types,
+            incompatibilities, version.peft, needs.base_model, needs.max_rank,
+            needs.available_modules, needs.supported_peft_types,
         )  # fmt: skip
         if reasons:
             raise FailedPrecondition(f"{version.name}@{version.version}: " + "; ".join(reasons))
