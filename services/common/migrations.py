@@ -38,6 +38,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, inspect, text
 
+from services.common.db import make_engine, write_transaction
 from services.common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -136,24 +137,10 @@ def _locked(engine: Engine, schema: Schema) -> Iterator[Connection]:
     The connection is inside a transaction the caller owns, so Alembic neither begins
     nor commits one of its own: the stamp and every revision commit together, or none.
     """
-    if engine.dialect.name != "sqlite":
-        with engine.begin() as conn:
-            if engine.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": schema.lock_key})
-            yield conn
-        return
-    # pysqlite opens transactions itself only for DML: take the write lock explicitly
-    # (another replica waits up to the engine's busy timeout for this upgrade).
-    with engine.connect() as raw:
-        conn = raw.execution_options(isolation_level="AUTOCOMMIT")
-        with conn.begin():
-            conn.exec_driver_sql("BEGIN EXCLUSIVE")
-            try:
-                yield conn
-            except BaseException:
-                conn.exec_driver_sql("ROLLBACK")
-                raise
-            conn.exec_driver_sql("COMMIT")
+    with write_transaction(engine, exclusive=True) as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": schema.lock_key})
+        yield conn
 
 
 def run_env(context: Any, target_metadata: Any) -> None:
@@ -189,7 +176,6 @@ def migrate_main(settings: ServiceSettings, schema: Schema, url: str) -> None:
     For a deployment that migrates in a Job or an init container before it rolls out
     replicas; the services also upgrade at start, so it is never required.
     """
-    from services.common.db import make_engine
     from services.common.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_json)
