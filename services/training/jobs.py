@@ -118,6 +118,7 @@ class JobManager:
             self._scheduler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._scheduler
+        held = list(self._leases.values())
         if self.executor.detached:
             for task in list(self._watchers):
                 task.cancel()
@@ -126,7 +127,7 @@ class JobManager:
                 handle.terminate()
         if self._watchers:
             await asyncio.wait(self._watchers, timeout=self.settings.cancel_grace_seconds * 2)
-        for lease in list(self._leases.values()):
+        for lease in held:  # what a worker's ending has not handed back already
             with contextlib.suppress(Exception):
                 await self._blocking(self.store.release, lease)
         self._leases.clear()

@@ -37,6 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from services.common.db import write_transaction
 from services.common.errors import AlreadyExists, NotFound
 from services.common.leases import Lease, LeaseLost, LeaseTable
+from services.common.leases import now as lease_now
 from services.common.migrations import Schema, upgrade
 
 metadata = MetaData()
@@ -246,6 +247,10 @@ class TrainingStore:
         lease lapsed (their replica died); each is `running` under a new epoch."""
         active = jobs_table.c.state.in_(ACTIVE_STATES)
         order = (jobs_table.c.created_at, jobs_table.c.id)
+        with self.engine.connect() as conn:  # a read first: most polls find nothing to claim
+            free = leases.free(lease_now(conn))
+            if conn.execute(select(jobs_table.c.id).where(active, free).limit(1)).first() is None:
+                return []
         with write_transaction(self.engine) as conn:
             won = leases.claim(conn, owner, seconds, active, order, limit, state="running")
         return [(self._claimed(lease), lease) for lease in won]
