@@ -163,8 +163,9 @@ def _job(store: TrainingStore) -> str:
 
 def _die(manager: JobManager) -> None:
     """kill -9 of the replica: its tasks stop, nothing is handed back."""
-    manager._closing = True
-    for task in [manager._scheduler, manager._heartbeat, *manager._watchers]:
+    runner = manager.runner
+    runner._closing = True
+    for task in [runner._scheduler, runner._heartbeat, *runner._watchers]:
         if task is not None:
             task.cancel()
 
@@ -322,4 +323,4 @@ async def test_a_worker_that_cannot_start_fails_the_job_with_a_reason(world):
         await a.close()
     record = store.find_job(job)
     assert "could not start the worker (RuntimeError)" in record.failure_reason
-    assert a._leases == {}  # nothing left to heartbeat
+    assert a.runner._leases == {}  # nothing left to heartbeat
