@@ -38,7 +38,8 @@ class RegistryApp(Service):
             "WatchAdapters",
             "WatchTenantAdapters",
         ),
-        training=("PushAdapter", "SetAlias"),
+        # Training publishes, and lists versions to find what a job pushed before a crash.
+        training=("PushAdapter", "SetAlias", "ListAdapterVersions"),
     )
 
     def __init__(self, settings: RegistrySettings, kit: Kit | None = None) -> None:

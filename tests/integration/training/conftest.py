@@ -47,6 +47,12 @@ class MemoryPublisher:
     async def set_alias(self, tenant, name, alias, version) -> None:
         self.aliases[(name, alias)] = version
 
+    async def find(self, tenant, name, training_job) -> PublishedVersion | None:
+        for pushed in reversed(self.pushed):
+            if pushed["name"] == name and pushed["lineage"]["training_job"] == training_job:
+                return PublishedVersion(name, pushed["version"])
+        return None
+
 
 def settings_for(data_dir: Path, models: Path, **extra) -> TrainingSettings:
     return TrainingSettings(
@@ -74,7 +80,7 @@ async def upload(channel, rows: list[dict] | bytes, name: str, metadata=ACME) ->
     return response.dataset
 
 
-async def collect_events(channel, job_id: str, after: int = 0, deadline: float = 120):
+async def collect_events(channel, job_id: str, after: int = 0, deadline: float = 600):
     call = stub(channel).StreamJobEvents(
         pb.StreamJobEventsRequest(id=job_id, after_sequence=after), metadata=ACME, timeout=deadline
     )
