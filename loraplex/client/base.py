@@ -7,9 +7,10 @@ An address may name several replicas: a comma list (`127.0.0.1:50054,127.0.0.1:5
 or `dns:///name:port` (a headless Service: every pod). Inference calls then go to the
 replica where the named adapter is warm (`loraplex.client.balancing`; tune with
 `LORAPLEX_AFFINITY_ADAPTERS_PER_REPLICA`, the replicas' `max_loras`, and
-`LORAPLEX_AFFINITY_SPREAD` / `_BALANCE_FACTOR`); other services' calls go round-robin (gRPC's `round_robin` over the resolved addresses). A call answered
-UNAVAILABLE (a replica restarting or gone, a server still loading) is retried with
-doubling, jittered backoff, `LORAPLEX_RETRIES` tries in all (default 4).
+`LORAPLEX_AFFINITY_SPREAD` / `_BALANCE_FACTOR`); other services' calls go round-robin
+(gRPC's `round_robin` over the resolved addresses). A call answered UNAVAILABLE (a
+replica restarting or gone, a server still loading) is retried with doubling, jittered
+backoff, `LORAPLEX_RETRIES` tries in all (default 4).
 """
 
 from __future__ import annotations
