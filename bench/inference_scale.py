@@ -337,6 +337,9 @@ async def routing(suite, work: Path, model: Path, args, push) -> list[Row]:
             )  # fmt: skip
             with InferenceClient(config=slots) as client:
                 slot_share, slot_hit = routing_phase(replicas, client, adapters, args)
+            slots.balance_factor = 2.0  # spill later: a busier home over a cold neighbour
+            with InferenceClient(config=slots) as client:
+                loose_share, loose_hit = routing_phase(replicas, client, adapters, args)
             loaded = [r.counts()[3] for r in replicas]
         shares = lambda s: " / ".join(f"{x:.0%}" for x in s)  # noqa: E731
         return [
@@ -351,6 +354,11 @@ async def routing(suite, work: Path, model: Path, args, push) -> list[Row]:
                 "  SDK affinity, 4 adapters per replica",
                 shares(slot_share),
                 f"holding {slot_hit:.0%} (goals 40-60% each, >= 90% holding)",
+            ),
+            (
+                "  same, balance factor 2 (default 1.25)",
+                shares(loose_share),
+                f"holding {loose_hit:.0%}",
             ),
             ("  vllm:lora_adapter_loaded per replica", " / ".join(map(str, loaded)), ""),
         ]
