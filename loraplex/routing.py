@@ -120,7 +120,9 @@ class ReplicaPicker:
 
     `spread`: replicas an adapter's calls share while none is overloaded (1: one home).
     `balance_factor`: a replica with more than `balance_factor` times the mean in-flight
-    calls (counting the new one) is overloaded and passed over (≥ 1).
+    calls (counting the new one) is overloaded and passed over (≥ 1). 2 by default: with
+    1.25 the spills, each a cold load evicting a warm adapter, cut the share of requests
+    finding their adapter loaded from 99% to 79% in bench/inference_bench.py's routing.
     `adapters_per_replica`: adapters homed on one replica at most (0: no bound).
     """
 
@@ -128,7 +130,7 @@ class ReplicaPicker:
         self,
         replicas: Iterable[str],
         spread: int = 1,
-        balance_factor: float = 1.25,
+        balance_factor: float = 2.0,
         adapters_per_replica: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

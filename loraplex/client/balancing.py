@@ -72,7 +72,7 @@ class BalancedChannel(grpc.Channel):
         open_one: Callable[[str], grpc.Channel],
         key: Callable[[Any], str | None] = adapter_of,
         spread: int = 1,
-        balance_factor: float = 1.25,
+        balance_factor: float = 2.0,
         adapters_per_replica: int = 0,
         refresh_seconds: float = REFRESH_SECONDS,
         down_seconds: float = DOWN_SECONDS,

@@ -81,7 +81,7 @@ class ClientConfig:
     #: Replicas an adapter's calls share while none is overloaded (inference).
     affinity_spread: int = 1
     #: A replica over this many times the mean of calls in flight is passed over.
-    balance_factor: float = 1.25
+    balance_factor: float = 2.0
     #: Adapters homed on one replica at most, e.g. its `max_loras` (0: hashing alone).
     adapters_per_replica: int = 0
 
@@ -104,7 +104,7 @@ class ClientConfig:
             tls_key_file=path("KEY_FILE"),
             attempts=max(1, int(env.get("LORAPLEX_RETRIES", DEFAULT_ATTEMPTS))),
             affinity_spread=max(1, int(env.get("LORAPLEX_AFFINITY_SPREAD", 1))),
-            balance_factor=max(1.0, float(env.get("LORAPLEX_AFFINITY_BALANCE_FACTOR", 1.25))),
+            balance_factor=max(1.0, float(env.get("LORAPLEX_AFFINITY_BALANCE_FACTOR", 2.0))),
             adapters_per_replica=int(env.get("LORAPLEX_AFFINITY_ADAPTERS_PER_REPLICA", 0)),
         )
 
