@@ -14,6 +14,7 @@ import asyncio
 import logging
 import shutil
 import time
+from collections import Counter as Tally
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,6 +112,9 @@ class AdapterManager:
         self._background: set[asyncio.Task] = set()
         #: Called with each tenant on its first request (the app connects the watch stream).
         self.on_tenant: Callable[[str], None] = lambda tenant: None
+        #: This replica's look-ups by result ("hit": already loaded), for benches and tests
+        #: (the Prometheus counter is per process and per tenant).
+        self.lookups: Tally[str] = Tally()
 
     @property
     def requirements(self) -> EngineRequirements:
@@ -128,6 +132,7 @@ class AdapterManager:
             hit = self._hit(ref.adapter, version)
             if hit is not None:
                 ADAPTER_CACHE.labels(tenant, str(ref.adapter), "hit").inc()
+                self.lookups["hit"] += 1
                 return hit
         if not self._holds(ref.adapter):
             ADAPTER_CACHE.labels(tenant, str(ref.adapter), "miss").inc()
@@ -137,6 +142,7 @@ class AdapterManager:
             self._remember(ref.adapter, ref.selector, info.version, self.resolve_ttl_seconds)
         hit = self._hit(info.name, info.version)
         ADAPTER_CACHE.labels(tenant, str(ref.adapter), "hit" if hit else "miss").inc()
+        self.lookups["hit" if hit else "miss"] += 1
         return hit or await self._load(tenant, info)
 
     def _holds(self, name: AdapterName) -> bool:
@@ -240,6 +246,11 @@ class AdapterManager:
         keep = {r.version.digest for r in self._loaded.values()}
         if self.cache.size_bytes > self.cache.max_bytes:
             await self.cache.evict_over_limit(keep)
+
+    def loaded_names(self) -> list[str]:
+        """Every loaded adapter's engine name (`tenant/name@version`), least recently used
+        first: what the router metrics report as loaded on this replica."""
+        return [r.handle.name for r in self._loaded.values()]
 
     def loaded(self, tenant: str) -> list[str]:
         return sorted(r.ref for (name, _), r in self._loaded.items() if name.tenant == tenant)
