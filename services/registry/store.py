@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
@@ -16,7 +17,8 @@ from sqlalchemy.orm import Session, selectinload
 
 from services.common.adapter_ref import AdapterName, AdapterRef
 from services.common.errors import Aborted, FailedPrecondition, NotFound
-from services.registry.models import AdapterRow, AliasRow, Base, EventRow, FileRow, VersionRow
+from services.common.migrations import Schema, upgrade
+from services.registry.models import AdapterRow, AliasRow, EventRow, FileRow, VersionRow
 from services.registry.peft_files import PeftInfo
 from services.registry.records import (
     AdapterSummary,
@@ -28,6 +30,9 @@ from services.registry.records import (
     now,
     utc,
 )
+
+#: Alembic revisions of the registry tables (services/registry/migrations).
+SCHEMA = Schema("registry", Path(__file__).with_name("migrations"), marker_table="adapters")
 
 
 def manifest_digest(files: Sequence[FileRecord]) -> str:
@@ -48,7 +53,7 @@ def _effective(alias: AliasRow, moment: datetime) -> int:
 class AdapterStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        Base.metadata.create_all(engine)
+        upgrade(engine, SCHEMA)
 
     # -- writes ---------------------------------------------------------------------------
 
