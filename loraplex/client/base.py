@@ -6,6 +6,7 @@ Configuration comes from arguments, else from `LORAPLEX_API_KEY`,
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,24 @@ DEFAULT_ADDRESSES = {
     "inference": "127.0.0.1:50054",
 }
 DEFAULT_TIMEOUT_SECONDS = 30.0
+#: gRPC's own retries (within each call's deadline): a server that is starting, or a
+#: replica whose tenants are moving to the survivors, answers UNAVAILABLE for a moment.
+RETRY_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{}],
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.25s",
+                    "maxBackoff": "4s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
 
 T = TypeVar("T")
 
@@ -75,7 +94,11 @@ class ClientConfig:
         )
 
     def open_channel(self) -> grpc.Channel:
-        options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        options = [
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", RETRY_SERVICE_CONFIG),
+        ]
         if not (self.tls_ca_file or self.tls_cert_file):
             return grpc.insecure_channel(self.address, options=options)
         credentials = grpc.ssl_channel_credentials(
