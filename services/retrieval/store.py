@@ -389,11 +389,12 @@ class RetrievalStore:
             ).first()
             if row is None:
                 try:
-                    conn.execute(
-                        insert(index_snapshots).values(
-                            collection_id=pk, revision=revision, object_key=key
+                    with conn.begin_nested():
+                        conn.execute(
+                            insert(index_snapshots).values(
+                                collection_id=pk, revision=revision, object_key=key
+                            )
                         )
-                    )
                 except IntegrityError:  # the collection was deleted meanwhile
                     return key
                 return None
