@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
+import shutil
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -103,6 +105,10 @@ class CollectionManager:
     async def open(self) -> None:
         """Loads the embedder, not the indexes: each loads on first use."""
         await self._run(self.embedders.get, "")
+        # Snapshots of releases before the blob store: derived data, rebuilt from the rows.
+        legacy = self.settings.service_dir("retrieval") / "indexes"
+        if legacy.is_dir():
+            await self._run(functools.partial(shutil.rmtree, legacy, ignore_errors=True))
         swept = await self._run(self.snapshots.sweep)
         log.info("retrieval ready; indexes load on first use (%d stale snapshots swept)", swept)
 
