@@ -186,7 +186,7 @@ class CollectionManager:
         loaded = self.cache.values()
         if not loaded:
             return 0
-        existing = await self._run(self.store.collection_pks)
+        existing = await self._run(self.store.collection_pks, [x.record.pk for x in loaded])
         dropped = 0
         for live in loaded:
             if live.record.pk not in existing:

@@ -225,9 +225,13 @@ class RetrievalStore:
         with self.engine.connect() as conn:
             return [_record(row) for row in conn.execute(query)]
 
-    def collection_pks(self) -> set[int]:
+    def collection_pks(self, among: list[int] | None = None) -> set[int]:
+        """Ids of existing collections (only those `among` the given ones, if given)."""
+        query = select(collections.c.id)
+        if among is not None:
+            query = query.where(collections.c.id.in_(among))
         with self.engine.connect() as conn:
-            return set(conn.scalars(select(collections.c.id)))
+            return set(conn.scalars(query))
 
     def delete_collection(self, tenant: str, name: str) -> int:
         with self.engine.begin() as conn:
