@@ -2,15 +2,20 @@
 
 An answer is cut into claims: the text before each group of `[n]` markers is the
 claim those sources are cited for; other sentences with content are uncited claims.
-A cited passage that does not support its claim (`services.common.grounding.support`)
-loses its marker. The answer is grounded when every claim keeps at least one
-supported citation. A model's own decline ("The sources do not say.") cites nothing.
+A cited passage that does not support its claim (`services.common.grounding.support`),
+alone or together with the other passages of its group, loses its marker. Each claim
+that keeps a citation is then scored for relevance (`services.inference.relevance`):
+do the sentences its facts come from answer the question. The answer's score is the
+calibrated least relevance of its claims (0 when one keeps no citation, or for a
+decline), and the answer is grounded when the score reaches the threshold.
 
 When the request asks to abstain, a claim the model left without a supported citation
 is cited to the passage that supports it best, if one does; claims no passage supports
-are cut out, and an answer with no supported claim left is replaced, by policy, with
-the fixed decline sentence or a quote of the passage sentence closest to the question
-(docs/grounding.md).
+are cut out, and an answer that still scores below the threshold is replaced, by
+policy, with the fixed decline sentence or a quote of the most relevant passage
+sentence, when that sentence reaches the threshold (docs/grounding.md). The checked
+answer before any replacement, and its score, are kept beside the result, so the
+policies can be compared on one generation.
 Pure functions over the answer text and the passage texts: no gRPC, no engine.
 """
 
@@ -32,15 +37,15 @@ from services.common.grounding import (
     sentences,
     support,
 )
+from services.inference.relevance import DEFAULT_THRESHOLD, Relevance, calibrate
 
 _GROUP = re.compile(r"(\s*)(\[\d{1,3}\](?:\s*\[\d{1,3}\])*)")
 _MARKER = re.compile(r"\[(\d{1,3})\]")
 #: In a group that backs a claim together, a passage holding one of the claim's numbers
 #: or names, or this share of its content words, backs its part.
 _CONTRIBUTION = 0.25
-#: A quoted sentence must hold this share of the question's content words.
-_QUOTE_OVERLAP = 0.5
 _QUOTE_MAX_WORDS = 40
+_SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+([.,;:!?)])")
 
 
 class AbstainPolicy(enum.Enum):
@@ -48,7 +53,7 @@ class AbstainPolicy(enum.Enum):
 
     OFF = "off"  # keep the checked answer, only mark it ungrounded
     REFUSE = "refuse"  # answer with DECLINE
-    QUOTE = "quote"  # quote the best passage sentence, else DECLINE
+    QUOTE = "quote"  # quote the most relevant passage sentence if it scores enough, else DECLINE
 
 
 class Refusal(enum.Enum):
@@ -71,10 +76,15 @@ class CitationCheck:
 @dataclass(frozen=True)
 class Verdict:
     text: str
-    grounded: bool
+    grounded: bool  # score >= threshold
     refusal: Refusal = Refusal.NONE
     quoted: bool = False
     citations: dict[int, CitationCheck] = field(default_factory=dict)
+    score: float = 0.0  # calibrated: support and relevance of `text`
+    raw: float = 0.0  # the least claim relevance of `text`, before calibration
+    threshold: float = DEFAULT_THRESHOLD
+    checked_text: str = ""  # the model's checked answer, as policy OFF returns it
+    checked_score: float = 0.0  # its score
 
 
 @dataclass
@@ -113,30 +123,23 @@ def _pieces(text: str, valid: Mapping[int, object]) -> tuple[list[_Piece], bool]
 
 
 def _render(pieces: list[_Piece]) -> str:
+    """The pieces joined again; where a removed marker sat before punctuation, no gap."""
     out = []
     for piece in pieces:
         markers = "".join(f"[{n}]" for n in piece.kept)
         out.append(f"{piece.sentence}{piece.space or ' '}{markers}" if markers else piece.sentence)
-    return " ".join(out)
+    return _SPACE_BEFORE_PUNCTUATION.sub(r"\1", " ".join(out))
 
 
-def _quote(question: str, passages: Mapping[int, str]) -> tuple[str, int] | None:
-    wanted = claim(question).content
-    if not wanted:
-        return None
-    best: tuple[float, int, str] | None = None
-    for number, text in passages.items():
-        for sentence in sentences(text):
-            if sentence.startswith("#"):
-                continue
-            held = len(wanted & claim(sentence).content) / len(wanted)
-            if best is None or held > best[0]:
-                best = (held, number, sentence)
-    if best is None or best[0] < _QUOTE_OVERLAP:
-        return None
-    words = best[2].split()
-    quote = " ".join(words[:_QUOTE_MAX_WORDS]) + (" ..." if len(words) > _QUOTE_MAX_WORDS else "")
-    return quote, best[1]
+def _raw_score(claims: list[_Piece], relevance: Relevance) -> float:
+    """The least relevance among the claims; 0 when one keeps no citation, or none is left."""
+    if not claims:
+        return 0.0
+    least = 1.0
+    for piece in claims:
+        assert piece.claim is not None
+        least = min(least, relevance.of_claim(piece.claim, piece.kept) if piece.kept else 0.0)
+    return least
 
 
 def check_answer(
@@ -145,16 +148,19 @@ def check_answer(
     *,
     question: str = "",
     policy: AbstainPolicy = AbstainPolicy.OFF,
+    threshold: float = DEFAULT_THRESHOLD,
 ) -> Verdict:
     """Checks `text` against the numbered `passages` it was given; see the module doc."""
     declined = is_refusal(text)
+    refusal = Refusal.MODEL_DECLINED if declined else Refusal.NONE
     if not passages:
         if policy is AbstainPolicy.OFF or declined:
-            return Verdict(text, False, Refusal.MODEL_DECLINED if declined else Refusal.NONE)
-        return Verdict(DECLINE, False, Refusal.NO_SOURCES)
+            return Verdict(text, False, refusal, threshold=threshold, checked_text=text)
+        return Verdict(DECLINE, False, Refusal.NO_SOURCES, threshold=threshold, checked_text=text)
     indexed = {n: Passage(t) for n, t in passages.items()}
     names = proper_nouns(passages.values())
     asked = question_terms(question)
+    relevance = Relevance(question, passages)
     pieces, orphan = _pieces(text, passages)
     for piece in pieces:
         piece.claim = claim(piece.sentence, names, asked)
@@ -167,22 +173,39 @@ def check_answer(
         for n, passage in indexed.items():
             if n not in model_cited and claims:
                 scores[n] = max(support(p.claim, [passage]).score for p in claims)
-    added: set[int] = set()
-    if policy is not AbstainPolicy.OFF and not declined:
-        added = _cite_for_the_model(claims, indexed)
-    supported = {n for p in pieces for n in p.kept}
-    grounded = not declined and bool(claims) and all(p.kept for p in claims)
-    refusal = Refusal.MODEL_DECLINED if declined else Refusal.NONE
     changed = orphan or any(p.kept != p.numbers for p in pieces)
-    if policy is not AbstainPolicy.OFF and not declined and not grounded:
-        if supported:  # keep the claims the passages support, cut the rest
-            pieces = [p for p in pieces if p.kept or not p.is_claim]
-            grounded = changed = True
-        else:
-            return _abstain(policy, question, passages, scores, model_cited)
-    final = _render(pieces) if changed else text
-    checks = _checks(scores, supported, supported, model_cited, added)
-    return Verdict(final, grounded, refusal, False, checks)
+    checked = _render(pieces) if changed else text
+    raw = 0.0 if declined else _raw_score(claims, relevance)
+    score = calibrate(raw)
+    supported = {n for p in pieces for n in p.kept}
+    checks = _checks(scores, supported, supported, model_cited)
+    off = Verdict(
+        checked, score >= threshold, refusal, False, checks, score, raw, threshold, checked, score
+    )
+    if policy is AbstainPolicy.OFF or declined or score >= threshold:
+        return off
+    added = _cite_for_the_model(claims, indexed)
+    kept = [p for p in pieces if p.kept or not p.is_claim]  # cut the claims nothing supports
+    kept_claims = [p for p in kept if p.is_claim]
+    raw = _raw_score(kept_claims, relevance)
+    if calibrate(raw) >= threshold:
+        supported = {n for p in kept for n in p.kept}
+        checks = _checks(scores, supported, supported, model_cited, added)
+        final = _render(kept)
+        return Verdict(final, True, refusal, False, checks, calibrate(raw), raw, threshold,
+                       checked, score)  # fmt: skip
+    return _abstain(policy, relevance, scores, model_cited, off)
+
+
+def quote(relevance: Relevance) -> tuple[str, int, float] | None:
+    """The most relevant passage sentence, cut to `_QUOTE_MAX_WORDS` and cited, its raw score."""
+    best = relevance.best()
+    if best is None:
+        return None
+    words = best.text.split()
+    cut = len(words) > _QUOTE_MAX_WORDS
+    text = " ".join(words[:_QUOTE_MAX_WORDS]) + (" ..." if cut else "")
+    return f"{text} [{best.number}]", best.number, best.relevance
 
 
 def _cite_for_the_model(claims: list[_Piece], indexed: Mapping[int, Passage]) -> set[int]:
@@ -215,17 +238,21 @@ def _check_piece(piece: _Piece, indexed: Mapping[int, Passage], scores: dict[int
 
 def _abstain(
     policy: AbstainPolicy,
-    question: str,
-    passages: Mapping[int, str],
+    relevance: Relevance,
     scores: Mapping[int, float],
     model_cited: set[int],
+    off: Verdict,
 ) -> Verdict:
-    if policy is AbstainPolicy.QUOTE and (found := _quote(question, passages)):
-        quote, number = found
+    """The decline, or under QUOTE the most relevant sentence when it reaches the threshold."""
+    found = quote(relevance) if policy is AbstainPolicy.QUOTE else None
+    if found is not None and calibrate(found[2]) >= off.threshold:
+        text, number, raw = found
         checks = _checks(scores, {number}, {number}, model_cited)
-        return Verdict(f"{quote} [{number}]", True, Refusal.NONE, True, checks)
+        return Verdict(text, True, Refusal.NONE, True, checks, calibrate(raw), raw,
+                       off.threshold, off.checked_text, off.checked_score)  # fmt: skip
     checks = _checks(scores, set(), set(), model_cited)
-    return Verdict(DECLINE, False, Refusal.NOT_SUPPORTED, False, checks)
+    return Verdict(DECLINE, False, Refusal.NOT_SUPPORTED, False, checks, 0.0, 0.0,
+                   off.threshold, off.checked_text, off.checked_score)  # fmt: skip
 
 
 def _checks(
