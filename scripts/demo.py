@@ -105,11 +105,12 @@ def train(cli: Cli, dataset: str, seeds: int, steps: int, batch: int) -> list[st
 
 
 def configs(refs: list[str]) -> list[str]:
-    """Base + RAG, and the adapters with the service's safeguards (abstain: refuse); the
-    same requests also score the adapters' own text before the checks ("adapter+RAG")."""
+    """Base + RAG, and the adapters with the service's safeguards (abstain: quote); the
+    same requests also score the adapters' own text before the checks ("adapter+RAG")
+    and the other abstain policies, REFUSE and OFF (docs/grounding.md)."""
     seeds = ",".join(refs)
-    checked = f"adapter+RAG+safeguards:{seeds}:rag:abstain=refuse:model=adapter+RAG"
-    return ["base+RAG:base:rag", checked]
+    rows = "model=adapter+RAG:refuse=adapter+RAG+refuse:off=adapter+RAG+off"
+    return ["base+RAG:base:rag", f"adapter+RAG+quote:{seeds}:rag:abstain=quote:{rows}"]
 
 
 def run(results: Path, seeds: int, steps: int, batch: int, fresh: bool) -> None:

@@ -112,6 +112,8 @@ def summarize(run: EvalRun, target: str | None = None) -> dict[str, Any]:
                 "rag": config.rag if config else name == EXTRACTIVE,
                 "abstain": config.abstain if config else "",
                 "model_row": config.model_row if config else "",
+                "refuse_row": config.refuse_row if config else "",
+                "off_row": config.off_row if config else "",
                 "metrics": {
                     group: {
                         m: f for m in METRICS if (f := _figure(scored[name], idx, m)) is not None

@@ -15,11 +15,14 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 from loraplex.client.inference import InferenceClient, generation_input
+from loraplex.eval.baselines import ABSTAIN_TEXT as DECLINE
 from loraplex.eval.baselines import always_abstain, extractive
 from loraplex.eval.questions import Question
 from loraplex.eval.scoring import Answer, Passage
 from loraplex.eval.text import cited_markers
 
+#: The service's grounding fields kept with each answer (scored and stored, `policy_rows`).
+GROUNDING_FIELDS = ("grounding_score", "grounded_threshold", "checked_text", "checked_score")
 EXTRACTIVE = "extractive baseline"
 ABSTAIN = "always abstain"
 REFERENCES = (EXTRACTIVE, ABSTAIN)
@@ -32,6 +35,9 @@ class EvalConfig:
     `model_row` names a second row scored from the same requests: the model's own text
     (`generated_text`, its own citation markers) before the service's checks, so the
     safeguards' effect is measured on identical generations at no extra cost.
+    `refuse_row` and `off_row` (with `abstain=quote`) name rows for the other abstain
+    policies, also from the same requests: REFUSE answers the decline where QUOTE
+    quoted, OFF returns the checked answer (`checked_text`, flagged by its own score).
     """
 
     name: str
@@ -39,34 +45,43 @@ class EvalConfig:
     rag: bool = True
     abstain: str = "off"
     model_row: str = ""
+    refuse_row: str = ""
+    off_row: str = ""
 
     @classmethod
     def parse(cls, spec: str) -> EvalConfig:
-        """`NAME:ADAPTERS[:rag][:abstain=POLICY][:model=ROW]`; ADAPTERS comma-separated,
-        `base` = none.
+        """`NAME:ADAPTERS[:rag][:abstain=POLICY][:model=ROW][:refuse=ROW][:off=ROW]`;
+        ADAPTERS comma-separated, `base` = none.
 
         "base+RAG:base:rag", "tuned:acme/support@1,acme/support@2:rag:abstain=refuse",
-        "checked:acme/support@1:rag:abstain=refuse:model=unchecked".
+        "checked:acme/support@1:rag:abstain=quote:model=unchecked:refuse=r:off=o".
         """
         name, sep, rest = spec.partition(":")
         parts = rest.split(":") if sep else []
         if not name or not parts or not parts[0]:
             raise ValueError(
-                f"--config looks like NAME:ADAPTERS[:rag][:abstain=POLICY][:model=ROW],"
-                f" got {spec!r}"
+                "--config looks like NAME:ADAPTERS[:rag][:abstain=POLICY][:model=ROW]"
+                f"[:refuse=ROW][:off=ROW], got {spec!r}"
             )
         adapters = tuple("" if a in ("base", "-") else a for a in parts[0].split(","))
-        rag, abstain, model_row = False, "off", ""
+        rag, abstain, rows = False, "off", {"model": "", "refuse": "", "off": ""}
         for option in parts[1:]:
+            key, _, value = option.partition("=")
             if option == "rag":
                 rag = True
-            elif option.startswith("abstain="):
-                abstain = option.partition("=")[2]
-            elif option.startswith("model=") and option.partition("=")[2]:
-                model_row = option.partition("=")[2]
+            elif key == "abstain":
+                abstain = value
+            elif key in rows and value:
+                rows[key] = value
             else:
                 raise ValueError(f"unknown option {option!r} in --config {spec!r}")
-        return cls(name, adapters, rag, abstain, model_row)
+        if (rows["refuse"] or rows["off"]) and abstain != "quote":
+            raise ValueError(f"refuse=ROW and off=ROW are scored from abstain=quote: {spec!r}")
+        return cls(name, adapters, rag, abstain, rows["model"], rows["refuse"], rows["off"])
+
+    @property
+    def extra_rows(self) -> tuple[str, ...]:
+        return tuple(r for r in (self.model_row, self.refuse_row, self.off_row) if r)
 
     def model_config(self) -> EvalConfig:
         """The companion row's own configuration: the same requests, no service checks."""
@@ -129,6 +144,9 @@ def answer_from_result(result: object, rag: bool) -> Answer:
         extra["generated_text"] = result.generated_text  # type: ignore[attr-defined]
     if _has_field(result, "quoted") and result.quoted:  # type: ignore[attr-defined]
         extra["quoted"] = True
+    if rag and _has_field(result, "grounding_score"):
+        for name in GROUNDING_FIELDS:
+            extra[name] = getattr(result, name)
     return Answer(
         text=result.text.strip(),  # type: ignore[attr-defined]
         passages=tuple(passages),
@@ -167,7 +185,7 @@ def run_eval(
     progress: Callable[[int, int], None] | None = None,
 ) -> EvalRun:
     """Asks every question in every configuration and seed; adds the reference rows."""
-    names = [c.name for c in configs] + [c.model_row for c in configs if c.model_row]
+    names = [c.name for c in configs] + [r for c in configs for r in c.extra_rows]
     if any(n in REFERENCES for n in names) or len(set(names)) < len(names):
         raise ValueError("configuration names must be unique and not name a reference row")
     if any(c.rag for c in configs) and not settings.collection:
@@ -215,6 +233,7 @@ def run_eval(
             pool.shutdown(wait=True, cancel_futures=True)  # the first failure ends the run
             raise
     add_model_rows(run)
+    add_policy_rows(run)
     add_references(run)
     return run
 
@@ -228,6 +247,49 @@ def add_model_rows(run: EvalRun) -> None:
         ]
         run.seeds[row.name] = run.seeds[config.name]
         run.configs.insert(run.configs.index(config), row)
+
+
+def refused_instead(answer: Answer) -> Answer:
+    """What REFUSE answers where QUOTE quoted: the decline; anything else is the same."""
+    if not answer.extra.get("quoted"):
+        return answer
+    passages = tuple(Passage(p.number, p.text, False, p.document_id) for p in answer.passages)
+    return Answer(DECLINE, passages, "REFUSAL_REASON_NOT_SUPPORTED", False, answer.adapter_ref)
+
+
+def checked_instead(answer: Answer) -> Answer:
+    """What OFF answers: the model's checked answer, flagged by its own score."""
+    if "checked_text" not in answer.extra:
+        return answer
+    text = answer.extra["checked_text"].strip()
+    numbers = cited_markers(text)
+    passages = tuple(
+        Passage(p.number, p.text, p.number in numbers, p.document_id) for p in answer.passages
+    )
+    score, threshold = answer.extra["checked_score"], answer.extra["grounded_threshold"]
+    declined = answer.refusal_reason == "REFUSAL_REASON_MODEL_DECLINED"
+    extra = {"grounding_score": score, "grounded_threshold": threshold}
+    return Answer(text, passages, answer.refusal_reason if declined else "", score >= threshold,
+                  answer.adapter_ref, extra=extra)  # fmt: skip
+
+
+def add_policy_rows(run: EvalRun) -> None:
+    """Each `refuse_row` and `off_row`, from its QUOTE configuration's answers, before it."""
+    for config in [c for c in run.configs if c.refuse_row or c.off_row]:
+        for row, derive in (
+            (config.off_row, checked_instead),
+            (config.refuse_row, refused_instead),
+        ):
+            if not row:
+                continue
+            run.answers[row] = [[derive(a) for a in seed] for seed in run.answers[config.name]]
+            run.seeds[row] = run.seeds[config.name]
+            run.configs.insert(
+                run.configs.index(config),
+                EvalConfig(
+                    row, config.adapters, True, "off" if derive is checked_instead else "refuse"
+                ),
+            )
 
 
 def add_references(run: EvalRun) -> None:
@@ -261,6 +323,8 @@ def load_run(summary: dict, questions: Sequence[Question]) -> EvalRun:
             c["rag"],
             c["abstain"],
             c.get("model_row", ""),
+            c.get("refuse_row", ""),
+            c.get("off_row", ""),
         )
         for c in summary["configs"]
         if not c["reference"]
@@ -288,7 +352,7 @@ def _stored_answer(row: dict, stored: dict) -> Answer:
         )
         for ref, number, cited, support, dropped in stored["sources"]
     )
-    extra = {k: stored[k] for k in ("generated_text", "quoted") if k in stored}
+    extra = {k: stored[k] for k in ("generated_text", "quoted", *GROUNDING_FIELDS) if k in stored}
     return Answer(
         text=stored["answer"],
         passages=passages,

@@ -35,6 +35,7 @@ def generation_request(spec: pb.GenerationInput) -> GenerationRequest:
             hybrid=spec.rag.hybrid,
             max_context_tokens=spec.rag.max_context_tokens,
             abstain=_abstain(spec.rag.abstain),
+            grounded_threshold=_threshold(spec.rag),
         )
     return GenerationRequest(
         adapter=parse_ref(spec.adapter) if spec.adapter else None,
@@ -57,6 +58,16 @@ def _abstain(value: int) -> AbstainPolicy:
     if value not in ABSTAIN_FROM_PB:
         raise InvalidArgument("rag.abstain must be UNSPECIFIED, REFUSE or QUOTE")
     return ABSTAIN_FROM_PB[value]
+
+
+def _threshold(rag: pb.RagOptions) -> float | None:
+    if not rag.HasField("grounded_threshold"):
+        return None
+    if not 0 <= rag.grounded_threshold <= 1:  # NaN fails too
+        raise InvalidArgument(
+            f"rag.grounded_threshold must be between 0 and 1, got {rag.grounded_threshold}"
+        )
+    return rag.grounded_threshold
 
 
 def result(record: GenerationResult) -> pb.GenerationResult:
@@ -93,4 +104,8 @@ def result(record: GenerationResult) -> pb.GenerationResult:
         refusal_reason=REFUSAL_TO_PB[record.refusal],
         generated_text=record.generated_text,
         quoted=record.quoted,
+        grounding_score=record.grounding_score,
+        grounded_threshold=record.grounded_threshold,
+        checked_text=record.checked_text,
+        checked_score=record.checked_score,
     )

@@ -66,6 +66,8 @@ class RagRequest:
     hybrid: bool = False
     max_context_tokens: int = 0
     abstain: AbstainPolicy = AbstainPolicy.OFF
+    #: None: the tenant's default (`InferenceSettings.threshold_for`).
+    grounded_threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,10 @@ class GenerationResult:
     refusal: Refusal = Refusal.NONE
     generated_text: str = ""
     quoted: bool = False
+    grounding_score: float = 0.0
+    grounded_threshold: float = 0.0
+    checked_text: str = ""
+    checked_score: float = 0.0
 
 
 class InferenceCore:
@@ -130,6 +136,7 @@ class InferenceCore:
         self.max_tokens_cap = settings.max_tokens_cap
         self.default_max_tokens = settings.default_max_tokens
         self.rag_context_share = settings.rag_context_share
+        self.threshold_for = settings.threshold_for
 
     async def generate(
         self, tenant: str, request: GenerationRequest
@@ -185,21 +192,32 @@ class InferenceCore:
                 )
         TOKENS.labels(tenant, label).inc(result.completion_tokens)
         if request.rag and request.rag.collection:
-            self._check(result, sources, turns[-1][1], request.rag.abstain)
+            threshold = request.rag.grounded_threshold
+            if threshold is None:
+                threshold = self.threshold_for(tenant)
+            self._check(result, sources, turns[-1][1], request.rag.abstain, threshold)
         else:
             result.generated_text = result.text
         yield result
 
     @staticmethod
     def _check(
-        result: GenerationResult, sources: list[Source], question: str, policy: AbstainPolicy
+        result: GenerationResult,
+        sources: list[Source],
+        question: str,
+        policy: AbstainPolicy,
+        threshold: float,
     ) -> None:
         """Every citation against its passage; unsupported ones dropped, abstain by policy."""
         result.generated_text = result.text
         passages = {s.number: s.chunk.text for s in sources}
-        verdict = check_answer(result.text, passages, question=question, policy=policy)
+        verdict = check_answer(
+            result.text, passages, question=question, policy=policy, threshold=threshold
+        )
         result.text, result.grounded = verdict.text, verdict.grounded
         result.refusal, result.quoted = verdict.refusal, verdict.quoted
+        result.grounding_score, result.grounded_threshold = verdict.score, verdict.threshold
+        result.checked_text, result.checked_score = verdict.checked_text, verdict.checked_score
         result.citations = [
             CitationRecord(s.number, c.cited, s.chunk, c.support, c.supported, c.dropped, c.added)
             for s in sources
