@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 
 from loraplex.client.inference import InferenceClient, generation_input
 from loraplex.eval.baselines import ABSTAIN_TEXT as DECLINE
-from loraplex.eval.baselines import always_abstain, extractive
+from loraplex.eval.baselines import always_abstain, extractive, judged
 from loraplex.eval.questions import Question
 from loraplex.eval.scoring import Answer, Passage
+from loraplex.eval.selective import threshold_of
 from loraplex.eval.text import cited_markers
 
 #: The service's grounding fields kept with each answer (scored and stored, `policy_rows`).
@@ -297,8 +298,12 @@ def add_references(run: EvalRun) -> None:
     rag = next((c for c in run.configs if c.rag), None)
     if rag is not None:
         given = run.answers[rag.name][0]
+        threshold = threshold_of(run.answers[rag.name])
         run.answers[EXTRACTIVE] = [
-            [extractive(q.question, a.passages) for q, a in zip(run.questions, given, strict=True)]
+            [
+                judged(q.question, extractive(q.question, a.passages), threshold)
+                for q, a in zip(run.questions, given, strict=True)
+            ]
         ]
         run.seeds[EXTRACTIVE] = ["no model"]
     run.answers[ABSTAIN] = [[always_abstain() for _ in run.questions]]
