@@ -9,9 +9,14 @@ served answer and of a QUOTE) and labelled right when it states the row's answer
 candidate its raw score (`services.inference.relevance`), and isotonic regression
 (pool adjacent violators) maps raw scores to the share right: the calibration table.
 
+Relevance uses the retrieval embedder (`services.inference.similarity`), as the
+service does by default; `--lexical` fits the table for a service without it.
+
 The default threshold is the lowest calibrated score at which the quote each row would
 get (its most relevant sentence) is right at least `PRECISION` of the time among those
-flagged and at most `UNANSWERABLE` of the declining rows are flagged. The evaluation
+flagged and at most `UNANSWERABLE` of the declining rows are flagged. The default abstain
+threshold (below it REFUSE and QUOTE serve nothing) is the highest at which at least
+`SERVED` of the answerable rows still get their quote: false refusals at most 15%. The evaluation
 questions (demo/eval/questions.jsonl) are never read here.
 
     .venv/bin/python demo/calibrate_grounding.py            # print the table and threshold
@@ -31,10 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from services.common.grounding import DECLINE, holds_answer
 from services.inference import relevance
 from services.inference.grounding import check_answer, quote
+from services.inference.similarity import SentenceSimilarity
 
 ROWS = Path(__file__).resolve().parent / "acme_train.jsonl"
 PRECISION = 0.9
 UNANSWERABLE = 0.05
+SERVED = 0.85
 KNOTS = 12  # calibration table size
 _SOURCE = re.compile(r"^\[(\d+)\] \([^)]*\) ", re.M)
 _MARKERS = re.compile(r"\s*\[\d+\]")
@@ -53,16 +60,17 @@ def rows() -> list[tuple[str, dict[int, str], str]]:
     return out
 
 
-def candidates(data) -> list[tuple[float, bool]]:
+def candidates(data, similarity) -> list[tuple[float, bool]]:
     """(raw score, right) for each of the TOP most relevant sentences of every row."""
     found = []
     for question, passages, answer in data:
         ranked = sorted(
-            relevance.Relevance(question, passages).sentences, key=lambda s: -s.relevance
+            relevance.Relevance(question, passages, similarity).sentences,
+            key=lambda s: -s.relevance,
         )
         for sentence in ranked[: relevance.TOP]:
             text = f"{sentence.text} [{sentence.number}]"
-            raw = check_answer(text, passages, question=question).raw
+            raw = check_answer(text, passages, question=question, similarity=similarity).raw
             right = bool(answer) and holds_answer(_MARKERS.sub("", answer), sentence.text)
             found.append((raw, right))
     return found
@@ -86,14 +94,15 @@ def isotonic(points: list[tuple[float, bool]]) -> list[tuple[float, float]]:
     return [(0.0, 0.0), *inner, (1.0, round(knots[-1][1], 4))]
 
 
-def threshold(data, table) -> tuple[float, list[tuple[float, float, float, float]]]:
-    """The lowest threshold meeting PRECISION and UNANSWERABLE, and the table over thresholds."""
+def threshold(data, table, similarity) -> tuple[float, float, list[tuple[float, ...]]]:
+    """The lowest threshold meeting PRECISION and UNANSWERABLE, the highest abstain
+    threshold meeting SERVED, and the table over thresholds."""
     saved = relevance.CALIBRATION
     relevance.CALIBRATION = tuple(table)
     try:
         quotes = []
         for question, passages, answer in data:
-            found = quote(relevance.Relevance(question, passages))
+            found = quote(relevance.Relevance(question, passages, similarity))
             if found is None:
                 continue
             text, _, raw = found
@@ -105,6 +114,7 @@ def threshold(data, table) -> tuple[float, list[tuple[float, float, float, float
     declining = len(quotes) - answerable
     curve = []
     chosen = None
+    abstain = 0.0
     for step in range(1, 20):
         t = step / 20
         flagged = [(r, a) for s, r, a in quotes if s >= t]
@@ -116,25 +126,37 @@ def threshold(data, table) -> tuple[float, list[tuple[float, float, float, float
         curve.append((t, precision, coverage, unanswerable))
         if chosen is None and precision >= PRECISION and unanswerable <= UNANSWERABLE:
             chosen = t
-    return (chosen if chosen is not None else 0.95), curve
+        if coverage >= SERVED:
+            abstain = t
+    return (chosen if chosen is not None else 0.95), abstain, curve
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if relevance.py is stale")
+    parser.add_argument("--lexical", action="store_true", help="without the embedder")
     args = parser.parse_args(argv)
+    similarity = None if args.lexical else SentenceSimilarity()
     data = rows()
-    table = isotonic(candidates(data))
-    chosen, curve = threshold(data, table)
+    table = isotonic(candidates(data, similarity))
+    chosen, abstain, curve = threshold(data, table, similarity)
     if args.check:
-        if tuple(table) != relevance.CALIBRATION or chosen != relevance.DEFAULT_THRESHOLD:
-            raise SystemExit("relevance.CALIBRATION / DEFAULT_THRESHOLD are stale: rerun this")
+        fitted = (tuple(table), chosen, abstain)
+        stored = (
+            relevance.CALIBRATION,
+            relevance.DEFAULT_THRESHOLD,
+            relevance.DEFAULT_ABSTAIN_THRESHOLD,
+        )
+        if fitted != stored:
+            raise SystemExit("services/inference/relevance.py's calibration is stale: rerun this")
         return
     print("threshold  precision  coverage  unanswerable flagged   (training split, quotes)")
     for t, p, c, u in curve:
-        print(f"{t:9.2f}  {p:9.2f}  {c:8.2f}  {u:8.2f}{'   <- default' if t == chosen else ''}")
+        mark = "   <- default" if t == chosen else "   <- abstain below" if t == abstain else ""
+        print(f"{t:9.2f}  {p:9.2f}  {c:8.2f}  {u:8.2f}{mark}")
     print(f"CALIBRATION = {tuple(table)!r}")
     print(f"DEFAULT_THRESHOLD = {chosen}")
+    print(f"DEFAULT_ABSTAIN_THRESHOLD = {abstain}")
 
 
 if __name__ == "__main__":

@@ -37,10 +37,17 @@ from services.common.grounding import (
     sentences,
     support,
 )
-from services.inference.relevance import DEFAULT_THRESHOLD, Relevance, calibrate
+from services.inference.relevance import (
+    DEFAULT_ABSTAIN_THRESHOLD,
+    DEFAULT_THRESHOLD,
+    Relevance,
+    Similarity,
+    calibrate,
+)
 
 _GROUP = re.compile(r"(\s*)(\[\d{1,3}\](?:\s*\[\d{1,3}\])*)")
 _MARKER = re.compile(r"\[(\d{1,3})\]")
+_WORD = re.compile(r"\w")
 #: In a group that backs a claim together, a passage holding one of the claim's numbers
 #: or names, or this share of its content words, backs its part.
 _CONTRIBUTION = 0.25
@@ -113,6 +120,12 @@ def _pieces(text: str, valid: Mapping[int, object]) -> tuple[list[_Piece], bool]
         orphan = orphan or any(n not in valid for n in numbers)
         numbers = [n for n in numbers if n in valid]
         start = match.end()
+        if parts and pieces and not _WORD.search(parts[0]) and len(parts) == 1:
+            # "... listed on [2]. [3]": the group after the full stop cites the same claim
+            last = pieces[-1]
+            last.sentence += parts[0]
+            last.numbers += [n for n in numbers if n not in last.numbers]
+            continue
         if not parts:  # a group at the very start cites nothing
             orphan = True
             continue
@@ -132,14 +145,10 @@ def _render(pieces: list[_Piece]) -> str:
 
 
 def _raw_score(claims: list[_Piece], relevance: Relevance) -> float:
-    """The least relevance among the claims; 0 when one keeps no citation, or none is left."""
-    if not claims:
+    """The answer's relevance (`Relevance.of_answer`); 0 when a claim keeps no citation."""
+    if any(not p.kept for p in claims):
         return 0.0
-    least = 1.0
-    for piece in claims:
-        assert piece.claim is not None
-        least = min(least, relevance.of_claim(piece.claim, piece.kept) if piece.kept else 0.0)
-    return least
+    return relevance.of_answer([(p.claim, p.kept) for p in claims if p.claim is not None])
 
 
 def check_answer(
@@ -149,8 +158,15 @@ def check_answer(
     question: str = "",
     policy: AbstainPolicy = AbstainPolicy.OFF,
     threshold: float = DEFAULT_THRESHOLD,
+    abstain_below: float = DEFAULT_ABSTAIN_THRESHOLD,
+    similarity: Similarity | None = None,
 ) -> Verdict:
-    """Checks `text` against the numbered `passages` it was given; see the module doc."""
+    """Checks `text` against the numbered `passages` it was given; see the module doc.
+
+    `threshold` is the score to flag grounded; under REFUSE and QUOTE an answer scoring
+    below `abstain_below` is not served. `similarity` (the retrieval embedder's cosines)
+    joins the lexical relevance.
+    """
     declined = is_refusal(text)
     refusal = Refusal.MODEL_DECLINED if declined else Refusal.NONE
     if not passages:
@@ -160,7 +176,7 @@ def check_answer(
     indexed = {n: Passage(t) for n, t in passages.items()}
     names = proper_nouns(passages.values())
     asked = question_terms(question)
-    relevance = Relevance(question, passages)
+    relevance = Relevance(question, passages, similarity)
     pieces, orphan = _pieces(text, passages)
     for piece in pieces:
         piece.claim = claim(piece.sentence, names, asked)
@@ -182,19 +198,33 @@ def check_answer(
     off = Verdict(
         checked, score >= threshold, refusal, False, checks, score, raw, threshold, checked, score
     )
-    if policy is AbstainPolicy.OFF or declined or score >= threshold:
+    if policy is AbstainPolicy.OFF or score >= threshold:
         return off
+    found = quote(relevance) if policy is AbstainPolicy.QUOTE else None
+    quoted = None
+    if found is not None:
+        quote_text, number, quote_raw = found
+        quoted = Verdict(
+            quote_text, calibrate(quote_raw) >= threshold, Refusal.NONE, True,
+            _checks(scores, {number}, {number}, model_cited), calibrate(quote_raw), quote_raw,
+            threshold, checked, score,
+        )  # fmt: skip
+    if declined:  # the model's decline stands, unless a quote reaches the threshold
+        return quoted if quoted is not None and quoted.grounded else off
     added = _cite_for_the_model(claims, indexed)
     kept = [p for p in pieces if p.kept or not p.is_claim]  # cut the claims nothing supports
-    kept_claims = [p for p in kept if p.is_claim]
-    raw = _raw_score(kept_claims, relevance)
-    if calibrate(raw) >= threshold:
-        supported = {n for p in kept for n in p.kept}
-        checks = _checks(scores, supported, supported, model_cited, added)
-        final = _render(kept)
-        return Verdict(final, True, refusal, False, checks, calibrate(raw), raw, threshold,
-                       checked, score)  # fmt: skip
-    return _abstain(policy, relevance, scores, model_cited, off)
+    raw = _raw_score([p for p in kept if p.is_claim], relevance)
+    own = Verdict(
+        _render(kept), calibrate(raw) >= threshold, refusal, False,
+        _checks(scores, *(2 * [{n for p in kept for n in p.kept}]), model_cited, added),
+        calibrate(raw), raw, threshold, checked, score,
+    )  # fmt: skip
+    best = quoted if quoted is not None and quoted.score > own.score else own
+    if best.grounded or best.score >= abstain_below:
+        return best
+    return Verdict(DECLINE, False, Refusal.NOT_SUPPORTED, False,
+                   _checks(scores, set(), set(), model_cited), 0.0, 0.0, threshold,
+                   checked, score)  # fmt: skip
 
 
 def quote(relevance: Relevance) -> tuple[str, int, float] | None:
@@ -234,25 +264,6 @@ def _check_piece(piece: _Piece, indexed: Mapping[int, Passage], scores: dict[int
         part = together and share and not alone.negation
         if alone.supported or part:
             piece.kept.append(n)
-
-
-def _abstain(
-    policy: AbstainPolicy,
-    relevance: Relevance,
-    scores: Mapping[int, float],
-    model_cited: set[int],
-    off: Verdict,
-) -> Verdict:
-    """The decline, or under QUOTE the most relevant sentence when it reaches the threshold."""
-    found = quote(relevance) if policy is AbstainPolicy.QUOTE else None
-    if found is not None and calibrate(found[2]) >= off.threshold:
-        text, number, raw = found
-        checks = _checks(scores, {number}, {number}, model_cited)
-        return Verdict(text, True, Refusal.NONE, True, checks, calibrate(raw), raw,
-                       off.threshold, off.checked_text, off.checked_score)  # fmt: skip
-    checks = _checks(scores, set(), set(), model_cited)
-    return Verdict(DECLINE, False, Refusal.NOT_SUPPORTED, False, checks, 0.0, 0.0,
-                   off.threshold, off.checked_text, off.checked_score)  # fmt: skip
 
 
 def _checks(
