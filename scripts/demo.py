@@ -109,7 +109,7 @@ def configs(refs: list[str]) -> list[str]:
     same requests also score the adapters' own text before the checks ("adapter+RAG")
     and the other abstain policies, REFUSE and OFF (docs/grounding.md)."""
     seeds = ",".join(refs)
-    rows = "model=adapter+RAG:refuse=adapter+RAG+refuse:off=adapter+RAG+off"
+    rows = "model=adapter+RAG:off=adapter+RAG+off:refuse=adapter+RAG+refuse"
     return ["base+RAG:base:rag", f"adapter+RAG+quote:{seeds}:rag:abstain=quote:{rows}"]
 
 

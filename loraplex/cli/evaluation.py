@@ -14,13 +14,14 @@ from loraplex.cli.common import AddressOption, ApiKeyOption, console, err_consol
 from loraplex.client.inference import InferenceClient
 from loraplex.eval import EvalConfig, EvalSettings, QuestionFileError, load_questions
 from loraplex.eval.report import HEADLINE, cell, markdown, summarize, to_json
-from loraplex.eval.runner import load_run, run_eval
+from loraplex.eval.runner import add_policy_rows, load_run, recheck_run, run_eval
 from loraplex.eval.selective import plot
 
 CONFIG_HELP = (
-    "NAME:ADAPTERS[:rag][:abstain=refuse|quote][:model=ROW], repeatable; ADAPTERS"
-    " comma-separated (several = training seeds of one configuration), 'base' for the base"
-    " model; model=ROW also scores the model's own text, before the service's checks."
+    "NAME:ADAPTERS[:rag][:abstain=refuse|quote][:model=ROW][:off|refuse|quote=ROW],"
+    " repeatable; ADAPTERS comma-separated (several = training seeds of one configuration),"
+    " 'base' for the base model; model=ROW also scores the model's own text, before the"
+    " service's checks; off/refuse/quote=ROW the same generations under that policy."
     " Example: 'tuned+RAG:acme/support@1,acme/support@2,acme/support@3:rag'"
 )
 
@@ -91,6 +92,13 @@ def eval_(
         Path | None,
         typer.Option(help="score the answers stored in a results.json again; asks nothing"),
     ] = None,
+    recheck: Annotated[
+        bool,
+        typer.Option(
+            help="with --rescore: judge the stored generations again by the current grounding"
+            " check (each configuration's policy, its policy rows, the served thresholds)"
+        ),
+    ] = False,
     address: AddressOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
@@ -103,6 +111,9 @@ def eval_(
         err_console.print(f"[red]error[/red] {error}")
         raise typer.Exit(2) from None
     if stored is not None:
+        if recheck:
+            recheck_run(stored)
+            add_policy_rows(stored)
         _report(summarize(stored, target or None), out, title)
         return
     if not configs:

@@ -34,6 +34,7 @@ def generation_input(
     hybrid: bool = False,
     abstain: str = "off",
     grounded_threshold: float | None = None,
+    abstain_threshold: float | None = None,
 ) -> pb.GenerationInput:
     """Builds the request message; `filters` maps a metadata key to a value or a list of them.
 
@@ -41,7 +42,8 @@ def generation_input(
     unsupported claims and, when none is supported, to answer "The sources do not say."
     (or quote the passage closest to the question); see docs/grounding.md.
     `grounded_threshold` (0-1) is the grounding score an answer needs to be flagged
-    grounded and kept; unset, the tenant's default (the service's default is 0.65).
+    grounded; unset, the tenant's default (the service's is 0.45). Under "refuse" and
+    "quote" nothing scoring below `abstain_threshold` is served (service default 0.25).
     """
     if abstain not in ABSTAIN_POLICIES:
         raise ValueError(f"abstain must be one of {', '.join(ABSTAIN_POLICIES)}")
@@ -69,6 +71,8 @@ def generation_input(
         )
         if grounded_threshold is not None:
             spec.rag.grounded_threshold = grounded_threshold
+        if abstain_threshold is not None:
+            spec.rag.abstain_threshold = abstain_threshold
         for key, value in (filters or {}).items():
             condition = spec.rag.filter.conditions.add(key=key)
             if isinstance(value, str):

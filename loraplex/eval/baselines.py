@@ -7,14 +7,11 @@
 * `always_abstain`: "The sources do not say." for every question. It wins every
   unanswerable question and nothing else.
 
-`judged` gives the extractive answer the grounding score and flag of the service's own
-check, at the threshold the model rows were served with, so the model rows and the
-no-model row are judged by one rule.
+The extractive answer gets the grounding score and flag of the service's own check
+(`loraplex.eval.recheck.judged`), so model and no-model rows are judged by one rule.
 """
 
 from __future__ import annotations
-
-from dataclasses import replace
 
 from loraplex.eval.scoring import Answer, Passage
 from loraplex.eval.text import MAX_STYLE_WORDS, normalize, sentences
@@ -53,20 +50,6 @@ def extractive(question: str, passages: tuple[Passage, ...] | list[Passage]) -> 
         Passage(p.number, p.text, False, p.document_id) for p in passages if p is not passage
     )
     return Answer(text=f"{text}. [{passage.number}]", passages=(cited, *others))
-
-
-def judged(question: str, answer: Answer, threshold: float | None) -> Answer:
-    """`answer` with the service's grounding score and flag (policy OFF: the text stays)."""
-    # The check is pure text functions (no gRPC, no model); importing it keeps one rule.
-    from services.inference.grounding import check_answer
-    from services.inference.relevance import DEFAULT_THRESHOLD
-
-    if threshold is None:
-        threshold = DEFAULT_THRESHOLD
-    passages = {p.number: p.text for p in answer.passages}
-    verdict = check_answer(answer.text, passages, question=question, threshold=threshold)
-    extra = {**answer.extra, "grounding_score": verdict.score, "grounded_threshold": threshold}
-    return replace(answer, grounded=verdict.grounded, extra=extra)
 
 
 def always_abstain() -> Answer:

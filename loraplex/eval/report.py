@@ -122,6 +122,7 @@ def summarize(run: EvalRun, target: str | None = None) -> dict[str, Any]:
                 "model_row": config.model_row if config else "",
                 "refuse_row": config.refuse_row if config else "",
                 "off_row": config.off_row if config else "",
+                "quote_row": config.quote_row if config else "",
                 "metrics": {
                     group: {
                         m: f for m in METRICS if (f := _figure(scored[name], idx, m)) is not None

@@ -15,15 +15,21 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 from loraplex.client.inference import InferenceClient, generation_input
-from loraplex.eval.baselines import ABSTAIN_TEXT as DECLINE
-from loraplex.eval.baselines import always_abstain, extractive, judged
+from loraplex.eval.baselines import always_abstain, extractive
 from loraplex.eval.questions import Question
+from loraplex.eval.recheck import judged, recheck
 from loraplex.eval.scoring import Answer, Passage
 from loraplex.eval.selective import threshold_of
 from loraplex.eval.text import cited_markers
 
 #: The service's grounding fields kept with each answer (scored and stored, `policy_rows`).
-GROUNDING_FIELDS = ("grounding_score", "grounded_threshold", "checked_text", "checked_score")
+GROUNDING_FIELDS = (
+    "grounding_score",
+    "grounded_threshold",
+    "abstain_threshold",
+    "checked_text",
+    "checked_score",
+)
 EXTRACTIVE = "extractive baseline"
 ABSTAIN = "always abstain"
 REFERENCES = (EXTRACTIVE, ABSTAIN)
@@ -36,9 +42,9 @@ class EvalConfig:
     `model_row` names a second row scored from the same requests: the model's own text
     (`generated_text`, its own citation markers) before the service's checks, so the
     safeguards' effect is measured on identical generations at no extra cost.
-    `refuse_row` and `off_row` (with `abstain=quote`) name rows for the other abstain
-    policies, also from the same requests: REFUSE answers the decline where QUOTE
-    quoted, OFF returns the checked answer (`checked_text`, flagged by its own score).
+    `refuse_row`, `off_row` and `quote_row` name rows for the abstain policies, also
+    from the same requests: the service's check applied again to the model's text under
+    that policy and the thresholds it was served with (`loraplex.eval.recheck`).
     """
 
     name: str
@@ -48,10 +54,11 @@ class EvalConfig:
     model_row: str = ""
     refuse_row: str = ""
     off_row: str = ""
+    quote_row: str = ""
 
     @classmethod
     def parse(cls, spec: str) -> EvalConfig:
-        """`NAME:ADAPTERS[:rag][:abstain=POLICY][:model=ROW][:refuse=ROW][:off=ROW]`;
+        """`NAME:ADAPTERS[:rag][:abstain=POLICY][:model=ROW][:refuse|off|quote=ROW]`;
         ADAPTERS comma-separated, `base` = none.
 
         "base+RAG:base:rag", "tuned:acme/support@1,acme/support@2:rag:abstain=refuse",
@@ -65,7 +72,7 @@ class EvalConfig:
                 f"[:refuse=ROW][:off=ROW], got {spec!r}"
             )
         adapters = tuple("" if a in ("base", "-") else a for a in parts[0].split(","))
-        rag, abstain, rows = False, "off", {"model": "", "refuse": "", "off": ""}
+        rag, abstain, rows = False, "off", {"model": "", "refuse": "", "off": "", "quote": ""}
         for option in parts[1:]:
             key, _, value = option.partition("=")
             if option == "rag":
@@ -76,13 +83,19 @@ class EvalConfig:
                 rows[key] = value
             else:
                 raise ValueError(f"unknown option {option!r} in --config {spec!r}")
-        if (rows["refuse"] or rows["off"]) and abstain != "quote":
-            raise ValueError(f"refuse=ROW and off=ROW are scored from abstain=quote: {spec!r}")
-        return cls(name, adapters, rag, abstain, rows["model"], rows["refuse"], rows["off"])
+        if (rows["refuse"] or rows["off"] or rows["quote"]) and not rag:
+            raise ValueError(f"policy rows need RAG: {spec!r}")
+        return cls(name, adapters, rag, abstain, *rows.values())
+
+    @property
+    def policy_rows(self) -> dict[str, str]:
+        """Policy -> row name, for the rows asked for."""
+        rows = {"off": self.off_row, "refuse": self.refuse_row, "quote": self.quote_row}
+        return {policy: row for policy, row in rows.items() if row}
 
     @property
     def extra_rows(self) -> tuple[str, ...]:
-        return tuple(r for r in (self.model_row, self.refuse_row, self.off_row) if r)
+        return tuple(r for r in (self.model_row, *self.policy_rows.values()) if r)
 
     def model_config(self) -> EvalConfig:
         """The companion row's own configuration: the same requests, no service checks."""
@@ -250,47 +263,32 @@ def add_model_rows(run: EvalRun) -> None:
         run.configs.insert(run.configs.index(config), row)
 
 
-def refused_instead(answer: Answer) -> Answer:
-    """What REFUSE answers where QUOTE quoted: the decline; anything else is the same."""
-    if not answer.extra.get("quoted"):
-        return answer
-    passages = tuple(Passage(p.number, p.text, False, p.document_id) for p in answer.passages)
-    return Answer(DECLINE, passages, "REFUSAL_REASON_NOT_SUPPORTED", False, answer.adapter_ref)
-
-
-def checked_instead(answer: Answer) -> Answer:
-    """What OFF answers: the model's checked answer, flagged by its own score."""
-    if "checked_text" not in answer.extra:
-        return answer
-    text = answer.extra["checked_text"].strip()
-    numbers = cited_markers(text)
-    passages = tuple(
-        Passage(p.number, p.text, p.number in numbers, p.document_id) for p in answer.passages
-    )
-    score, threshold = answer.extra["checked_score"], answer.extra["grounded_threshold"]
-    declined = answer.refusal_reason == "REFUSAL_REASON_MODEL_DECLINED"
-    extra = {"grounding_score": score, "grounded_threshold": threshold}
-    return Answer(text, passages, answer.refusal_reason if declined else "", score >= threshold,
-                  answer.adapter_ref, extra=extra)  # fmt: skip
-
-
 def add_policy_rows(run: EvalRun) -> None:
-    """Each `refuse_row` and `off_row`, from its QUOTE configuration's answers, before it."""
-    for config in [c for c in run.configs if c.refuse_row or c.off_row]:
-        for row, derive in (
-            (config.off_row, checked_instead),
-            (config.refuse_row, refused_instead),
-        ):
-            if not row:
+    """Each policy row of a configuration, from its answers (`recheck`), placed before it."""
+    for config in [c for c in run.configs if c.policy_rows]:
+        for policy, row in config.policy_rows.items():
+            if row in run.answers:  # stored with the run (`load_run`)
                 continue
-            run.answers[row] = [[derive(a) for a in seed] for seed in run.answers[config.name]]
+            run.answers[row] = [
+                [recheck(q, a, policy) for q, a in zip(run.questions, seed, strict=True)]
+                for seed in run.answers[config.name]
+            ]
             run.seeds[row] = run.seeds[config.name]
             run.configs.insert(
-                run.configs.index(config),
-                EvalConfig(
-                    row, config.adapters, True, "off" if derive is checked_instead else "refuse"
-                ),
+                run.configs.index(config), EvalConfig(row, config.adapters, True, policy)
             )
+
+
+def recheck_run(run: EvalRun) -> None:
+    """Every checked configuration's answers judged again by the current check, under
+    its own policy and the thresholds each answer was served with."""
+    model_rows = {c.model_row for c in run.configs if c.model_row}
+    for config in run.configs:
+        if config.rag and config.name not in model_rows:
+            run.answers[config.name] = [
+                [recheck(q, a, config.abstain) for q, a in zip(run.questions, seed, strict=True)]
+                for seed in run.answers[config.name]
+            ]
 
 
 def add_references(run: EvalRun) -> None:
@@ -330,6 +328,7 @@ def load_run(summary: dict, questions: Sequence[Question]) -> EvalRun:
             c.get("model_row", ""),
             c.get("refuse_row", ""),
             c.get("off_row", ""),
+            c.get("quote_row", ""),
         )
         for c in summary["configs"]
         if not c["reference"]

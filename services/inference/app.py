@@ -20,6 +20,7 @@ from services.inference.gateways import RegistryGateway, RetrievalGateway
 from services.inference.generation import InferenceCore
 from services.inference.servicer import InferenceServicer
 from services.inference.settings import InferenceSettings
+from services.inference.similarity import SentenceSimilarity
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["InferenceService"].full_name
@@ -51,6 +52,9 @@ class InferenceApp(Service):
             await asyncio.to_thread(self.engine.start)
         if not s.service_key:
             log.warning("no LORAPLEX_INFERENCE_SERVICE_KEY: adapters and RAG will be unavailable")
+        similarity = None
+        if s.relevance_model:  # the grounding score's embedder (docs/grounding.md)
+            similarity = await asyncio.to_thread(SentenceSimilarity, s.relevance_model)
         registry = RegistryGateway(
             self.kit.remote(
                 "registry",
@@ -81,6 +85,7 @@ class InferenceApp(Service):
                 )
             ),
             Admission(s.max_pending, s.per_tenant_concurrency),
+            similarity=similarity,
         )
         if s.watch_tenants:
             self.watch.follow(s.watch_tenants)

@@ -35,7 +35,8 @@ def generation_request(spec: pb.GenerationInput) -> GenerationRequest:
             hybrid=spec.rag.hybrid,
             max_context_tokens=spec.rag.max_context_tokens,
             abstain=_abstain(spec.rag.abstain),
-            grounded_threshold=_threshold(spec.rag),
+            grounded_threshold=_threshold(spec.rag, "grounded_threshold"),
+            abstain_threshold=_threshold(spec.rag, "abstain_threshold"),
         )
     return GenerationRequest(
         adapter=parse_ref(spec.adapter) if spec.adapter else None,
@@ -60,14 +61,13 @@ def _abstain(value: int) -> AbstainPolicy:
     return ABSTAIN_FROM_PB[value]
 
 
-def _threshold(rag: pb.RagOptions) -> float | None:
-    if not rag.HasField("grounded_threshold"):
+def _threshold(rag: pb.RagOptions, name: str) -> float | None:
+    if not rag.HasField(name):
         return None
-    if not 0 <= rag.grounded_threshold <= 1:  # NaN fails too
-        raise InvalidArgument(
-            f"rag.grounded_threshold must be between 0 and 1, got {rag.grounded_threshold}"
-        )
-    return rag.grounded_threshold
+    value = getattr(rag, name)
+    if not 0 <= value <= 1:  # NaN fails too
+        raise InvalidArgument(f"rag.{name} must be between 0 and 1, got {value}")
+    return value
 
 
 def result(record: GenerationResult) -> pb.GenerationResult:
@@ -108,4 +108,5 @@ def result(record: GenerationResult) -> pb.GenerationResult:
         grounded_threshold=record.grounded_threshold,
         checked_text=record.checked_text,
         checked_score=record.checked_score,
+        abstain_threshold=record.abstain_threshold,
     )

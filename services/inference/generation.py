@@ -6,6 +6,7 @@ the servicer only converts protobuf.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -29,6 +30,7 @@ from services.inference.rag import (
     select_sources,
 )
 from services.inference.records import ChunkSearch, RetrievedChunk, SearchResult
+from services.inference.relevance import Similarity
 from services.inference.settings import InferenceSettings
 
 ROLES = {"system", "user", "assistant"}
@@ -68,6 +70,8 @@ class RagRequest:
     abstain: AbstainPolicy = AbstainPolicy.OFF
     #: None: the tenant's default (`InferenceSettings.threshold_for`).
     grounded_threshold: float | None = None
+    #: None: the service's (`InferenceSettings.abstain_threshold`).
+    abstain_threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,7 @@ class GenerationResult:
     grounded_threshold: float = 0.0
     checked_text: str = ""
     checked_score: float = 0.0
+    abstain_threshold: float = 0.0
 
 
 class InferenceCore:
@@ -128,8 +133,10 @@ class InferenceCore:
         adapters: AdapterManager,
         retrieval: Retriever,
         admission: Admission,
+        similarity: Similarity | None = None,
     ) -> None:
         self.engine = engine
+        self.similarity = similarity
         self.adapters = adapters
         self.retrieval = retrieval
         self.admission = admission
@@ -137,6 +144,7 @@ class InferenceCore:
         self.default_max_tokens = settings.default_max_tokens
         self.rag_context_share = settings.rag_context_share
         self.threshold_for = settings.threshold_for
+        self.abstain_threshold = settings.abstain_threshold
 
     async def generate(
         self, tenant: str, request: GenerationRequest
@@ -192,28 +200,30 @@ class InferenceCore:
                 )
         TOKENS.labels(tenant, label).inc(result.completion_tokens)
         if request.rag and request.rag.collection:
-            threshold = request.rag.grounded_threshold
-            if threshold is None:
-                threshold = self.threshold_for(tenant)
-            self._check(result, sources, turns[-1][1], request.rag.abstain, threshold)
+            await asyncio.to_thread(self._check, result, sources, turns[-1][1], tenant, request.rag)
         else:
             result.generated_text = result.text
         yield result
 
-    @staticmethod
     def _check(
+        self,
         result: GenerationResult,
         sources: list[Source],
         question: str,
-        policy: AbstainPolicy,
-        threshold: float,
+        tenant: str,
+        rag: RagRequest,
     ) -> None:
         """Every citation against its passage; unsupported ones dropped, abstain by policy."""
         result.generated_text = result.text
         passages = {s.number: s.chunk.text for s in sources}
+        threshold = rag.grounded_threshold
+        abstain = self.abstain_threshold if rag.abstain_threshold is None else rag.abstain_threshold
         verdict = check_answer(
-            result.text, passages, question=question, policy=policy, threshold=threshold
-        )
+            result.text, passages, question=question, policy=rag.abstain,
+            threshold=self.threshold_for(tenant) if threshold is None else threshold,
+            abstain_below=abstain, similarity=self.similarity,
+        )  # fmt: skip
+        result.abstain_threshold = abstain
         result.text, result.grounded = verdict.text, verdict.grounded
         result.refusal, result.quoted = verdict.refusal, verdict.quoted
         result.grounding_score, result.grounded_threshold = verdict.score, verdict.threshold

@@ -11,7 +11,8 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from services.common.adapter_weights import DEFAULT_MAX_ABS
 from services.common.settings import ServiceSettings
-from services.inference.relevance import DEFAULT_THRESHOLD
+from services.inference.relevance import DEFAULT_ABSTAIN_THRESHOLD, DEFAULT_THRESHOLD
+from services.inference.similarity import DEFAULT_PACKAGE
 from services.models.store import DEFAULT_MODEL
 
 
@@ -71,6 +72,11 @@ class InferenceSettings(ServiceSettings):
     grounded_threshold: float = Field(DEFAULT_THRESHOLD, ge=0, le=1)
     #: Per-tenant defaults, "acme=0.6,beta=0.75".
     grounded_thresholds: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
+    #: Below this grounding score, abstain policies serve nothing (a request's own wins).
+    abstain_threshold: float = Field(DEFAULT_ABSTAIN_THRESHOLD, ge=0, le=1)
+    #: Installed package of the sentence-transformers model whose cosine joins the
+    #: grounding score's relevance (the retrieval embedder); "" scores relevance lexically.
+    relevance_model: str = DEFAULT_PACKAGE
 
     @field_validator("grounded_thresholds", mode="before")
     @classmethod
