@@ -203,10 +203,10 @@ def check_answer(
     found = quote(relevance) if policy is AbstainPolicy.QUOTE else None
     quoted = None
     if found is not None:
-        quote_text, number, quote_raw = found
+        quote_text, numbers, quote_raw = found
         quoted = Verdict(
             quote_text, calibrate(quote_raw) >= threshold, Refusal.NONE, True,
-            _checks(scores, {number}, {number}, model_cited), calibrate(quote_raw), quote_raw,
+            _checks(scores, numbers, numbers, model_cited), calibrate(quote_raw), quote_raw,
             threshold, checked, score,
         )  # fmt: skip
     if declined:  # the model's decline stands, unless a quote reaches the threshold
@@ -227,15 +227,17 @@ def check_answer(
                    checked, score)  # fmt: skip
 
 
-def quote(relevance: Relevance) -> tuple[str, int, float] | None:
-    """The most relevant passage sentence, cut to `_QUOTE_MAX_WORDS` and cited, its raw score."""
+def quote(relevance: Relevance) -> tuple[str, set[int], float] | None:
+    """The most relevant passage sentence (joined where a chunk boundary cut it), cut to
+    `_QUOTE_MAX_WORDS` words and cited; the passages it cites and its raw score."""
     best = relevance.best()
     if best is None:
         return None
-    words = best.text.split()
+    words = (best.whole or best.text).split()
     cut = len(words) > _QUOTE_MAX_WORDS
     text = " ".join(words[:_QUOTE_MAX_WORDS]) + (" ..." if cut else "")
-    return f"{text} [{best.number}]", best.number, best.relevance
+    markers = "".join(f"[{n}]" for n in sorted(best.numbers or (best.number,)))
+    return f"{text} {markers}", set(best.numbers or (best.number,)), best.relevance
 
 
 def _cite_for_the_model(claims: list[_Piece], indexed: Mapping[int, Passage]) -> set[int]:

@@ -69,7 +69,8 @@ _STOPWORDS_OF_FOCUS = frozenset(
     re.split(
         r"\s+",
         "a an the is are was were do does did of to in on for our my your this that"
-        " kind sort type i we you it",
+        " kind sort type i we you it they he she can could should would will may might must"
+        " shall has have had get gets",
     )
 )
 #: Words a question uses about any workplace rule: they select nothing.
@@ -78,9 +79,9 @@ _GENERIC = frozenset(
 )
 #: Raw score -> share right on the training split (isotonic, `demo/calibrate_grounding.py`).
 CALIBRATION: tuple[tuple[float, float], ...] = (
-    (0.0, 0.0), (0.0274, 0.0), (0.0872, 0.0291), (0.129, 0.0556), (0.1443, 0.0577),
-    (0.1832, 0.1667), (0.2683, 0.2661), (0.3804, 0.325), (0.441, 0.4667), (0.5021, 0.6),
-    (0.5652, 0.7059), (0.6714, 0.8571), (0.9006, 1.0), (1.0, 1.0),
+    (0.0, 0.0), (0.0274, 0.0), (0.0872, 0.028), (0.129, 0.0556), (0.164, 0.0968),
+    (0.2552, 0.26), (0.3463, 0.3077), (0.4075, 0.3571), (0.4591, 0.5), (0.5021, 0.6),
+    (0.5755, 0.7069), (0.6714, 0.8571), (0.9006, 1.0), (1.0, 1.0),
 )  # fmt: skip
 #: The documented default threshold (chosen on the training split, docs/grounding.md).
 DEFAULT_THRESHOLD = 0.45
@@ -99,6 +100,41 @@ class Sentence:
     terms: frozenset[str]  # folded numbers, codes and names (`Passage.terms`)
     stems: frozenset[str]
     relevance: float
+    whole: str = ""  # the sentence as scored: joined across a chunk boundary where cut
+    numbers: tuple[int, ...] = ()  # the passages `whole` spans
+
+
+_FINISHED = re.compile(r"[.!?][\"')\]]*$")
+
+
+def _stitched(found: list[tuple[int, str, Passage]]) -> dict[int, tuple[str, tuple[int, ...]]]:
+    """Sentences a chunk boundary cut in two, joined where the chunks overlap: the unfinished
+    last sentence of one passage and the first of another that starts mid-sentence with the
+    same words ("... 180 EUR per night in standard" + "standard cities and 240 EUR ...")."""
+    firsts: dict[int, int] = {}
+    lasts: dict[int, int] = {}
+    for i, (number, _, _) in enumerate(found):
+        firsts.setdefault(number, i)
+        lasts[number] = i
+    out: dict[int, tuple[str, tuple[int, ...]]] = {}
+    for a, i in lasts.items():
+        head = found[i][1]
+        if _FINISHED.search(head):
+            continue
+        for b, j in firsts.items():
+            tail = found[j][1]
+            if a == b or not tail[:1].islower():
+                continue
+            left, right = head.split(), tail.split()
+            overlap = next(
+                (k for k in range(min(len(left), len(right), 40), 0, -1) if left[-k:] == right[:k]),
+                0,
+            )
+            if overlap:
+                whole = " ".join([*left, *right[overlap:]])
+                out[i] = out[j] = (whole, (a, b))
+                break
+    return out
 
 
 def _question_names(question: str) -> frozenset[str]:
@@ -125,19 +161,21 @@ class Relevance:
             for text in sentences(passage)
             if not text.startswith("#")
         ]
-        all_stems = [stems_of(text) for _, text, _ in found]
+        joined = _stitched(found)
+        read = [joined.get(i, (text, (n,)))[0] for i, (n, text, _) in enumerate(found)]
+        all_stems = [stems_of(text) for text in read]
         weight = {t: math.log(1 + len(found) / (1 + sum(t in s for s in all_stems))) for t in asked}
         total = sum(weight.values())
         self.wants = _Wants.of(question)
         cosines = [0.0] * len(found)
         if similarity is not None and asked and found:
-            cosines = similarity.cosines(question, [text for _, text, _ in found])
+            cosines = similarity.cosines(question, read)
         raw = []
-        for (_, text, passage), held, cosine in zip(found, all_stems, cosines, strict=True):
+        for text, held, cosine in zip(read, all_stems, cosines, strict=True):
             value = sum(weight[t] for t in asked & held) / total if total else 1.0
             if similarity is not None and asked:
                 value = (value + max(cosine, 0.0)) / 2
-            if self.wants.names - passage.terms:
+            if self.wants.names and not self.wants.names & Passage(text).terms:
                 value *= _PENALTY
             if self.wants.focus and self.wants.focus not in held:
                 value *= _PENALTY
@@ -147,9 +185,12 @@ class Relevance:
         ranked = sorted(raw, reverse=True)
         cut = ranked[TOP - 1] if len(ranked) >= TOP else 0.0
         self.sentences = [
-            Sentence(n, text, passage.terms, held, v if v >= cut else v * _PENALTY)
-            for (n, text, passage), held, v in zip(found, all_stems, raw, strict=True)
-        ]
+            Sentence(
+                n, text, passage.terms, stems_of(text), v if v >= cut else v * _PENALTY,
+                *joined.get(i, (text, (n,))),
+            )
+            for i, ((n, text, passage), v) in enumerate(zip(found, raw, strict=True))
+        ]  # fmt: skip
 
     def best(self) -> Sentence | None:
         """The most relevant sentence (ties: the earlier one)."""
