@@ -35,11 +35,19 @@ def ask(
     temperature: Annotated[float, typer.Option()] = 0.0,
     system: Annotated[str, typer.Option(help="system message")] = "",
     abstain: Annotated[
-        str, typer.Option(help="when no source supports the answer: off, refuse or quote")
-    ] = "off",
+        str,
+        typer.Option(
+            help="below the grounded threshold: quote (the better of the answer and the most"
+            " relevant passage sentence), refuse, or off (docs/grounding.md)"
+        ),
+    ] = "quote",
     threshold: Annotated[
         float | None,
         typer.Option(help="grounding score (0-1) to flag grounded; default: the tenant's"),
+    ] = None,
+    abstain_threshold: Annotated[
+        float | None,
+        typer.Option(help="score (0-1) below which refuse/quote serve nothing; default 0.25"),
     ] = None,
     address: AddressOption = None,
     api_key: ApiKeyOption = None,
@@ -55,6 +63,7 @@ def ask(
             messages=messages, adapter=adapter, collection=collection, top_k=top_k,
             hybrid=hybrid, filters=_filters(filter_), max_tokens=max_tokens,
             temperature=temperature, abstain=abstain, grounded_threshold=threshold,
+            abstain_threshold=abstain_threshold,
         ):  # fmt: skip
             if isinstance(item, str):
                 console.print(item, end="", markup=False, highlight=False)
