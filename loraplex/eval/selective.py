@@ -27,7 +27,7 @@ from loraplex.eval.questions import Question
 from loraplex.eval.scoring import Answer, is_correct
 from loraplex.eval.stats import bootstrap_ci
 
-THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
+THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 
 
 def score_of(answer: Answer) -> float | None:
@@ -56,8 +56,8 @@ def curve(
 ) -> list[dict[str, Any]] | None:
     """Risk and coverage at every threshold of `THRESHOLDS` (and the served one), or None
     when the answers carry no score."""
-    if not any(score_of(a) is not None for seed in seeds for a in seed):
-        return None
+    if not any((score_of(a) or 0.0) > 0 for seed in seeds for a in seed):
+        return None  # no score, or nothing ever scored: no curve to draw
     served = threshold_of(seeds)
     levels = sorted({*THRESHOLDS, *([served] if served is not None else [])})
     right = [[is_correct(q, a) for q, a in zip(questions, seed, strict=True)] for seed in seeds]
@@ -131,9 +131,7 @@ def plot(curves: dict[str, list[dict[str, Any]]], path: Path) -> Path | None:
     ax.axvline(30, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("coverage: answerable questions flagged grounded (%)")
     ax.set_ylabel("precision: flagged answers that are right (%)")
-    ax.set_title(
-        "The grounded flag as a selective answerer (95% intervals at the served threshold)"
-    )
+    ax.set_title("Grounded flag as a selective answerer (95% CI at the served threshold)")
     ax.set_xlim(0, 100)
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
