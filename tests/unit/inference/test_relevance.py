@@ -149,7 +149,7 @@ def test_calibration_is_a_share_rising_with_the_raw_score():
     xs = [x for x, _ in CALIBRATION]
     ys = [y for _, y in CALIBRATION]
     assert xs == sorted(xs) and ys == sorted(ys)
-    assert xs[0] == 0.0 and xs[-1] == 1.0 and 0 <= ys[0] and ys[-1] <= 1
+    assert xs[0] == 0.0 and xs[-1] == 1.0 and ys[0] >= 0 and ys[-1] <= 1
     assert calibrate(0.0) == ys[0] and calibrate(1.0) == ys[-1]
     assert calibrate(-1.0) == ys[0] and calibrate(2.0) == ys[-1]
     assert 0 < DEFAULT_ABSTAIN_THRESHOLD < DEFAULT_THRESHOLD < 1
