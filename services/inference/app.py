@@ -54,7 +54,14 @@ class InferenceApp(Service):
             log.warning("no LORAPLEX_INFERENCE_SERVICE_KEY: adapters and RAG will be unavailable")
         similarity = None
         if s.relevance_model:  # the grounding score's embedder (docs/grounding.md)
-            similarity = await asyncio.to_thread(SentenceSimilarity, s.relevance_model)
+            try:
+                similarity = await asyncio.to_thread(SentenceSimilarity, s.relevance_model)
+            except (ImportError, RuntimeError) as error:  # an image without the ml extra
+                log.warning(
+                    "relevance embedder %r unavailable (%s): the grounding score's relevance"
+                    " is lexical only, which its calibration was not fitted for",
+                    s.relevance_model, error,
+                )  # fmt: skip
         registry = RegistryGateway(
             self.kit.remote(
                 "registry",
