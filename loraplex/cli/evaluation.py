@@ -14,7 +14,13 @@ from loraplex.cli.common import AddressOption, ApiKeyOption, console, err_consol
 from loraplex.client.inference import InferenceClient
 from loraplex.eval import EvalConfig, EvalSettings, QuestionFileError, load_questions
 from loraplex.eval.report import HEADLINE, cell, markdown, summarize, to_json
-from loraplex.eval.runner import add_policy_rows, load_run, recheck_run, run_eval
+from loraplex.eval.runner import (
+    add_policy_curves,
+    add_policy_rows,
+    load_run,
+    recheck_run,
+    run_eval,
+)
 from loraplex.eval.selective import plot
 
 CONFIG_HELP = (
@@ -114,6 +120,7 @@ def eval_(
         if recheck:
             recheck_run(stored)
             add_policy_rows(stored)
+            add_policy_curves(stored)
         _report(summarize(stored, target or None), out, title)
         return
     if not configs:

@@ -164,7 +164,9 @@ def summarize(run: EvalRun, target: str | None = None) -> dict[str, Any]:
         "target": target,
         "goals": goals(configs, differences, target) if target else {},
         "risk_coverage": {
-            name: rows for name in names if (rows := curve(run.questions, run.answers[name]))
+            name: rows
+            for name in names
+            if (rows := curve(run.questions, run.answers[name], run.at_threshold.get(name)))
         },
         "answers": _answers(run, names, scored),
     }

