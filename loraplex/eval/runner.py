@@ -283,11 +283,13 @@ def add_policy_rows(run: EvalRun) -> None:
 
 
 def add_policy_curves(run: EvalRun) -> None:
-    """For each REFUSE and QUOTE configuration, its answers judged again at every threshold
-    of the risk-coverage curve (the served text depends on the threshold)."""
-    model_rows = {c.model_row for c in run.configs if c.model_row}
+    """For each REFUSE and QUOTE configuration asked of the service, its answers judged
+    again at every threshold of the risk-coverage curve (the served text depends on the
+    threshold). Policy rows are not: they would cost `make demo` a minute of CPU; their
+    curves re-threshold the answers served at the default."""
+    derived = {r for c in run.configs for r in c.extra_rows}
     for config in run.configs:
-        if config.abstain not in ("refuse", "quote") or config.name in model_rows:
+        if config.abstain not in ("refuse", "quote") or config.name in derived:
             continue
         seeds = run.answers[config.name]
         if threshold_of(seeds) is None:

@@ -12,10 +12,11 @@ t. Per threshold, over the answerable questions:
 
 Every figure carries its 95% bootstrap interval over questions (seeds pooled per
 question, as the other metrics). For a row whose served text does not depend on the
-threshold (OFF, the extractive baseline) the served answers are re-thresholded; for
-REFUSE and QUOTE, whose served text does, the evaluation judges the model's text again
-at every threshold (`EvalRun.at_threshold`, `runner.add_policy_curves`), so each point
-is what that policy would have served there.
+threshold (OFF, the extractive baseline) the served answers are re-thresholded; for a
+REFUSE or QUOTE configuration asked of the service, whose served text does, the
+evaluation judges the model's text again at every threshold (`EvalRun.at_threshold`,
+`runner.add_policy_curves`), so each point is what that policy would have served
+there. Policy rows derived from another configuration are re-thresholded only.
 """
 
 from __future__ import annotations

@@ -86,13 +86,13 @@ def test_policy_rows_judge_the_same_generations_by_the_service_check():
     extractive = run.answers["extractive baseline"][0][0]
     assert extractive.extra["grounded_threshold"] == 0.45 and extractive.grounded is not None
     # REFUSE and QUOTE serve different text at another threshold: judged again there
-    assert set(run.at_threshold) == {"refuse", "quote", "served"}
-    judged = run.at_threshold["quote"]
+    assert set(run.at_threshold) == {"served"}  # the configuration asked, not its policy rows
+    judged = run.at_threshold["served"]
     assert all(judged[t][0][0].extra["grounded_threshold"] == t for t in judged)
     summary = summarize(run, "quote")
-    rows = summary["risk_coverage"]["quote"]
+    rows = summary["risk_coverage"]["served"]
     assert all(r["rejudged"] for r in rows if not r["served"])
-    assert "Risk-coverage of **quote** (the policy judged again" in markdown(summary)
+    assert "Risk-coverage of **served** (the policy judged again" in markdown(summary)
     assert not any(r["rejudged"] for r in summary["risk_coverage"]["off"])
     assert set(summary["goals"]) >= {"grounded_precision", "unanswerable_flagged"}
     again = summarize(load_run(json.loads(to_json(summary)), [TERN, DOG]), "quote")
