@@ -220,7 +220,8 @@ def check_answer(
         calibrate(raw), raw, threshold, checked, score,
     )  # fmt: skip
     best = quoted if quoted is not None and quoted.score > own.score else own
-    if best.grounded or best.score >= abstain_below:
+    servable = best is quoted or any(p.is_claim for p in kept)  # never an emptied answer
+    if servable and (best.grounded or best.score >= abstain_below):
         return best
     return Verdict(DECLINE, False, Refusal.NOT_SUPPORTED, False,
                    _checks(scores, set(), set(), model_cited), 0.0, 0.0, threshold,

@@ -161,3 +161,10 @@ def test_no_question_means_relevance_cannot_be_told_and_support_decides():
     assert not check_answer(
         "The Tern battery pack is covered for 18 months. [1]", WARRANTY
     ).grounded
+
+
+def test_an_answer_with_every_claim_cut_is_never_served():
+    text = "Quill arms are covered for 99 months. [1]"  # no passage supports it
+    verdict = check_answer(text, WARRANTY, question=QUESTION, policy=AbstainPolicy.REFUSE,
+                           abstain_below=0.0)  # fmt: skip
+    assert verdict.text == DECLINE and verdict.refusal is Refusal.NOT_SUPPORTED
