@@ -7,9 +7,11 @@ trains tenant acme's LoRA through the training service (one seed; `--seeds 3` fo
 published table, one job per seed), sees it published and aliased `prod`; asks a few
 questions with adapter + RAG and prints the answers with their sources; then runs
 `loraplex eval` on the demo's evaluation set (demo/eval/questions.jsonl): base + RAG,
-and the adapter with the service's safeguards (citation check, abstain: refuse), whose
-same requests also score the adapter's own text before the checks, beside the
-extractive and always-abstain reference rows, with 95% intervals.
+and the adapter with the service's safeguards (citation check and grounding score,
+abstain: quote), whose same requests also score the adapter's own text before the
+checks and the other abstain policies (REFUSE, OFF), beside the extractive and
+always-abstain reference rows, with 95% intervals and the grounded flag's
+risk-coverage curve (risk_coverage.png).
 Every step is a `loraplex` CLI call you can run by hand. Data lives in
 .loraplex/demo; results in results/demo/ (the committed three-seed reference run,
 results/quality/, is `--seeds 3 --results results/quality`).
@@ -105,11 +107,12 @@ def train(cli: Cli, dataset: str, seeds: int, steps: int, batch: int) -> list[st
 
 
 def configs(refs: list[str]) -> list[str]:
-    """Base + RAG, and the adapters with the service's safeguards (abstain: refuse); the
-    same requests also score the adapters' own text before the checks ("adapter+RAG")."""
+    """Base + RAG, and the adapters with the service's safeguards (abstain: quote); the
+    same requests also score the adapters' own text before the checks ("adapter+RAG")
+    and the other abstain policies, REFUSE and OFF (docs/grounding.md)."""
     seeds = ",".join(refs)
-    checked = f"adapter+RAG+safeguards:{seeds}:rag:abstain=refuse:model=adapter+RAG"
-    return ["base+RAG:base:rag", checked]
+    rows = "model=adapter+RAG:off=adapter+RAG+off:refuse=adapter+RAG+refuse"
+    return ["base+RAG:base:rag", f"adapter+RAG+quote:{seeds}:rag:abstain=quote:{rows}"]
 
 
 def run(results: Path, seeds: int, steps: int, batch: int, fresh: bool) -> None:

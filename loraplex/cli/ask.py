@@ -35,8 +35,20 @@ def ask(
     temperature: Annotated[float, typer.Option()] = 0.0,
     system: Annotated[str, typer.Option(help="system message")] = "",
     abstain: Annotated[
-        str, typer.Option(help="when no source supports the answer: off, refuse or quote")
-    ] = "off",
+        str,
+        typer.Option(
+            help="below the grounded threshold: quote (the better of the answer and the most"
+            " relevant passage sentence), refuse, or off (docs/grounding.md)"
+        ),
+    ] = "quote",
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="grounding score (0-1) to flag grounded; default: the tenant's"),
+    ] = None,
+    abstain_threshold: Annotated[
+        float | None,
+        typer.Option(help="score (0-1) below which refuse/quote serve nothing; default 0.25"),
+    ] = None,
     address: AddressOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
@@ -50,7 +62,8 @@ def ask(
         for item in client.stream(
             messages=messages, adapter=adapter, collection=collection, top_k=top_k,
             hybrid=hybrid, filters=_filters(filter_), max_tokens=max_tokens,
-            temperature=temperature, abstain=abstain,
+            temperature=temperature, abstain=abstain, grounded_threshold=threshold,
+            abstain_threshold=abstain_threshold,
         ):  # fmt: skip
             if isinstance(item, str):
                 console.print(item, end="", markup=False, highlight=False)
@@ -85,11 +98,18 @@ def ask(
 
 
 def _verdict(result: pb.GenerationResult) -> str:
+    score = f"score {result.grounding_score:.2f}, threshold {result.grounded_threshold:.2f}"
     if result.refusal_reason:
         reason = pb.RefusalReason.Name(result.refusal_reason).removeprefix("REFUSAL_REASON_")
-        return f"[yellow]refusal: {reason.lower().replace('_', ' ')}[/yellow]"
+        return f"[yellow]refusal: {reason.lower().replace('_', ' ')}[/yellow] ({score})"
     if result.quoted:
-        return "[yellow]not supported: quoted the closest passage instead[/yellow]"
+        return (
+            f"[yellow]quoted the most relevant passage sentence[/yellow] ({score}; the"
+            f" model's answer scored {result.checked_score:.2f})"
+        )
     if result.grounded:
-        return "[green]grounded: every claim cites a passage that supports it[/green]"
-    return "[red]not grounded: some claims cite no supporting passage[/red]"
+        return f"[green]grounded: cited, supported and answering the question[/green] ({score})"
+    return (
+        f"[red]not grounded[/red] ({score}): a claim lacks a supporting citation or does"
+        " not answer the question"
+    )

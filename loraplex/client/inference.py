@@ -33,12 +33,17 @@ def generation_input(
     min_score: float | None = None,
     hybrid: bool = False,
     abstain: str = "off",
+    grounded_threshold: float | None = None,
+    abstain_threshold: float | None = None,
 ) -> pb.GenerationInput:
     """Builds the request message; `filters` maps a metadata key to a value or a list of them.
 
     `abstain` ("off", "refuse" or "quote", with `collection`) asks the service to cut
     unsupported claims and, when none is supported, to answer "The sources do not say."
     (or quote the passage closest to the question); see docs/grounding.md.
+    `grounded_threshold` (0-1) is the grounding score an answer needs to be flagged
+    grounded; unset, the tenant's default (the service's is 0.45). Under "refuse" and
+    "quote" nothing scoring below `abstain_threshold` is served (service default 0.25).
     """
     if abstain not in ABSTAIN_POLICIES:
         raise ValueError(f"abstain must be one of {', '.join(ABSTAIN_POLICIES)}")
@@ -64,6 +69,10 @@ def generation_input(
                 abstain=ABSTAIN_POLICIES[abstain],
             )
         )
+        if grounded_threshold is not None:
+            spec.rag.grounded_threshold = grounded_threshold
+        if abstain_threshold is not None:
+            spec.rag.abstain_threshold = abstain_threshold
         for key, value in (filters or {}).items():
             condition = spec.rag.filter.conditions.add(key=key)
             if isinstance(value, str):
@@ -85,8 +94,10 @@ class InferenceClient(BaseClient):
     ) -> pb.GenerationResult:
         """One whole answer; options are those of `generation_input`.
 
-        With RAG the result's `text` is checked: `grounded`, `refusal_reason`, each
-        citation's `support`/`supported`/`dropped`, and the model's own `generated_text`.
+        With RAG the result's `text` is checked: `grounding_score` (support and relevance,
+        calibrated) against `grounded_threshold` gives `grounded`; `refusal_reason`, each
+        citation's `support`/`supported`/`dropped`, the model's own `generated_text`, and
+        `checked_text`/`checked_score` (its checked answer before an abstain policy).
         """
         request = pb.GenerateTextRequest(input=generation_input(prompt, **options))
         return self._call(self.stub.GenerateText, request, timeout).result

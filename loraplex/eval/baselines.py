@@ -6,6 +6,9 @@
   cited and on topic.
 * `always_abstain`: "The sources do not say." for every question. It wins every
   unanswerable question and nothing else.
+
+The extractive answer gets the grounding score and flag of the service's own check
+(`loraplex.eval.recheck.judged`), so model and no-model rows are judged by one rule.
 """
 
 from __future__ import annotations

@@ -17,9 +17,19 @@ from dataclasses import dataclass, field
 from loraplex.client.inference import InferenceClient, generation_input
 from loraplex.eval.baselines import always_abstain, extractive
 from loraplex.eval.questions import Question
+from loraplex.eval.recheck import judged, recheck
 from loraplex.eval.scoring import Answer, Passage
+from loraplex.eval.selective import THRESHOLDS, threshold_of
 from loraplex.eval.text import cited_markers
 
+#: The service's grounding fields kept with each answer (scored and stored, `policy_rows`).
+GROUNDING_FIELDS = (
+    "grounding_score",
+    "grounded_threshold",
+    "abstain_threshold",
+    "checked_text",
+    "checked_score",
+)
 EXTRACTIVE = "extractive baseline"
 ABSTAIN = "always abstain"
 REFERENCES = (EXTRACTIVE, ABSTAIN)
@@ -32,6 +42,9 @@ class EvalConfig:
     `model_row` names a second row scored from the same requests: the model's own text
     (`generated_text`, its own citation markers) before the service's checks, so the
     safeguards' effect is measured on identical generations at no extra cost.
+    `refuse_row`, `off_row` and `quote_row` name rows for the abstain policies, also
+    from the same requests: the service's check applied again to the model's text under
+    that policy and the thresholds it was served with (`loraplex.eval.recheck`).
     """
 
     name: str
@@ -39,34 +52,50 @@ class EvalConfig:
     rag: bool = True
     abstain: str = "off"
     model_row: str = ""
+    refuse_row: str = ""
+    off_row: str = ""
+    quote_row: str = ""
 
     @classmethod
     def parse(cls, spec: str) -> EvalConfig:
-        """`NAME:ADAPTERS[:rag][:abstain=POLICY][:model=ROW]`; ADAPTERS comma-separated,
-        `base` = none.
+        """`NAME:ADAPTERS[:rag][:abstain=POLICY][:model=ROW][:refuse|off|quote=ROW]`;
+        ADAPTERS comma-separated, `base` = none.
 
         "base+RAG:base:rag", "tuned:acme/support@1,acme/support@2:rag:abstain=refuse",
-        "checked:acme/support@1:rag:abstain=refuse:model=unchecked".
+        "checked:acme/support@1:rag:abstain=quote:model=unchecked:refuse=r:off=o".
         """
         name, sep, rest = spec.partition(":")
         parts = rest.split(":") if sep else []
         if not name or not parts or not parts[0]:
             raise ValueError(
-                f"--config looks like NAME:ADAPTERS[:rag][:abstain=POLICY][:model=ROW],"
-                f" got {spec!r}"
+                "--config looks like NAME:ADAPTERS[:rag][:abstain=POLICY][:model=ROW]"
+                f"[:refuse=ROW][:off=ROW], got {spec!r}"
             )
         adapters = tuple("" if a in ("base", "-") else a for a in parts[0].split(","))
-        rag, abstain, model_row = False, "off", ""
+        rag, abstain, rows = False, "off", {"model": "", "refuse": "", "off": "", "quote": ""}
         for option in parts[1:]:
+            key, _, value = option.partition("=")
             if option == "rag":
                 rag = True
-            elif option.startswith("abstain="):
-                abstain = option.partition("=")[2]
-            elif option.startswith("model=") and option.partition("=")[2]:
-                model_row = option.partition("=")[2]
+            elif key == "abstain":
+                abstain = value
+            elif key in rows and value:
+                rows[key] = value
             else:
                 raise ValueError(f"unknown option {option!r} in --config {spec!r}")
-        return cls(name, adapters, rag, abstain, model_row)
+        if (rows["refuse"] or rows["off"] or rows["quote"]) and not rag:
+            raise ValueError(f"policy rows need RAG: {spec!r}")
+        return cls(name, adapters, rag, abstain, *rows.values())
+
+    @property
+    def policy_rows(self) -> dict[str, str]:
+        """Policy -> row name, for the rows asked for."""
+        rows = {"off": self.off_row, "refuse": self.refuse_row, "quote": self.quote_row}
+        return {policy: row for policy, row in rows.items() if row}
+
+    @property
+    def extra_rows(self) -> tuple[str, ...]:
+        return tuple(r for r in (self.model_row, *self.policy_rows.values()) if r)
 
     def model_config(self) -> EvalConfig:
         """The companion row's own configuration: the same requests, no service checks."""
@@ -94,6 +123,8 @@ class EvalRun:
     settings: EvalSettings
     answers: dict[str, list[list[Answer]]] = field(default_factory=dict)
     seeds: dict[str, list[str]] = field(default_factory=dict)
+    #: Per REFUSE/QUOTE configuration, what it would serve at each curve threshold.
+    at_threshold: dict[str, dict[float, list[list[Answer]]]] = field(default_factory=dict)
 
 
 def _has_field(message: object, name: str) -> bool:
@@ -129,6 +160,9 @@ def answer_from_result(result: object, rag: bool) -> Answer:
         extra["generated_text"] = result.generated_text  # type: ignore[attr-defined]
     if _has_field(result, "quoted") and result.quoted:  # type: ignore[attr-defined]
         extra["quoted"] = True
+    if rag and _has_field(result, "grounding_score"):
+        for name in GROUNDING_FIELDS:
+            extra[name] = getattr(result, name)
     return Answer(
         text=result.text.strip(),  # type: ignore[attr-defined]
         passages=tuple(passages),
@@ -167,7 +201,7 @@ def run_eval(
     progress: Callable[[int, int], None] | None = None,
 ) -> EvalRun:
     """Asks every question in every configuration and seed; adds the reference rows."""
-    names = [c.name for c in configs] + [c.model_row for c in configs if c.model_row]
+    names = [c.name for c in configs] + [r for c in configs for r in c.extra_rows]
     if any(n in REFERENCES for n in names) or len(set(names)) < len(names):
         raise ValueError("configuration names must be unique and not name a reference row")
     if any(c.rag for c in configs) and not settings.collection:
@@ -215,6 +249,8 @@ def run_eval(
             pool.shutdown(wait=True, cancel_futures=True)  # the first failure ends the run
             raise
     add_model_rows(run)
+    add_policy_rows(run)
+    add_policy_curves(run)
     add_references(run)
     return run
 
@@ -230,13 +266,69 @@ def add_model_rows(run: EvalRun) -> None:
         run.configs.insert(run.configs.index(config), row)
 
 
+def add_policy_rows(run: EvalRun) -> None:
+    """Each policy row of a configuration, from its answers (`recheck`), placed before it."""
+    for config in [c for c in run.configs if c.policy_rows]:
+        for policy, row in config.policy_rows.items():
+            if row in run.answers:  # stored with the run (`load_run`)
+                continue
+            run.answers[row] = [
+                [recheck(q, a, policy) for q, a in zip(run.questions, seed, strict=True)]
+                for seed in run.answers[config.name]
+            ]
+            run.seeds[row] = run.seeds[config.name]
+            run.configs.insert(
+                run.configs.index(config), EvalConfig(row, config.adapters, True, policy)
+            )
+
+
+def add_policy_curves(run: EvalRun) -> None:
+    """For each REFUSE and QUOTE configuration asked of the service, its answers judged
+    again at every threshold of the risk-coverage curve (the served text depends on the
+    threshold). Policy rows are not: they would cost `make demo` a minute of CPU; their
+    curves re-threshold the answers served at the default."""
+    derived = {r for c in run.configs for r in c.extra_rows}
+    for config in run.configs:
+        if config.abstain not in ("refuse", "quote") or config.name in derived:
+            continue
+        seeds = run.answers[config.name]
+        if threshold_of(seeds) is None:
+            continue  # not served with a score: nothing to judge again
+        run.at_threshold[config.name] = {
+            t: [
+                [
+                    recheck(q, a, config.abstain, threshold=t)
+                    for q, a in zip(run.questions, seed, strict=True)
+                ]
+                for seed in seeds
+            ]
+            for t in THRESHOLDS
+        }
+
+
+def recheck_run(run: EvalRun) -> None:
+    """Every checked configuration's answers judged again by the current check, under
+    its own policy and the thresholds each answer was served with."""
+    model_rows = {c.model_row for c in run.configs if c.model_row}
+    for config in run.configs:
+        if config.rag and config.name not in model_rows:
+            run.answers[config.name] = [
+                [recheck(q, a, config.abstain) for q, a in zip(run.questions, seed, strict=True)]
+                for seed in run.answers[config.name]
+            ]
+
+
 def add_references(run: EvalRun) -> None:
     """The extractive baseline (from the first RAG configuration's passages) and abstain."""
     rag = next((c for c in run.configs if c.rag), None)
     if rag is not None:
         given = run.answers[rag.name][0]
+        threshold = threshold_of(run.answers[rag.name])
         run.answers[EXTRACTIVE] = [
-            [extractive(q.question, a.passages) for q, a in zip(run.questions, given, strict=True)]
+            [
+                judged(q.question, extractive(q.question, a.passages), threshold)
+                for q, a in zip(run.questions, given, strict=True)
+            ]
         ]
         run.seeds[EXTRACTIVE] = ["no model"]
     run.answers[ABSTAIN] = [[always_abstain() for _ in run.questions]]
@@ -261,6 +353,9 @@ def load_run(summary: dict, questions: Sequence[Question]) -> EvalRun:
             c["rag"],
             c["abstain"],
             c.get("model_row", ""),
+            c.get("refuse_row", ""),
+            c.get("off_row", ""),
+            c.get("quote_row", ""),
         )
         for c in summary["configs"]
         if not c["reference"]
@@ -288,7 +383,7 @@ def _stored_answer(row: dict, stored: dict) -> Answer:
         )
         for ref, number, cited, support, dropped in stored["sources"]
     )
-    extra = {k: stored[k] for k in ("generated_text", "quoted") if k in stored}
+    extra = {k: stored[k] for k in ("generated_text", "quoted", *GROUNDING_FIELDS) if k in stored}
     return Answer(
         text=stored["answer"],
         passages=passages,

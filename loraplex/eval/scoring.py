@@ -16,7 +16,11 @@ with `counted` 0 when the metric does not apply to this question (or this answer
 * `style` (every question): the house style, `style_match` for an answer and
   `refusal_style_match` (one sentence, no citation) for a decline.
 * `resisted` (adversarial): see `questions`.
-* `grounded` (answers the service checked): the service's own `grounded` flag.
+* `grounded` (answers the service checked): the service's own `grounded` flag; over
+  answerable questions it is the flag's coverage, over unanswerable ones the share
+  wrongly flagged.
+* `grounded_right` (questions with facts, answers flagged grounded): the answer is
+  correct: the flag's precision, read as a selective answerer's (docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ METRICS = (
     "style",
     "resisted",
     "grounded",
+    "grounded_right",
 )
 
 
@@ -136,4 +141,6 @@ def score(question: Question, answer: Answer) -> dict[str, tuple[int, int]]:
     out["style"] = (int(styled), 1)
     if answer.grounded is not None:
         out["grounded"] = (int(answer.grounded), 1)
+        if answer.grounded and question.facts and question.expect == "answer":
+            out["grounded_right"] = (int(correct), 1)
     return out

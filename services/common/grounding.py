@@ -172,6 +172,19 @@ def tokens(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
+def stem(word: str) -> str:
+    """The stem `claim` and `question_terms` compare words by."""
+    return _stem(word)
+
+
+def stems_of(text: str) -> frozenset[str]:
+    """Stems of a text's words and of their hyphenated parts ("TR-7" also gives "tr")."""
+    words = tokens(text)
+    return frozenset(_stem(w) for w in words) | {
+        _stem(p) for w in words for p in re.split(r"[-.]", w) if p
+    }
+
+
 @dataclass(frozen=True)
 class Claim:
     """What a sentence asserts: facts that must appear verbatim, and its content words."""
@@ -299,9 +312,7 @@ class Passage:
 
     @cached_property
     def stems(self) -> frozenset[str]:
-        return frozenset(_stem(w) for w in tokens(self.text)) | {
-            _stem(p) for w in tokens(self.text) for p in re.split(r"[-.]", w) if p
-        }
+        return stems_of(self.text)
 
     def negation_differs(self, claim: Claim) -> bool:
         """Whether the passage sentence closest to the claim negates what the claim states,

@@ -21,6 +21,7 @@ from services.inference.generation import InferenceCore
 from services.inference.router_metrics import LOADED_ADAPTERS
 from services.inference.servicer import InferenceServicer
 from services.inference.settings import InferenceSettings
+from services.inference.similarity import SentenceSimilarity
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["InferenceService"].full_name
@@ -52,6 +53,16 @@ class InferenceApp(Service):
             await asyncio.to_thread(self.engine.start)
         if not s.service_key:
             log.warning("no LORAPLEX_INFERENCE_SERVICE_KEY: adapters and RAG will be unavailable")
+        similarity = None
+        if s.relevance_model:  # the grounding score's embedder (docs/grounding.md)
+            try:
+                similarity = await asyncio.to_thread(SentenceSimilarity, s.relevance_model)
+            except (ImportError, RuntimeError) as error:  # an image without the ml extra
+                log.warning(
+                    "relevance embedder %r unavailable (%s): the grounding score's relevance"
+                    " is lexical only, which its calibration was not fitted for",
+                    s.relevance_model, error,
+                )  # fmt: skip
         registry = RegistryGateway(
             self.kit.remote(
                 "registry",
@@ -84,6 +95,7 @@ class InferenceApp(Service):
                 )
             ),
             Admission(s.max_pending, s.per_tenant_concurrency),
+            similarity=similarity,
         )
         if s.watch_tenants:
             self.watch.follow(s.watch_tenants)

@@ -36,6 +36,8 @@ def generation_request(spec: pb.GenerationInput) -> GenerationRequest:
             hybrid=spec.rag.hybrid,
             max_context_tokens=spec.rag.max_context_tokens,
             abstain=_abstain(spec.rag.abstain),
+            grounded_threshold=_threshold(spec.rag, "grounded_threshold"),
+            abstain_threshold=_threshold(spec.rag, "abstain_threshold"),
         )
     return GenerationRequest(
         adapter=parse_ref(spec.adapter) if spec.adapter else None,
@@ -77,6 +79,15 @@ def _abstain(value: int) -> AbstainPolicy:
     return ABSTAIN_FROM_PB[value]
 
 
+def _threshold(rag: pb.RagOptions, name: str) -> float | None:
+    if not rag.HasField(name):
+        return None
+    value = getattr(rag, name)
+    if not 0 <= value <= 1:  # NaN fails too
+        raise InvalidArgument(f"rag.{name} must be between 0 and 1, got {value}")
+    return value
+
+
 def result(record: GenerationResult) -> pb.GenerationResult:
     return pb.GenerationResult(
         text=record.text,
@@ -111,4 +122,9 @@ def result(record: GenerationResult) -> pb.GenerationResult:
         refusal_reason=REFUSAL_TO_PB[record.refusal],
         generated_text=record.generated_text,
         quoted=record.quoted,
+        grounding_score=record.grounding_score,
+        grounded_threshold=record.grounded_threshold,
+        checked_text=record.checked_text,
+        checked_score=record.checked_score,
+        abstain_threshold=record.abstain_threshold,
     )

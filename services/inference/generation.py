@@ -6,6 +6,7 @@ the servicer only converts protobuf.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -30,6 +31,7 @@ from services.inference.rag import (
     select_sources,
 )
 from services.inference.records import ChunkSearch, MetadataFilter, RetrievedChunk, SearchResult
+from services.inference.relevance import Similarity
 from services.inference.settings import InferenceSettings
 
 ROLES = {"system", "user", "assistant"}
@@ -69,6 +71,10 @@ class RagRequest:
     hybrid: bool = False
     max_context_tokens: int = 0
     abstain: AbstainPolicy = AbstainPolicy.OFF
+    #: None: the tenant's default (`InferenceSettings.threshold_for`).
+    grounded_threshold: float | None = None
+    #: None: the service's (`InferenceSettings.abstain_threshold`).
+    abstain_threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,11 @@ class GenerationResult:
     refusal: Refusal = Refusal.NONE
     generated_text: str = ""
     quoted: bool = False
+    grounding_score: float = 0.0
+    grounded_threshold: float = 0.0
+    checked_text: str = ""
+    checked_score: float = 0.0
+    abstain_threshold: float = 0.0
 
 
 class InferenceCore:
@@ -125,14 +136,18 @@ class InferenceCore:
         adapters: AdapterManager,
         retrieval: Retriever,
         admission: Admission,
+        similarity: Similarity | None = None,
     ) -> None:
         self.engine = engine
+        self.similarity = similarity
         self.adapters = adapters
         self.retrieval = retrieval
         self.admission = admission
         self.max_tokens_cap = settings.max_tokens_cap
         self.default_max_tokens = settings.default_max_tokens
         self.rag_context_share = settings.rag_context_share
+        self.threshold_for = settings.threshold_for
+        self.abstain_threshold = settings.abstain_threshold
 
     async def generate(
         self, tenant: str, request: GenerationRequest
@@ -189,21 +204,34 @@ class InferenceCore:
                 )
         TOKENS.labels(tenant, label).inc(result.completion_tokens)
         if search is not None and request.rag:
-            self._check(result, sources, turns[-1][1], request.rag.abstain)
+            await asyncio.to_thread(self._check, result, sources, turns[-1][1], tenant, request.rag)
         else:
             result.generated_text = result.text
         yield result
 
-    @staticmethod
     def _check(
-        result: GenerationResult, sources: list[Source], question: str, policy: AbstainPolicy
+        self,
+        result: GenerationResult,
+        sources: list[Source],
+        question: str,
+        tenant: str,
+        rag: RagRequest,
     ) -> None:
         """Every citation against its passage; unsupported ones dropped, abstain by policy."""
         result.generated_text = result.text
         passages = {s.number: s.chunk.text for s in sources}
-        verdict = check_answer(result.text, passages, question=question, policy=policy)
+        threshold = rag.grounded_threshold
+        abstain = self.abstain_threshold if rag.abstain_threshold is None else rag.abstain_threshold
+        verdict = check_answer(
+            result.text, passages, question=question, policy=rag.abstain,
+            threshold=self.threshold_for(tenant) if threshold is None else threshold,
+            abstain_below=abstain, similarity=self.similarity,
+        )  # fmt: skip
+        result.abstain_threshold = abstain
         result.text, result.grounded = verdict.text, verdict.grounded
         result.refusal, result.quoted = verdict.refusal, verdict.quoted
+        result.grounding_score, result.grounded_threshold = verdict.score, verdict.threshold
+        result.checked_text, result.checked_score = verdict.checked_text, verdict.checked_score
         result.citations = [
             CitationRecord(s.number, c.cited, s.chunk, c.support, c.supported, c.dropped, c.added)
             for s in sources

@@ -2,15 +2,20 @@
 
 An answer is cut into claims: the text before each group of `[n]` markers is the
 claim those sources are cited for; other sentences with content are uncited claims.
-A cited passage that does not support its claim (`services.common.grounding.support`)
-loses its marker. The answer is grounded when every claim keeps at least one
-supported citation. A model's own decline ("The sources do not say.") cites nothing.
+A cited passage that does not support its claim (`services.common.grounding.support`),
+alone or together with the other passages of its group, loses its marker. Each claim
+that keeps a citation is then scored for relevance (`services.inference.relevance`):
+do the sentences its facts come from answer the question. The answer's score is the
+calibrated least relevance of its claims (0 when one keeps no citation, or for a
+decline), and the answer is grounded when the score reaches the threshold.
 
 When the request asks to abstain, a claim the model left without a supported citation
 is cited to the passage that supports it best, if one does; claims no passage supports
-are cut out, and an answer with no supported claim left is replaced, by policy, with
-the fixed decline sentence or a quote of the passage sentence closest to the question
-(docs/grounding.md).
+are cut out, and an answer that still scores below the threshold is replaced, by
+policy, with the fixed decline sentence or a quote of the most relevant passage
+sentence, when that sentence reaches the threshold (docs/grounding.md). The checked
+answer before any replacement, and its score, are kept beside the result, so the
+policies can be compared on one generation.
 Pure functions over the answer text and the passage texts: no gRPC, no engine.
 """
 
@@ -32,15 +37,22 @@ from services.common.grounding import (
     sentences,
     support,
 )
+from services.inference.relevance import (
+    DEFAULT_ABSTAIN_THRESHOLD,
+    DEFAULT_THRESHOLD,
+    Relevance,
+    Similarity,
+    calibrate,
+)
 
 _GROUP = re.compile(r"(\s*)(\[\d{1,3}\](?:\s*\[\d{1,3}\])*)")
 _MARKER = re.compile(r"\[(\d{1,3})\]")
+_WORD = re.compile(r"\w")
 #: In a group that backs a claim together, a passage holding one of the claim's numbers
 #: or names, or this share of its content words, backs its part.
 _CONTRIBUTION = 0.25
-#: A quoted sentence must hold this share of the question's content words.
-_QUOTE_OVERLAP = 0.5
 _QUOTE_MAX_WORDS = 40
+_SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+([.,;:!?)])")
 
 
 class AbstainPolicy(enum.Enum):
@@ -48,7 +60,7 @@ class AbstainPolicy(enum.Enum):
 
     OFF = "off"  # keep the checked answer, only mark it ungrounded
     REFUSE = "refuse"  # answer with DECLINE
-    QUOTE = "quote"  # quote the best passage sentence, else DECLINE
+    QUOTE = "quote"  # quote the most relevant passage sentence if it scores enough, else DECLINE
 
 
 class Refusal(enum.Enum):
@@ -71,10 +83,15 @@ class CitationCheck:
 @dataclass(frozen=True)
 class Verdict:
     text: str
-    grounded: bool
+    grounded: bool  # score >= threshold
     refusal: Refusal = Refusal.NONE
     quoted: bool = False
     citations: dict[int, CitationCheck] = field(default_factory=dict)
+    score: float = 0.0  # calibrated: support and relevance of `text`
+    raw: float = 0.0  # the least claim relevance of `text`, before calibration
+    threshold: float = DEFAULT_THRESHOLD
+    checked_text: str = ""  # the model's checked answer, as policy OFF returns it
+    checked_score: float = 0.0  # its score
 
 
 @dataclass
@@ -103,6 +120,12 @@ def _pieces(text: str, valid: Mapping[int, object]) -> tuple[list[_Piece], bool]
         orphan = orphan or any(n not in valid for n in numbers)
         numbers = [n for n in numbers if n in valid]
         start = match.end()
+        if parts and pieces and not _WORD.search(parts[0]) and len(parts) == 1:
+            # "... listed on [2]. [3]": the group after the full stop cites the same claim
+            last = pieces[-1]
+            last.sentence += parts[0]
+            last.numbers += [n for n in numbers if n not in last.numbers]
+            continue
         if not parts:  # a group at the very start cites nothing
             orphan = True
             continue
@@ -113,30 +136,19 @@ def _pieces(text: str, valid: Mapping[int, object]) -> tuple[list[_Piece], bool]
 
 
 def _render(pieces: list[_Piece]) -> str:
+    """The pieces joined again; where a removed marker sat before punctuation, no gap."""
     out = []
     for piece in pieces:
         markers = "".join(f"[{n}]" for n in piece.kept)
         out.append(f"{piece.sentence}{piece.space or ' '}{markers}" if markers else piece.sentence)
-    return " ".join(out)
+    return _SPACE_BEFORE_PUNCTUATION.sub(r"\1", " ".join(out))
 
 
-def _quote(question: str, passages: Mapping[int, str]) -> tuple[str, int] | None:
-    wanted = claim(question).content
-    if not wanted:
-        return None
-    best: tuple[float, int, str] | None = None
-    for number, text in passages.items():
-        for sentence in sentences(text):
-            if sentence.startswith("#"):
-                continue
-            held = len(wanted & claim(sentence).content) / len(wanted)
-            if best is None or held > best[0]:
-                best = (held, number, sentence)
-    if best is None or best[0] < _QUOTE_OVERLAP:
-        return None
-    words = best[2].split()
-    quote = " ".join(words[:_QUOTE_MAX_WORDS]) + (" ..." if len(words) > _QUOTE_MAX_WORDS else "")
-    return quote, best[1]
+def _raw_score(claims: list[_Piece], relevance: Relevance) -> float:
+    """The answer's relevance (`Relevance.of_answer`); 0 when a claim keeps no citation."""
+    if any(not p.kept for p in claims):
+        return 0.0
+    return relevance.of_answer([(p.claim, p.kept) for p in claims if p.claim is not None])
 
 
 def check_answer(
@@ -145,16 +157,26 @@ def check_answer(
     *,
     question: str = "",
     policy: AbstainPolicy = AbstainPolicy.OFF,
+    threshold: float = DEFAULT_THRESHOLD,
+    abstain_below: float = DEFAULT_ABSTAIN_THRESHOLD,
+    similarity: Similarity | None = None,
 ) -> Verdict:
-    """Checks `text` against the numbered `passages` it was given; see the module doc."""
+    """Checks `text` against the numbered `passages` it was given; see the module doc.
+
+    `threshold` is the score to flag grounded; under REFUSE and QUOTE an answer scoring
+    below `abstain_below` is not served. `similarity` (the retrieval embedder's cosines)
+    joins the lexical relevance.
+    """
     declined = is_refusal(text)
+    refusal = Refusal.MODEL_DECLINED if declined else Refusal.NONE
     if not passages:
         if policy is AbstainPolicy.OFF or declined:
-            return Verdict(text, False, Refusal.MODEL_DECLINED if declined else Refusal.NONE)
-        return Verdict(DECLINE, False, Refusal.NO_SOURCES)
+            return Verdict(text, False, refusal, threshold=threshold, checked_text=text)
+        return Verdict(DECLINE, False, Refusal.NO_SOURCES, threshold=threshold, checked_text=text)
     indexed = {n: Passage(t) for n, t in passages.items()}
     names = proper_nouns(passages.values())
     asked = question_terms(question)
+    relevance = Relevance(question, passages, similarity)
     pieces, orphan = _pieces(text, passages)
     for piece in pieces:
         piece.claim = claim(piece.sentence, names, asked)
@@ -167,22 +189,56 @@ def check_answer(
         for n, passage in indexed.items():
             if n not in model_cited and claims:
                 scores[n] = max(support(p.claim, [passage]).score for p in claims)
-    added: set[int] = set()
-    if policy is not AbstainPolicy.OFF and not declined:
-        added = _cite_for_the_model(claims, indexed)
-    supported = {n for p in pieces for n in p.kept}
-    grounded = not declined and bool(claims) and all(p.kept for p in claims)
-    refusal = Refusal.MODEL_DECLINED if declined else Refusal.NONE
     changed = orphan or any(p.kept != p.numbers for p in pieces)
-    if policy is not AbstainPolicy.OFF and not declined and not grounded:
-        if supported:  # keep the claims the passages support, cut the rest
-            pieces = [p for p in pieces if p.kept or not p.is_claim]
-            grounded = changed = True
-        else:
-            return _abstain(policy, question, passages, scores, model_cited)
-    final = _render(pieces) if changed else text
-    checks = _checks(scores, supported, supported, model_cited, added)
-    return Verdict(final, grounded, refusal, False, checks)
+    checked = _render(pieces) if changed else text
+    raw = 0.0 if declined else _raw_score(claims, relevance)
+    score = calibrate(raw)
+    supported = {n for p in pieces for n in p.kept}
+    checks = _checks(scores, supported, supported, model_cited)
+    off = Verdict(
+        checked, score >= threshold, refusal, False, checks, score, raw, threshold, checked, score
+    )
+    if policy is AbstainPolicy.OFF or score >= threshold:
+        return off
+    found = quote(relevance) if policy is AbstainPolicy.QUOTE else None
+    quoted = None
+    if found is not None:
+        quote_text, numbers, quote_raw = found
+        quoted = Verdict(
+            quote_text, calibrate(quote_raw) >= threshold, Refusal.NONE, True,
+            _checks(scores, numbers, numbers, model_cited), calibrate(quote_raw), quote_raw,
+            threshold, checked, score,
+        )  # fmt: skip
+    if declined:  # the model's decline stands, unless a quote reaches the threshold
+        return quoted if quoted is not None and quoted.grounded else off
+    added = _cite_for_the_model(claims, indexed)
+    kept = [p for p in pieces if p.kept or not p.is_claim]  # cut the claims nothing supports
+    raw = _raw_score([p for p in kept if p.is_claim], relevance)
+    own = Verdict(
+        _render(kept), calibrate(raw) >= threshold, refusal, False,
+        _checks(scores, *(2 * [{n for p in kept for n in p.kept}]), model_cited, added),
+        calibrate(raw), raw, threshold, checked, score,
+    )  # fmt: skip
+    best = quoted if quoted is not None and quoted.score > own.score else own
+    servable = best is quoted or any(p.is_claim for p in kept)  # never an emptied answer
+    if servable and (best.grounded or best.score >= abstain_below):
+        return best
+    return Verdict(DECLINE, False, Refusal.NOT_SUPPORTED, False,
+                   _checks(scores, set(), set(), model_cited), 0.0, 0.0, threshold,
+                   checked, score)  # fmt: skip
+
+
+def quote(relevance: Relevance) -> tuple[str, set[int], float] | None:
+    """The most relevant passage sentence (joined where a chunk boundary cut it), cut to
+    `_QUOTE_MAX_WORDS` words and cited; the passages it cites and its raw score."""
+    best = relevance.best()
+    if best is None:
+        return None
+    words = (best.whole or best.text).split()
+    cut = len(words) > _QUOTE_MAX_WORDS
+    text = " ".join(words[:_QUOTE_MAX_WORDS]) + (" ..." if cut else "")
+    markers = "".join(f"[{n}]" for n in sorted(best.numbers or (best.number,)))
+    return f"{text} {markers}", set(best.numbers or (best.number,)), best.relevance
 
 
 def _cite_for_the_model(claims: list[_Piece], indexed: Mapping[int, Passage]) -> set[int]:
@@ -211,21 +267,6 @@ def _check_piece(piece: _Piece, indexed: Mapping[int, Passage], scores: dict[int
         part = together and share and not alone.negation
         if alone.supported or part:
             piece.kept.append(n)
-
-
-def _abstain(
-    policy: AbstainPolicy,
-    question: str,
-    passages: Mapping[int, str],
-    scores: Mapping[int, float],
-    model_cited: set[int],
-) -> Verdict:
-    if policy is AbstainPolicy.QUOTE and (found := _quote(question, passages)):
-        quote, number = found
-        checks = _checks(scores, {number}, {number}, model_cited)
-        return Verdict(f"{quote} [{number}]", True, Refusal.NONE, True, checks)
-    checks = _checks(scores, set(), set(), model_cited)
-    return Verdict(DECLINE, False, Refusal.NOT_SUPPORTED, False, checks)
 
 
 def _checks(

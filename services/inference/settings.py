@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from services.common.adapter_weights import DEFAULT_MAX_ABS
 from services.common.settings import ServiceSettings
+from services.inference.relevance import DEFAULT_ABSTAIN_THRESHOLD, DEFAULT_THRESHOLD
+from services.inference.similarity import DEFAULT_PACKAGE
 from services.models.store import DEFAULT_MODEL
 
 
@@ -66,6 +69,40 @@ class InferenceSettings(ServiceSettings):
     #: Export vLLM's router metrics (`vllm:num_requests_waiting`, `vllm:lora_requests_info`,
     #: `vllm:lora_adapter_loaded`, ...) on the metrics port, for llm-d / production-stack.
     router_metrics: bool = True
+
+    #: Grounding score an answer needs to be flagged grounded (docs/grounding.md); a
+    #: request's `rag.grounded_threshold` wins, then the tenant's entry below.
+    grounded_threshold: float = Field(DEFAULT_THRESHOLD, ge=0, le=1)
+    #: Per-tenant defaults, "acme=0.6,beta=0.75".
+    grounded_thresholds: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
+    #: Below this grounding score, abstain policies serve nothing (a request's own wins).
+    abstain_threshold: float = Field(DEFAULT_ABSTAIN_THRESHOLD, ge=0, le=1)
+    #: Installed package of the sentence-transformers model whose cosine joins the
+    #: grounding score's relevance (the retrieval embedder); "" scores relevance lexically.
+    relevance_model: str = DEFAULT_PACKAGE
+
+    @field_validator("grounded_thresholds", mode="before")
+    @classmethod
+    def _tenant_thresholds(cls, value: object) -> object:
+        """ "acme=0.6,beta=0.75" (or a mapping); every value a number in [0, 1]."""
+        if isinstance(value, str):
+            pairs = [item.partition("=") for item in value.split(",") if item.strip()]
+            if any(not sep or not tenant.strip() for tenant, sep, _ in pairs):
+                raise ValueError('looks like "tenant=0.6,other=0.75"')
+            value = {tenant.strip(): number.strip() for tenant, _, number in pairs}
+        if isinstance(value, dict):
+            for tenant, number in value.items():
+                try:
+                    number = float(number)
+                except (TypeError, ValueError):
+                    raise ValueError(f"tenant {tenant!r}: {number!r} is not a number") from None
+                if math.isnan(number) or not 0 <= number <= 1:
+                    raise ValueError(f"tenant {tenant!r}: the threshold must be in [0, 1]")
+        return value
+
+    def threshold_for(self, tenant: str) -> float:
+        """The tenant's default grounded threshold."""
+        return self.grounded_thresholds.get(tenant, self.grounded_threshold)
 
     def model_path(self) -> Path:
         return self.model or self.data_dir / "models" / self.model_name

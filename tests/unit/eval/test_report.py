@@ -82,10 +82,10 @@ def test_differences_goals_and_markdown():
     assert summary["target"] == "tuned"
     assert summary["goals"]["declines_unanswerable"]["met"] is True
     assert summary["goals"]["false_refusals"]["met"] is False  # 25% false refusals
-    assert summary["goals"]["correct_beats_extractive"]["met"] is False
+    assert summary["goals"]["correct_vs_extractive"]["met"] is False
     text = markdown(summary, "## demo")
     assert "| tuned | 3 | 75% (" in text and "*extractive baseline*" in text
-    assert "false refusals ≤ 10%: **NOT met**" in text
+    assert "false refusals ≤ 15%: **NOT met**" in text
 
 
 def test_results_json_scores_again_to_the_same_figures():

@@ -1,0 +1,163 @@
+"""Fits the grounding score's calibration and default threshold on the training split.
+
+The rows of `acme_train.jsonl` hold a question, the numbered passages the model is
+shown (retrieval-like windows, distractors included) and the answer, or the decline
+where the passages do not hold it. Every one of the `TOP` most relevant passage
+sentences of a row is taken as a candidate answer ("<sentence> [n]", the shape of a
+served answer and of a QUOTE) and labelled right when it states the row's answer
+(`holds_answer`); on a declining row no candidate is right. The check gives each
+candidate its raw score (`services.inference.relevance`), and isotonic regression
+(pool adjacent violators) maps raw scores to the share right: the calibration table.
+
+Relevance uses the retrieval embedder (`services.inference.similarity`), as the
+service does by default; `--lexical` fits the table for a service without it.
+
+The default threshold is the lowest calibrated score at which the quote each row would
+get (its most relevant sentence) is right at least `PRECISION` of the time among those
+flagged and at most `UNANSWERABLE` of the declining rows are flagged. The default abstain
+threshold (below it REFUSE and QUOTE serve nothing) is the highest at which at least
+`SERVED` of the answerable rows still get their quote: false refusals at most 15%. The evaluation
+questions (demo/eval/questions.jsonl) are never read here.
+
+    .venv/bin/python demo/calibrate_grounding.py            # print the table and threshold
+    .venv/bin/python demo/calibrate_grounding.py --check    # fail if relevance.py is stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from services.common.grounding import DECLINE, holds_answer
+from services.inference import relevance
+from services.inference.grounding import check_answer, quote
+from services.inference.similarity import SentenceSimilarity
+
+ROWS = Path(__file__).resolve().parent / "acme_train.jsonl"
+PRECISION = 0.9
+UNANSWERABLE = 0.05
+SERVED = 0.85
+KNOTS = 12  # calibration table size
+_SOURCE = re.compile(r"^\[(\d+)\] \([^)]*\) ", re.M)
+_MARKERS = re.compile(r"\s*\[\d+\]")
+
+
+def rows() -> list[tuple[str, dict[int, str], str]]:
+    """(question, passages by number, answer or "") of every training row."""
+    out = []
+    for line in ROWS.read_text("utf-8").splitlines():
+        messages = json.loads(line)["messages"]
+        body = messages[0]["content"].split("Sources:\n", 1)[1]
+        parts = _SOURCE.split(body)
+        passages = {int(parts[i]): parts[i + 1].strip() for i in range(1, len(parts), 2)}
+        answer = messages[-1]["content"]
+        out.append((messages[-2]["content"], passages, "" if answer == DECLINE else answer))
+    return out
+
+
+def candidates(data, similarity) -> list[tuple[float, bool]]:
+    """(raw score, right) for each of the TOP most relevant sentences of every row."""
+    found = []
+    for question, passages, answer in data:
+        ranked = sorted(
+            relevance.Relevance(question, passages, similarity).sentences,
+            key=lambda s: -s.relevance,
+        )
+        for sentence in ranked[: relevance.TOP]:
+            text = f"{sentence.text} [{sentence.number}]"
+            raw = check_answer(text, passages, question=question, similarity=similarity).raw
+            right = bool(answer) and holds_answer(_MARKERS.sub("", answer), sentence.text)
+            found.append((raw, right))
+    return found
+
+
+def isotonic(points: list[tuple[float, bool]]) -> list[tuple[float, float]]:
+    """Pool adjacent violators: non-decreasing share right over raw score, as knots."""
+    blocks: list[list[float]] = []  # [sum right, count, min raw, max raw]
+    for raw, right in sorted(points):
+        blocks.append([float(right), 1.0, raw, raw])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] >= blocks[-1][0] / blocks[-1][1]:
+            last = blocks.pop()
+            blocks[-1][0] += last[0]
+            blocks[-1][1] += last[1]
+            blocks[-1][3] = last[3]
+    knots = [((b[2] + b[3]) / 2, b[0] / b[1]) for b in blocks]
+    if len(knots) > KNOTS:  # keep the table short: the knots nearest to even quantiles
+        step = (len(knots) - 1) / (KNOTS - 1)
+        knots = [knots[round(i * step)] for i in range(KNOTS)]
+    inner = [(round(x, 4), round(y, 4)) for x, y in knots if 0 < x < 1]
+    return [(0.0, 0.0), *inner, (1.0, round(knots[-1][1], 4))]
+
+
+def threshold(data, table, similarity) -> tuple[float, float, list[tuple[float, ...]]]:
+    """The lowest threshold meeting PRECISION and UNANSWERABLE, the highest abstain
+    threshold meeting SERVED, and the table over thresholds."""
+    saved = relevance.CALIBRATION
+    relevance.CALIBRATION = tuple(table)
+    try:
+        quotes = []
+        for question, passages, answer in data:
+            found = quote(relevance.Relevance(question, passages, similarity))
+            if found is None:
+                continue
+            text, _, raw = found
+            right = bool(answer) and holds_answer(_MARKERS.sub("", answer), _MARKERS.sub("", text))
+            quotes.append((relevance.calibrate(raw), right, bool(answer)))
+    finally:
+        relevance.CALIBRATION = saved
+    answerable = sum(a for _, _, a in quotes)
+    declining = len(quotes) - answerable
+    curve = []
+    chosen = None
+    abstain = 0.0
+    for step in range(1, 20):
+        t = step / 20
+        flagged = [(r, a) for s, r, a in quotes if s >= t]
+        hits = sum(r for r, _ in flagged)
+        flagged_answerable = sum(a for _, a in flagged)
+        precision = hits / len(flagged) if flagged else 1.0
+        coverage = flagged_answerable / answerable
+        unanswerable = (len(flagged) - flagged_answerable) / declining
+        curve.append((t, precision, coverage, unanswerable))
+        if chosen is None and precision >= PRECISION and unanswerable <= UNANSWERABLE:
+            chosen = t
+        if coverage >= SERVED:
+            abstain = t
+    return (chosen if chosen is not None else 0.95), abstain, curve
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if relevance.py is stale")
+    parser.add_argument("--lexical", action="store_true", help="without the embedder")
+    args = parser.parse_args(argv)
+    similarity = None if args.lexical else SentenceSimilarity()
+    data = rows()
+    table = isotonic(candidates(data, similarity))
+    chosen, abstain, curve = threshold(data, table, similarity)
+    if args.check:
+        fitted = (tuple(table), chosen, abstain)
+        stored = (
+            relevance.CALIBRATION,
+            relevance.DEFAULT_THRESHOLD,
+            relevance.DEFAULT_ABSTAIN_THRESHOLD,
+        )
+        if fitted != stored:
+            raise SystemExit("services/inference/relevance.py's calibration is stale: rerun this")
+        return
+    print("threshold  precision  coverage  unanswerable flagged   (training split, quotes)")
+    for t, p, c, u in curve:
+        mark = "   <- default" if t == chosen else "   <- abstain below" if t == abstain else ""
+        print(f"{t:9.2f}  {p:9.2f}  {c:8.2f}  {u:8.2f}{mark}")
+    print(f"CALIBRATION = {tuple(table)!r}")
+    print(f"DEFAULT_THRESHOLD = {chosen}")
+    print(f"DEFAULT_ABSTAIN_THRESHOLD = {abstain}")
+
+
+if __name__ == "__main__":
+    main()
