@@ -136,6 +136,7 @@ class AdapterManager:
                 return hit
         if not self._holds(ref.adapter):
             ADAPTER_CACHE.labels(tenant, str(ref.adapter), "miss").inc()
+            self.lookups["miss"] += 1
             return await self._load_cold(tenant, ref)
         info = await self.registry.resolve(tenant, ref, self.requirements)
         if ref.selector:
