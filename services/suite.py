@@ -11,7 +11,7 @@ Two shapes:
   object store (moto's in-memory emulator) as local processes, then N processes of every
   service on loopback. Replicas of a service share its database and bucket prefix; each has
   its own data folder, as each pod has its own volume; clients and services dial a static
-  list of every replica (`ipv4:127.0.0.1:p1,127.0.0.1:p2`). The cluster is throwaway:
+  list of every replica (`127.0.0.1:p1,127.0.0.1:p2`). The cluster is throwaway:
   its database and objects start empty each time.
 """
 
@@ -51,6 +51,8 @@ REPLICA_PORT_STEP = 100
 DATABASES = ("registry", "retrieval", "training")
 #: The object store's bucket; each service keeps its objects under its own prefix.
 BUCKET = "loraplex"
+#: Services whose artifacts go through the kit's BlobStore (adapter blobs, index snapshots).
+BLOB_SERVICES = ("registry", "retrieval")
 #: Replicated services that share one data folder (a ReadWriteMany volume in Kubernetes):
 #: training's replicas hand datasets and job folders to each other's workers.
 SHARED_DATA = ("training",)
@@ -70,8 +72,9 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def multi_target(addresses: list[str]) -> str:
-    """A static gRPC target naming every replica; one address stays as it is."""
-    return addresses[0] if len(addresses) == 1 else "ipv4:" + ",".join(addresses)
+    """Every replica as one address: the comma list the SDK and the services' channels turn
+    into a static `ipv4:` gRPC target with round-robin (and adapter affinity for inference)."""
+    return ",".join(addresses)
 
 
 class LocalSuite:
@@ -151,14 +154,17 @@ class LocalSuite:
             # read-only models volume in Kubernetes).
             "LORAPLEX_KEYS_FILE": str(self.data_dir / "keys.json"),
             "LORAPLEX_TRAINING_MODELS_DIR": str(self.data_dir / "models"),
-            # The object store: boto3's standard variables, read by every S3 client.
-            "AWS_ENDPOINT_URL": self.object_store.endpoint,
-            "AWS_ACCESS_KEY_ID": EMULATOR_KEY_ID,
-            "AWS_SECRET_ACCESS_KEY": EMULATOR_SECRET,
-            "AWS_DEFAULT_REGION": EMULATOR_REGION,
         }
         for service in DATABASES:
             env[f"LORAPLEX_{service.upper()}_DATABASE_URL"] = self.postgres.url(service)
+        for service in BLOB_SERVICES:  # the kit's BlobStore settings, one prefix per service
+            prefix = f"LORAPLEX_{service.upper()}_BLOB_"
+            env[f"{prefix}URL"] = f"s3://{BUCKET}/{service}"
+            env[f"{prefix}ENDPOINT_URL"] = self.object_store.endpoint
+            env[f"{prefix}REGION"] = EMULATOR_REGION
+            env[f"{prefix}ACCESS_KEY_ID"] = EMULATOR_KEY_ID
+            env[f"{prefix}SECRET_ACCESS_KEY"] = EMULATOR_SECRET
+            env[f"{prefix}ADDRESSING_STYLE"] = "path"
         return env
 
     # -- where things are ---------------------------------------------------------------
