@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from loraplex.routing import grpc_target
 from services.common import errors
 from services.common.channels import acting_for, open_channel
 from services.common.settings import ClientTlsSettings
@@ -96,6 +97,10 @@ class Remote:
         tls: ClientTlsSettings | None = None,
         policy: CallPolicy | None = None,
     ) -> None:
+        try:
+            grpc_target(target)  # a bad replica list stops the start-up, not the first call
+        except ValueError as exc:
+            raise errors.FailedPrecondition(f"the {name} address is invalid: {exc}") from None
         self.name = name
         self.target = target
         self.service_key = service_key

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter as Tally
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -99,6 +100,9 @@ class AdapterManager:
         self._background: set[asyncio.Task] = set()
         #: Called with each tenant on its first request (the app connects the watch stream).
         self.on_tenant: Callable[[str], None] = lambda tenant: None
+        #: This replica's look-ups by result ("hit": already loaded), for benches and tests
+        #: (the Prometheus counter is per process and per tenant).
+        self.lookups: Tally[str] = Tally()
 
     @property
     def requirements(self) -> EngineRequirements:
@@ -116,12 +120,14 @@ class AdapterManager:
             hit = self._hit(ref.adapter, version)
             if hit is not None:
                 ADAPTER_CACHE.labels(tenant, str(ref.adapter), "hit").inc()
+                self.lookups["hit"] += 1
                 return hit
         info = await self.registry.resolve(tenant, ref, self.requirements)
         if ref.selector:
             self._remember(ref.adapter, ref.selector, info.version, self.resolve_ttl_seconds)
         hit = self._hit(info.name, info.version)
         ADAPTER_CACHE.labels(tenant, str(ref.adapter), "hit" if hit else "miss").inc()
+        self.lookups["hit" if hit else "miss"] += 1
         return hit or await self._load(tenant, info)
 
     def _hit(self, name: AdapterName, version: int) -> ResolvedAdapter | None:
@@ -183,6 +189,11 @@ class AdapterManager:
         keep = {r.version.digest for r in self._loaded.values()}
         if self.cache.size_bytes > self.cache.max_bytes:
             await self.cache.evict_over_limit(keep)
+
+    def loaded_names(self) -> list[str]:
+        """Every loaded adapter's engine name (`tenant/name@version`), least recently used
+        first: what the router metrics report as loaded on this replica."""
+        return [r.handle.name for r in self._loaded.values()]
 
     def loaded(self, tenant: str) -> list[str]:
         return sorted(r.ref for (name, _), r in self._loaded.items() if name.tenant == tenant)

@@ -18,6 +18,7 @@ from services.inference.alias_watch import TenantWatch
 from services.inference.engine import VllmEngine
 from services.inference.gateways import RegistryGateway, RetrievalGateway
 from services.inference.generation import InferenceCore
+from services.inference.router_metrics import LOADED_ADAPTERS
 from services.inference.servicer import InferenceServicer
 from services.inference.settings import InferenceSettings
 
@@ -65,6 +66,8 @@ class InferenceApp(Service):
             AdapterDiskCache(s.service_dir("inference") / "adapters", s.adapter_cache_bytes),
             max_loaded=max(s.max_cpu_loras, s.max_loras),
         )
+        if s.router_metrics:
+            LOADED_ADAPTERS.export(adapters, s.max_loras)
         # One registry stream for every tenant this replica serves.
         self.watch = TenantWatch(registry, adapters.on_event, adapters.forget_aliases)
         adapters.on_tenant = lambda tenant: self.watch.follow((tenant,))
@@ -88,6 +91,7 @@ class InferenceApp(Service):
 
     async def stop(self) -> None:
         if self.core is not None:
+            LOADED_ADAPTERS.forget(self.core.adapters)
             await self.watch.close()
             await self.core.adapters.close()
         if self._owns_engine and self.engine is not None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.inference import router_metrics
 from services.inference.engine_args import vllm_engine_args
 from services.inference.numeric_guard import (
     check_adapter_values,
@@ -136,7 +137,8 @@ class VllmEngine:
         s = self.settings
         args = vllm_engine_args(s)
         self.lora_rank = args.max_lora_rank
-        self._llm = AsyncLLM.from_engine_args(args)
+        loggers = router_metrics.stat_loggers() if s.router_metrics else None
+        self._llm = AsyncLLM.from_engine_args(args, stat_loggers=loggers)
         self.tokenizer = self._llm.get_tokenizer()
         self.linear_shapes = linear_shapes(self.model_dir)
         self.lora_modules = tuple(sorted({n.rsplit(".", 1)[-1] for n in self.linear_shapes}))

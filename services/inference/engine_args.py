@@ -28,6 +28,8 @@ def named_engine_args(settings: InferenceSettings) -> dict[str, Any]:
         "max_lora_rank": s.max_lora_rank,
         "max_loras": s.max_loras,
         "max_cpu_loras": max(s.max_cpu_loras, s.max_loras),
+        # No periodic stats log lines; with `router_metrics` the engine still records its
+        # stats, into vLLM's Prometheus logger only (see VllmEngine.start).
         "disable_log_stats": True,
     }
 

@@ -63,6 +63,9 @@ class InferenceSettings(ServiceSettings):
     registry_timeout_seconds: float = 60.0
     #: Share of the model length RAG context may use when the request names no budget.
     rag_context_share: float = 0.5
+    #: Export vLLM's router metrics (`vllm:num_requests_waiting`, `vllm:lora_requests_info`,
+    #: `vllm:lora_adapter_loaded`, ...) on the metrics port, for llm-d / production-stack.
+    router_metrics: bool = True
 
     def model_path(self) -> Path:
         return self.model or self.data_dir / "models" / self.model_name
