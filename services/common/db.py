@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 
 
 def sqlite_url(path: Path) -> str:
@@ -27,3 +29,30 @@ def make_engine(url: str) -> Engine:
         cursor.close()
 
     return engine
+
+
+@contextmanager
+def write_transaction(engine: Engine, *, exclusive: bool = False) -> Iterator[Connection]:
+    """A transaction that writes alone: committed at the end, rolled back on an error.
+
+    On SQLite the write lock is taken at BEGIN (IMMEDIATE, or EXCLUSIVE to keep readers
+    out too), so a read-then-write never fails halfway on another writer's commit and
+    concurrent callers queue on the busy timeout; elsewhere it is a plain transaction
+    (use row locks, `FOR UPDATE`, for exclusion). The connection is in a transaction
+    the caller owns, so Alembic and SQLAlchemy begin no other.
+    """
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as conn:
+            yield conn
+        return
+    with engine.connect() as raw:
+        # pysqlite begins transactions itself only before DML: take over BEGIN.
+        conn = raw.execution_options(isolation_level="AUTOCOMMIT")
+        with conn.begin():
+            conn.exec_driver_sql("BEGIN EXCLUSIVE" if exclusive else "BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.exec_driver_sql("ROLLBACK")
+                raise
+            conn.exec_driver_sql("COMMIT")

@@ -11,9 +11,9 @@ import grpc
 from loraplex.registry.v1 import registry_service_pb2 as pb
 from loraplex.registry.v1 import registry_service_pb2_grpc as pb_grpc
 from services.common.auth import ServiceScopes
+from services.common.blobstore import open_blob_store
 from services.common.db import sqlite_url
 from services.common.kit import Kit, Service
-from services.registry.blobs import BlobStore
 from services.registry.registry import Registry
 from services.registry.servicer import RegistryServicer
 from services.registry.settings import RegistrySettings
@@ -56,7 +56,11 @@ class RegistryApp(Service):
         root = self.settings.service_dir("registry")
         engine = self.kit.database(self.settings.database_url or sqlite_url(root / "registry.db"))
         store = await self.kit.blocking(AdapterStore, engine)
-        self.registry = Registry(self.settings, store, BlobStore(root / "blobs"), self.kit.blocking)
+        blobs = await self.kit.blocking(
+            open_blob_store, self.settings.blob_settings(root / "blobs")
+        )
+        log.info("registry blobs in %s", blobs.url)
+        self.registry = Registry(self.settings, store, blobs, self.kit.blocking)
         await self._sweep()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="registry-sweeper")
         self.servicer.attach(self.registry)

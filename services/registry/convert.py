@@ -11,7 +11,18 @@ from services.registry.records import (
     FileRecord,
     VersionRecord,
 )
-from services.registry.registry import PushFormat, PushHeader
+from services.registry.registry import PushFormat, PushHeader, Requirements
+
+
+def requirements(
+    request: pb.CheckCompatibilityRequest | pb.DownloadAdapterRequest,
+) -> Requirements:
+    return Requirements(
+        base_model=request.base_model,
+        max_rank=request.max_rank,
+        available_modules=list(request.available_modules),
+        supported_peft_types=list(request.supported_peft_types),
+    )
 
 
 def push_header(header: pb.PushHeader) -> PushHeader:

@@ -27,6 +27,7 @@ from services.common.adapter_ref import (
 )
 from services.common.adapter_weights import check_weight_values
 from services.common.auth import validate_identity_name
+from services.common.blobstore import BlobMissing, BlobStore, BlobWriter
 from services.common.errors import (
     DataLoss,
     FailedPrecondition,
@@ -39,7 +40,6 @@ from services.common.errors import (
 )
 from services.common.kit import Blocking
 from services.common.paging import Page
-from services.registry.blobs import BlobStore, BlobWriter
 from services.registry.compat import incompatibilities
 from services.registry.metadata import check_metadata
 from services.registry.names import validate_file_path
@@ -92,6 +92,33 @@ class PushHeader:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class Requirements:
+    """What a serving engine needs of an adapter; empty fields are not checked."""
+
+    base_model: str = ""
+    max_rank: int = 0
+    available_modules: Sequence[str] = ()
+    supported_peft_types: Sequence[str] = ()
+
+    def validate(self) -> Requirements:
+        if len(self.available_modules) > MAX_AVAILABLE_MODULES or any(
+            len(m) > MAX_MODULE_CHARS for m in self.available_modules
+        ):
+            raise InvalidArgument(
+                f"available_modules may name at most {MAX_AVAILABLE_MODULES} modules of at"
+                f" most {MAX_MODULE_CHARS} characters"
+            )
+        return self
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.base_model or self.max_rank or self.available_modules
+            or self.supported_peft_types
+        )  # fmt: skip
+
+
 class Registry:
     """`blocking` runs store and blob work off the event loop (the kit's executor)."""
 
@@ -142,18 +169,26 @@ class Registry:
         stored: dict[str, str] = {}
         writers: dict[str, BlobWriter] = {}
         try:
-            await self._receive(manifest, chunks, writers, stored)
+            await self._receive(manifest, chunks, writers)
             if header.format is PushFormat.TAR:
                 (archive,) = manifest
-                files = await self._run(self._unpack, writers.pop(archive), stored)
+                writers = await self._run(self._unpack, writers.pop(archive))
             else:
-                files = [FileRecord(p, manifest[p].size_bytes, stored[p]) for p in manifest]
-            peft = await self._run(self._inspect, files)
+                writers = {path: writers[path] for path in manifest}
+            peft = await self._run(self._inspect, writers)
             reasons = incompatibilities(
                 peft, header.expect_base_model, header.max_rank or self.limits.max_rank
             )
             if reasons:
                 raise FailedPrecondition("; ".join(reasons))
+            # Only now, checked, do the files become blobs: a refused push stores nothing.
+            files = []
+            for path, writer in list(writers.items()):
+                digest = await self._run(writer.commit)
+                del writers[path]
+                stored[path] = digest
+                self._inflight[digest] += 1
+                files.append(FileRecord(path, writer.size, digest))
             version = await self._run(
                 self.store.create_version, name, files, peft, dict(header.lineage),
                 dict(header.metrics), header.description, list(header.aliases),
@@ -208,54 +243,37 @@ class Registry:
         manifest: dict[str, FileRecord],
         chunks: AsyncIterator[tuple[str, bytes]],
         writers: dict[str, BlobWriter],
-        stored: dict[str, str],
     ) -> None:
+        """Spools and verifies every announced file; nothing is committed here."""
         current: str | None = None
         async for path, data in chunks:
             if path != current:
                 if current is not None:
-                    await self._finish(current, writers, stored, manifest)
+                    await self._run(writers[current].verify)
                 if path not in manifest:
                     raise InvalidArgument(f"chunk for {path[:80]!r}, which the header did not list")
-                if path in writers or path in stored:
+                if path in writers:
                     raise InvalidArgument(f"chunks of {path!r} must be sent contiguously")
                 entry = manifest[path]
                 writers[path] = self.blobs.writer(entry.size_bytes, entry.sha256)
                 current = path
             await self._run(writers[path].write, data)
         if current is not None:
-            await self._finish(current, writers, stored, manifest)
+            await self._run(writers[current].verify)
         for path, entry in manifest.items():
-            if path in stored or path in writers:
+            if path in writers:
                 continue
             if entry.size_bytes:
                 raise InvalidArgument(f"file {path!r} was announced but never sent")
             writers[path] = self.blobs.writer(0, entry.sha256)
-            await self._finish(path, writers, stored, manifest)
+            await self._run(writers[path].verify)
 
-    async def _finish(
-        self,
-        path: str,
-        writers: dict[str, BlobWriter],
-        stored: dict[str, str],
-        manifest: dict[str, FileRecord],
-    ) -> None:
-        if manifest[path].path.endswith(TAR_SUFFIXES) and len(manifest) == 1:
-            await self._run(writers[path].verify)  # the archive itself is never stored
-            return
-        writer = writers.pop(path)
+    def _unpack(self, archive: BlobWriter) -> dict[str, BlobWriter]:
+        """Spools an archive's regular files (the archive itself is never stored); links,
+        devices and odd paths refused."""
+        writers: dict[str, BlobWriter] = {}
         try:
-            digest = await self._run(writer.commit)
-        except BaseException:
-            writer.abort()
-            raise
-        stored[path] = digest
-        self._inflight[digest] += 1
-
-    def _unpack(self, archive: BlobWriter, stored: dict[str, str]) -> list[FileRecord]:
-        """Stores an archive's regular files as blobs; links, devices and odd paths refused."""
-        try:
-            with tarfile.open(archive.tmp_path, "r:*") as tar:
+            with tarfile.open(archive.local_path, "r:*") as tar:
                 members = [m for m in tar.getmembers() if not m.isdir()]
                 for member in members:
                     if not member.isfile():
@@ -272,43 +290,39 @@ class Registry:
                 if sum(m.size for m in members) > self.limits.max_adapter_bytes:
                     raise ResourceExhausted("the unpacked adapter exceeds the size limit")
                 check_file_names(paths)
-                files = []
                 for member, path in zip(members, paths, strict=True):
-                    writer = self.blobs.writer(member.size)
-                    try:
-                        source = tar.extractfile(member)
-                        assert source is not None
-                        while data := source.read(1024 * 1024):
-                            writer.write(data)
-                        digest = writer.commit()
-                    except BaseException:
-                        writer.abort()
-                        raise
-                    stored[path] = digest
-                    self._inflight[digest] += 1
-                    files.append(FileRecord(path, member.size, digest))
-                return files
-        except tarfile.TarError as exc:
-            raise InvalidArgument(f"the archive is not a readable tar file: {exc}") from None
+                    writer = writers[path] = self.blobs.writer(member.size)
+                    source = tar.extractfile(member)
+                    assert source is not None
+                    while data := source.read(1024 * 1024):
+                        writer.write(data)
+                    writer.verify()
+                return writers
+        except BaseException as exc:
+            for writer in writers.values():
+                writer.abort()
+            if isinstance(exc, tarfile.TarError):
+                raise InvalidArgument(f"the archive is not a readable tar file: {exc}") from None
+            raise
         finally:
             archive.abort()
 
-    def _inspect(self, files: Sequence[FileRecord]) -> PeftInfo:
-        """Structure, then values: a NaN or huge weight would poison every engine serving it."""
-        by_path = {f.path: f for f in files}
-        for record in files:
-            if record.path.endswith(".safetensors"):
-                blob = self.blobs.path(record.sha256)
-                check_safetensors(record.path, blob)
-                check_weight_values(blob, self.limits.max_weight_abs, label=record.path)
-        return parse_config(self.blobs.path(by_path[CONFIG_FILE].sha256))
+    def _inspect(self, writers: dict[str, BlobWriter]) -> PeftInfo:
+        """Structure, then values: a NaN or huge weight would poison every engine serving it.
+        Reads the spooled files, before any is committed."""
+        for path, writer in writers.items():
+            if path.endswith(".safetensors"):
+                check_safetensors(path, writer.local_path)
+                check_weight_values(writer.local_path, self.limits.max_weight_abs, label=path)
+        return parse_config(writers[CONFIG_FILE].local_path)
 
     async def _discard(self, digests: set[str]) -> None:
         """Removes blobs this push stored, unless a version or another push uses them."""
         if not digests:
             return
         referenced = await self._run(self.store.referenced, digests)
-        self.blobs.delete(d for d in digests if d not in referenced and self._inflight[d] <= 1)
+        doomed = [d for d in digests if d not in referenced and self._inflight[d] <= 1]
+        await self._run(self.blobs.delete_blobs, doomed)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -335,9 +349,10 @@ class Registry:
         return page.cut(items, key=lambda v: v.version)
 
     async def download(
-        self, tenant: str, ref: str
+        self, tenant: str, ref: str, needs: Requirements = Requirements()
     ) -> tuple[VersionRecord, AsyncIterator[tuple[str, bytes]]]:
-        version = await self.get(tenant, ref)
+        """Resolves once, checks `needs` on that version, then streams its files."""
+        version = await self._compatible(tenant, ref, needs.validate())
         return version, self._file_chunks(version)
 
     async def _file_chunks(self, version: VersionRecord) -> AsyncIterator[tuple[str, bytes]]:
@@ -345,7 +360,13 @@ class Registry:
         for record in version.files:
             reader = self.blobs.read_chunks(record.sha256, size)
             digest = hashlib.sha256()
-            while (data := await self._run(next, reader, None)) is not None:
+            while True:
+                try:
+                    data = await self._run(next, reader, None)
+                except BlobMissing:
+                    data = None  # the hash check below reports the file as lost
+                if data is None:
+                    break
                 digest.update(data)
                 yield record.path, data
             if digest.hexdigest() != record.sha256:
@@ -355,25 +376,17 @@ class Registry:
                 raise DataLoss(f"stored file {record.path!r} is corrupt; push the adapter again")
 
     async def check_compatibility(
-        self,
-        tenant: str,
-        ref: str,
-        base_model: str = "",
-        max_rank: int = 0,
-        available_modules: Sequence[str] = (),
-        supported_peft_types: Sequence[str] = (),
+        self, tenant: str, ref: str, needs: Requirements
     ) -> VersionRecord:
-        if len(available_modules) > MAX_AVAILABLE_MODULES or any(
-            len(m) > MAX_MODULE_CHARS for m in available_modules
-        ):
-            raise InvalidArgument(
-                f"available_modules may name at most {MAX_AVAILABLE_MODULES} modules of at most"
-                f" {MAX_MODULE_CHARS} characters"
-            )
+        return await self._compatible(tenant, ref, needs.validate())
+
+    async def _compatible(self, tenant: str, ref: str, needs: Requirements) -> VersionRecord:
         version = await self.get(tenant, ref)
+        if needs.empty:
+            return version
         reasons = await self._run(
-            incompatibilities,
-            version.peft, base_model, max_rank, available_modules, supported_peft_types,
+            incompatibilities, version.peft, needs.base_model, needs.max_rank,
+            needs.available_modules, needs.supported_peft_types,
         )  # fmt: skip
         if reasons:
             raise FailedPrecondition(f"{version.name}@{version.version}: " + "; ".join(reasons))
@@ -404,7 +417,7 @@ class Registry:
         if version < 0:
             raise InvalidArgument("version must be 0 (all) or a version number")
         deleted, orphans = await self._run(self.store.delete, adapter, version, force)
-        self.blobs.delete(d for d in orphans if not self._inflight[d])
+        await self._run(self.blobs.delete_blobs, [d for d in orphans if not self._inflight[d]])
         self._notify()
         return deleted
 

@@ -66,7 +66,9 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer, Servicer[Registry]):
     async def DownloadAdapter(
         self, request: pb.DownloadAdapterRequest, context
     ) -> AsyncIterator[pb.DownloadAdapterResponse]:
-        record, chunks = await self.core.download(current_tenant(), request.ref)
+        record, chunks = await self.core.download(
+            current_tenant(), request.ref, convert.requirements(request)
+        )
         yield pb.DownloadAdapterResponse(version=convert.version(record))
         async for path, data in chunks:
             yield pb.DownloadAdapterResponse(chunk=pb.FileChunk(path=path, data=data))
@@ -93,12 +95,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer, Servicer[Registry]):
         self, request: pb.CheckCompatibilityRequest, context
     ) -> pb.CheckCompatibilityResponse:
         record = await self.core.check_compatibility(
-            current_tenant(),
-            request.ref,
-            request.base_model,
-            request.max_rank,
-            list(request.available_modules),
-            list(request.supported_peft_types),
+            current_tenant(), request.ref, convert.requirements(request)
         )
         return pb.CheckCompatibilityResponse(version=convert.version(record))
 

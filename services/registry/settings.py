@@ -5,11 +5,15 @@ from __future__ import annotations
 from pydantic_settings import SettingsConfigDict
 
 from services.common.adapter_weights import DEFAULT_MAX_ABS
+from services.common.blobstore import BlobStoreFields
 from services.common.settings import ServiceSettings
 from services.registry.metadata import DEFAULT_MAX_TOTAL_BYTES
 
 
-class RegistrySettings(ServiceSettings):
+class RegistrySettings(ServiceSettings, BlobStoreFields):
+    """`LORAPLEX_REGISTRY_BLOB_URL` picks where blobs live: empty, local files under
+    `<data_dir>/registry/blobs`; `s3://bucket/prefix` for object storage shared by replicas."""
+
     model_config = SettingsConfigDict(
         env_prefix="LORAPLEX_REGISTRY_", extra="ignore", populate_by_name=True
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
@@ -16,7 +17,8 @@ from sqlalchemy.orm import Session, selectinload
 
 from services.common.adapter_ref import AdapterName, AdapterRef
 from services.common.errors import Aborted, FailedPrecondition, NotFound
-from services.registry.models import AdapterRow, AliasRow, Base, EventRow, FileRow, VersionRow
+from services.common.migrations import Schema, upgrade
+from services.registry.models import AdapterRow, AliasRow, EventRow, FileRow, VersionRow
 from services.registry.peft_files import PeftInfo
 from services.registry.records import (
     AdapterSummary,
@@ -28,6 +30,9 @@ from services.registry.records import (
     now,
     utc,
 )
+
+#: Alembic revisions of the registry tables (services/registry/migrations).
+SCHEMA = Schema("registry", Path(__file__).with_name("migrations"), marker_table="adapters")
 
 
 def manifest_digest(files: Sequence[FileRecord]) -> str:
@@ -48,7 +53,7 @@ def _effective(alias: AliasRow, moment: datetime) -> int:
 class AdapterStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        Base.metadata.create_all(engine)
+        upgrade(engine, SCHEMA)
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -114,7 +119,7 @@ class AdapterStore:
         effective_at = moment + timedelta(seconds=stage_seconds)
         with Session(self.engine) as session, session.begin():
             adapter = self._require_adapter(session, name)
-            if version not in {v.version for v in adapter.versions}:
+            if self._version(session, adapter, version) is None:
                 raise NotFound(f"version {version} of {name} not found")
             row = self._move_alias(session, adapter, name, alias, version, moment, effective_at)
             return self._alias_record(name, row)
@@ -161,7 +166,7 @@ class AdapterStore:
         """Deletes versions; returns their numbers and the blob digests no longer referenced."""
         moment = now()
         with Session(self.engine) as session, session.begin():
-            adapter = self._require_adapter(session, name)
+            adapter = self._require_adapter(session, name, with_versions=True)
             doomed = [v for v in adapter.versions if version in (0, v.version)]
             if not doomed:
                 raise NotFound(f"version {version} of {name} not found")
@@ -191,6 +196,8 @@ class AdapterStore:
     # -- reads ----------------------------------------------------------------------------
 
     def resolve(self, ref: AdapterRef) -> VersionRecord:
+        """Reads the adapter row, its aliases and the one version `ref` names (with its
+        files): a constant number of indexed queries however many versions there are."""
         moment = now()
         with Session(self.engine) as session:
             adapter = self._require_adapter(session, ref.adapter)
@@ -200,10 +207,7 @@ class AdapterStore:
                 number = _effective(alias, moment) if alias else 0
                 if not number:
                     raise NotFound(f"alias {ref.alias!r} of {ref.adapter} not found")
-            versions = adapter.versions
-            row = next((v for v in versions if v.version == number), None) if number else None
-            if number is None:
-                row = versions[-1] if versions else None
+            row = self._version(session, adapter, number) if number != 0 else None
             if row is None:
                 raise NotFound(f"{ref} not found")
             return self._record(row, adapter, moment)
@@ -252,8 +256,15 @@ class AdapterStore:
         moment = now()
         with Session(self.engine) as session:
             adapter = self._require_adapter(session, name)
-            rows = [v for v in reversed(adapter.versions) if not before or v.version < before]
-            return [self._record(v, adapter, moment) for v in rows[:limit]]
+            query = select(VersionRow).where(VersionRow.adapter_id == adapter.id)
+            if before:
+                query = query.where(VersionRow.version < before)
+            rows = session.scalars(
+                query.order_by(VersionRow.version.desc())
+                .limit(limit)
+                .options(selectinload(VersionRow.files))
+            )
+            return [self._record(v, adapter, moment) for v in rows]
 
     def aliases(self, tenants: Sequence[str], name: str = "") -> list[AliasRecord]:
         """Current aliases of the given tenants (of one adapter when `name` is given)."""
@@ -329,21 +340,37 @@ class AdapterStore:
     # -- helpers --------------------------------------------------------------------------
 
     @staticmethod
-    def _adapter(session: Session, name: AdapterName) -> AdapterRow | None:
+    def _adapter(
+        session: Session, name: AdapterName, with_versions: bool = False
+    ) -> AdapterRow | None:
+        """The adapter row with its aliases; with every version and file only when asked
+        (a delete needs them; reads fetch the one version they name)."""
+        options = [selectinload(AdapterRow.aliases)]
+        if with_versions:
+            options.append(selectinload(AdapterRow.versions).selectinload(VersionRow.files))
         return session.scalar(
             select(AdapterRow)
             .where(AdapterRow.tenant == name.tenant, AdapterRow.name == name.name)
-            .options(
-                selectinload(AdapterRow.versions).selectinload(VersionRow.files),
-                selectinload(AdapterRow.aliases),
-            )
+            .options(*options)
         )
 
-    def _require_adapter(self, session: Session, name: AdapterName) -> AdapterRow:
-        adapter = self._adapter(session, name)
+    def _require_adapter(
+        self, session: Session, name: AdapterName, with_versions: bool = False
+    ) -> AdapterRow:
+        adapter = self._adapter(session, name, with_versions)
         if adapter is None:
             raise NotFound(f"adapter {name} not found")
         return adapter
+
+    @staticmethod
+    def _version(session: Session, adapter: AdapterRow, number: int | None) -> VersionRow | None:
+        """One version row with its files; `None` asks for the newest."""
+        query = select(VersionRow).where(VersionRow.adapter_id == adapter.id)
+        if number is None:
+            query = query.order_by(VersionRow.version.desc()).limit(1)
+        else:
+            query = query.where(VersionRow.version == number)
+        return session.scalar(query.options(selectinload(VersionRow.files)))
 
     @staticmethod
     def _event(

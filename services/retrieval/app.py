@@ -9,7 +9,7 @@ import grpc
 from loraplex.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
 from services.common.auth import ServiceScopes
 from services.common.kit import Kit, Service
-from services.retrieval.embedder import Embedder, EmbedderPool, packaged_model_dir
+from services.retrieval.embedder import EmbedderPool, TextEmbedder, packaged_model_dir
 from services.retrieval.manager import CollectionManager
 from services.retrieval.servicer import RetrievalServicer
 from services.retrieval.settings import RetrievalSettings
@@ -23,7 +23,13 @@ SERVICE_NAME = "loraplex.retrieval.v1.RetrievalService"
 def embedder_pool(settings: RetrievalSettings) -> EmbedderPool:
     paths = {settings.embedding_model: settings.embedder_path or packaged_model_dir()}
     paths.update(settings.extra_embedders)
-    return EmbedderPool(settings.embedding_model, paths, settings.embed_batch_size)
+    return EmbedderPool(
+        settings.embedding_model,
+        paths,
+        settings.embed_batch_size,
+        settings.embedder_backend,
+        settings.resolved_onnx_cache_dir(),
+    )
 
 
 class RetrievalApp(Service):
@@ -37,7 +43,7 @@ class RetrievalApp(Service):
     def __init__(
         self,
         settings: RetrievalSettings,
-        embedder: Embedder | None = None,
+        embedder: TextEmbedder | None = None,
         kit: Kit | None = None,
     ) -> None:
         super().__init__(settings, kit)
@@ -59,10 +65,6 @@ class RetrievalApp(Service):
             import torch
 
             torch.set_num_threads(self.settings.torch_threads)
-        if self.settings.faiss_threads > 0:
-            import faiss
-
-            faiss.omp_set_num_threads(self.settings.faiss_threads)
         await self.manager.open()
 
     async def stop(self) -> None:

@@ -20,6 +20,7 @@ from services.common.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+    from tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -38,43 +39,33 @@ def packaged_model_dir(package: str = DEFAULT_MODEL_PACKAGE) -> Path:
     return found[0].parent
 
 
-class Embedder:
-    """One loaded model, with separate paths so a query never waits behind a document.
+def _offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # Tokenizing is one thread's job here: rayon across every core would starve queries.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    Documents (`encode`) and queries (`encode_query`) each have their own lock and
-    their own copy of the tokenizer (HF fast tokenizers must not be used from two
-    threads at once), and share the model's weights. Chunking has a third tokenizer
-    copy, without truncation. Each path sets its own torch thread count, so a long
-    ingest can be held to part of the CPU while queries run beside it.
+
+class TextEmbedder:
+    """What every backend shares: identity, sizes, and chunking's own tokenizer copy.
+
+    Subclasses load the model and implement `encode` (documents) and `encode_query`
+    (queries) on separate paths, so a query never waits behind a document.
     """
 
-    def __init__(self, name: str, path: Path, batch_size: int = 64) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        # Tokenizing is one thread's job here: rayon across every core would starve queries.
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        from sentence_transformers import SentenceTransformer
+    name: str
+    path: Path
+    dimension: int
+    #: Tokens a chunk may hold: the model's limit less the [CLS]/[SEP] it adds.
+    max_tokens: int
 
+    def __init__(self, name: str, path: Path, chunk_tokenizer: Tokenizer) -> None:
         self.name = name
         self.path = path
-        self.batch_size = batch_size
-        self.model: SentenceTransformer = SentenceTransformer(
-            str(path), device="cpu", local_files_only=True
-        )
-        self.dimension = int(self.model.get_embedding_dimension())
-        # Room for the [CLS]/[SEP] the model adds, so no chunk is silently truncated.
-        self.max_tokens = int(self.model.max_seq_length) - 2
-        self.tokenizer = self.model.tokenizer
-        # Same weights (the memo maps every tensor to itself), own tokenizer.
-        shared = {id(t): t for t in (*self.model.parameters(), *self.model.buffers())}
-        self._query_model: SentenceTransformer = copy.deepcopy(self.model, shared)
-        self._chunk_tokenizer = copy.deepcopy(self.tokenizer).backend_tokenizer
+        self._chunk_tokenizer = chunk_tokenizer
         self._chunk_tokenizer.no_truncation()
         self._chunk_tokenizer.no_padding()
-        self._lock = threading.Lock()
-        self._query_lock = threading.Lock()
         self._chunk_lock = threading.Lock()
-        log.info("embedder %s loaded (%d-d, %d tokens)", name, self.dimension, self.max_tokens)
 
     def token_offsets(self, text: str, limit: int = 0) -> np.ndarray:
         """Character span `[start, end)` of every model token in `text` (n x 2, int64).
@@ -101,6 +92,41 @@ class Embedder:
         if not parts:
             return np.zeros((0, 2), dtype=np.int64)
         return np.concatenate(parts)
+
+    def encode(self, texts: list[str], threads: int = 0) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode_query(self, texts: list[str], threads: int = 0) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Embedder(TextEmbedder):
+    """The fp32 sentence-transformers model (torch): the reference and the default.
+
+    Documents (`encode`) and queries (`encode_query`) each have their own lock and
+    their own copy of the tokenizer (HF fast tokenizers must not be used from two
+    threads at once), and share the model's weights. Chunking has a third tokenizer
+    copy, without truncation. Each path sets its own torch thread count, so a long
+    ingest can be held to part of the CPU while queries run beside it.
+    """
+
+    def __init__(self, name: str, path: Path, batch_size: int = 64) -> None:
+        _offline()
+        from sentence_transformers import SentenceTransformer
+
+        self.batch_size = batch_size
+        self.model: SentenceTransformer = SentenceTransformer(
+            str(path), device="cpu", local_files_only=True
+        )
+        super().__init__(name, path, copy.deepcopy(self.model.tokenizer).backend_tokenizer)
+        self.dimension = int(self.model.get_embedding_dimension())
+        self.max_tokens = int(self.model.max_seq_length) - 2
+        # Same weights (the memo maps every tensor to itself), own tokenizer.
+        shared = {id(t): t for t in (*self.model.parameters(), *self.model.buffers())}
+        self._query_model: SentenceTransformer = copy.deepcopy(self.model, shared)
+        self._lock = threading.Lock()
+        self._query_lock = threading.Lock()
+        log.info("embedder %s loaded (%d-d, %d tokens)", name, self.dimension, self.max_tokens)
 
     def encode(self, texts: list[str], threads: int = 0) -> np.ndarray:
         """Document vectors: unit-norm float32, so inner product is cosine similarity."""
@@ -163,20 +189,29 @@ def _set_torch_threads(threads: int) -> None:
 
 
 class EmbedderPool:
-    """Named embedders, each loaded once on first use."""
+    """Named embedders, each loaded once on first use, on the configured backend."""
 
-    def __init__(self, default_name: str, paths: dict[str, Path], batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        default_name: str,
+        paths: dict[str, Path],
+        batch_size: int = 64,
+        backend: str = "torch",
+        cache_dir: Path | None = None,
+    ) -> None:
         self.default_name = default_name
         self._paths = dict(paths)
         self._batch_size = batch_size
-        self._loaded: dict[str, Embedder] = {}
+        self._backend = backend
+        self._cache_dir = cache_dir
+        self._loaded: dict[str, TextEmbedder] = {}
         self._lock = threading.Lock()
 
     @property
     def names(self) -> list[str]:
         return sorted(self._paths)
 
-    def add(self, embedder: Embedder) -> None:
+    def add(self, embedder: TextEmbedder) -> None:
         """Registers an already loaded embedder (tests share one across servers)."""
         with self._lock:
             self._paths[embedder.name] = embedder.path
@@ -190,11 +225,19 @@ class EmbedderPool:
             )
         return name
 
-    def get(self, name: str) -> Embedder:
+    def get(self, name: str) -> TextEmbedder:
         name = self.resolve_name(name)
         with self._lock:
             embedder = self._loaded.get(name)
             if embedder is None:
-                embedder = Embedder(name, self._paths[name], self._batch_size)
+                embedder = self._load(name, self._paths[name])
                 self._loaded[name] = embedder
             return embedder
+
+    def _load(self, name: str, path: Path) -> TextEmbedder:
+        if self._backend == "onnx-int8":
+            from services.retrieval.onnx_embedder import OnnxEmbedder
+
+            assert self._cache_dir is not None, "the onnx-int8 backend needs a cache dir"
+            return OnnxEmbedder(name, path, self._cache_dir, self._batch_size)
+        return Embedder(name, path, self._batch_size)

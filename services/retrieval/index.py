@@ -32,6 +32,20 @@ class IndexParams:
     ef_search: int = 96
     #: Filtered HNSW searches over at most this many chunks are computed exactly.
     exact_filter_threshold: int = 4096
+    #: OpenMP threads per search (0: OpenMP's default, every core).
+    search_threads: int = 1
+
+
+_omp = threading.local()
+
+
+def _search_threads(threads: int) -> None:
+    """OpenMP's thread count is per calling thread: setting it once on the main thread
+    leaves the executor threads that run searches on every core, where a single-query
+    flat search splits the database over spinning OpenMP teams (2x slower on 2 cores)."""
+    if threads > 0 and getattr(_omp, "threads", 0) != threads:
+        faiss.omp_set_num_threads(threads)
+        _omp.threads = threads
 
 
 def _new_faiss(kind: IndexKind, dimension: int, params: IndexParams) -> faiss.IndexIDMap2:
@@ -127,6 +141,7 @@ class VectorIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, ids) among `allowed` ids (all live ids when None), best first."""
         query = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
+        _search_threads(self.params.search_threads)
         with self._lock:
             if self.ntotal == 0 or k <= 0 or (allowed is not None and not len(allowed)):
                 return np.zeros(0, np.float32), np.zeros(0, np.int64)

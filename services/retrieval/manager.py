@@ -23,7 +23,7 @@ from services.common.errors import InvalidArgument, NotFound
 from services.common.paging import Page
 from services.retrieval import validate
 from services.retrieval.chunking import Chunk, chunk_offsets, validate_chunking
-from services.retrieval.embedder import Embedder, EmbedderPool
+from services.retrieval.embedder import EmbedderPool, TextEmbedder
 from services.retrieval.index import IndexParams, VectorIndex
 from services.retrieval.ingest import IngestLane
 from services.retrieval.live import LiveCollection, load_index
@@ -75,6 +75,7 @@ class CollectionManager:
             ef_construction=settings.hnsw_ef_construction,
             ef_search=settings.hnsw_ef_search,
             exact_filter_threshold=settings.exact_filter_threshold,
+            search_threads=settings.faiss_threads,
         )
         self._live: dict[tuple[str, str], LiveCollection] = {}
         self._maintenance: set[asyncio.Task[None]] = set()
@@ -185,7 +186,7 @@ class CollectionManager:
     # Writes ------------------------------------------------------------------------------
 
     def _chunk(
-        self, record: CollectionRecord, embedder: Embedder, docs: list[DocumentInput]
+        self, record: CollectionRecord, embedder: TextEmbedder, docs: list[DocumentInput]
     ) -> list[tuple[list[Chunk], int]]:
         """Tokenizes documents (on the ingest lane): each one's chunks and token count.
 

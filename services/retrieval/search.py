@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from services.retrieval.bm25 import reciprocal_rank_fusion
-from services.retrieval.embedder import Embedder
+from services.retrieval.embedder import TextEmbedder
 from services.retrieval.live import LiveCollection
 from services.retrieval.records import ChunkHit, Condition, SearchMode
 from services.retrieval.settings import RetrievalSettings
@@ -20,7 +20,7 @@ _MIN_HYBRID_CANDIDATES = 50
 
 def run_search(
     store: RetrievalStore,
-    embedder: Embedder,
+    embedder: TextEmbedder,
     live: LiveCollection,
     query: str,
     k: int,

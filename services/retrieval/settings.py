@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -29,6 +30,11 @@ class RetrievalSettings(ServiceSettings):
     #: Extra embedders as name -> local directory, loaded on first use.
     extra_embedders: dict[str, Path] = Field(default_factory=dict)
     embed_batch_size: int = 64
+    #: `torch`: fp32 sentence-transformers, the reference. `onnx-int8`: the same model
+    #: exported to ONNX and quantized to int8 at first use (cached under `onnx_cache_dir`).
+    embedder_backend: Literal["torch", "onnx-int8"] = "torch"
+    #: Where exported ONNX models are kept; unset: <data_dir>/retrieval/onnx.
+    onnx_cache_dir: Path | None = None
     #: 0 leaves torch's default.
     torch_threads: int = 0
     #: One OpenMP thread per FAISS search: a single query gains little from more, and
@@ -76,6 +82,9 @@ class RetrievalSettings(ServiceSettings):
 
     def database_url(self) -> str:
         return f"sqlite:///{self.service_dir('retrieval') / 'retrieval.db'}"
+
+    def resolved_onnx_cache_dir(self) -> Path:
+        return self.onnx_cache_dir or self.service_dir("retrieval") / "onnx"
 
     def index_dir(self) -> Path:
         path = self.service_dir("retrieval") / "indexes"

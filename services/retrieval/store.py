@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC
+from pathlib import Path
 
 import numpy as np
 from sqlalchemy import (
@@ -35,6 +36,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from services.common.errors import AlreadyExists, NotFound, ResourceExhausted
+from services.common.migrations import Schema, upgrade
 from services.retrieval.records import (
     ChunkHit,
     CollectionRecord,
@@ -45,6 +47,8 @@ from services.retrieval.records import (
 )
 
 metadata_obj = MetaData()
+#: Alembic revisions of these tables (services/retrieval/migrations).
+SCHEMA = Schema("retrieval", Path(__file__).with_name("migrations"), marker_table="collections")
 # AUTOINCREMENT: chunk ids are FAISS ids and must never be reused after a delete.
 collections = Table(
     "collections",
@@ -148,7 +152,7 @@ class RetrievalStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        metadata_obj.create_all(engine)
+        upgrade(engine, SCHEMA)
 
     # Collections -------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import math
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -32,8 +33,11 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from services.common.errors import AlreadyExists, NotFound
+from services.common.migrations import Schema, upgrade
 
 metadata = MetaData()
+#: Alembic revisions of these tables (services/training/migrations).
+SCHEMA = Schema("training", Path(__file__).with_name("migrations"), marker_table="jobs")
 #: The paging position before the newest row: (created_at, id) pages run newest first.
 NEWEST_FIRST: tuple[float, str] = (math.inf, "")
 
@@ -138,7 +142,7 @@ class TrainingStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine)
+        upgrade(engine, SCHEMA)
 
     # Datasets
     def add_dataset(self, record: DatasetRecord) -> None:

@@ -210,3 +210,23 @@ def test_safetensors_whose_header_length_starts_with_0x80_is_not_taken_for_a_pic
     assert sha256_file(tmp_path / "out" / "adapter_model.safetensors") == sha256_file(
         folder / "adapter_model.safetensors"
     )
+
+
+def test_download_checks_compatibility_before_sending_bytes(acme, adapter_dir):
+    """A cold load is one call: DownloadAdapter resolves, checks the engine, then streams."""
+    acme.push("acme/c", adapter_dir)
+    fits = pb.DownloadAdapterRequest(
+        ref="acme/c", base_model="/models/SmolLM2-135M-Instruct", max_rank=16,
+        available_modules=["q_proj", "v_proj"], supported_peft_types=["LORA"],
+    )  # fmt: skip
+    messages = list(acme._stream(acme.stub.DownloadAdapter, fits, 30))
+    assert messages[0].version.version == 1 and len(messages) > 1
+    too_small = pb.DownloadAdapterRequest(ref="acme/c", max_rank=4)
+    with pytest.raises(LoraplexClientError) as err:
+        list(acme._stream(acme.stub.DownloadAdapter, too_small, 30))
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "rank 8 exceeds the maximum rank 4" in err.value.message
+    hostile = pb.DownloadAdapterRequest(ref="acme/c", available_modules=["m"] * 5000)
+    with pytest.raises(LoraplexClientError) as err:
+        list(acme._stream(acme.stub.DownloadAdapter, hostile, 30))
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT

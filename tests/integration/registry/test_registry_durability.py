@@ -206,9 +206,11 @@ def test_dead_push_leftovers_are_swept_on_a_timer_but_live_pushes_are_not(tmp_pa
             while dead.exists() and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert not dead.exists(), "the dead push's temp file was swept without a restart"
-            time.sleep(2.5)  # the live push's temp file is now older than the grace period
-            (live,) = list(tmp_files.iterdir())
-            assert live.suffix == ".part"
+            time.sleep(2.5)  # the live push's temp files are now older than the grace period
+            # Both of its files: the config (spooled until the whole push is checked) and
+            # the half-sent weights.
+            live = list(tmp_files.iterdir())
+            assert len(live) == 2 and all(p.suffix == ".part" for p in live)
         finally:
             release.set()
             uploader.join(60)

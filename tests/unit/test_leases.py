@@ -1,0 +1,37 @@
+"""The kit's lease helper on SQLite (one writer at a time); PostgreSQL: tests/integration."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.common.db import make_engine, sqlite_url
+from tests import lease_cases
+
+
+@pytest.fixture
+def engines(tmp_path):
+    url = sqlite_url(tmp_path / "leases.db")
+    made = [make_engine(url) for _ in range(3)]
+    yield made
+    for engine in made:
+        engine.dispose()
+
+
+def test_racing_claimers_take_each_row_once(engines):
+    lease_cases.racing_claimers_each_row_once(engines)
+
+
+def test_two_claimers_of_one_row_one_wins(engines):
+    lease_cases.one_row_two_claimers_one_wins(engines[:2])
+
+
+def test_expired_lease_is_reclaimed_and_the_stale_owner_fenced(engines):
+    lease_cases.expired_lease_is_reclaimed_and_the_stale_owner_fenced(engines[0])
+
+
+def test_heartbeat_keeps_the_lease(engines):
+    lease_cases.heartbeat_keeps_the_lease(engines[0])
+
+
+def test_own_rows_are_taken_back_before_expiry(engines):
+    lease_cases.own_rows_are_taken_back_before_expiry(engines[0])
