@@ -38,6 +38,9 @@ def up(
             "SQLite and local files",
         ),
     ] = 0,
+    free_ports: Annotated[
+        bool, typer.Option(help="free ports instead of the defaults (50051-50054, +100 a replica)")
+    ] = False,
 ) -> None:
     """Start registry, retrieval, training and inference; stop them all on Ctrl-C."""
     wanted = set(service) or {"registry", "retrieval", "training", "inference"}
@@ -52,7 +55,7 @@ def up(
     if unknown:
         raise typer.BadParameter(f"unknown service(s): {', '.join(sorted(unknown))}")
     names = tuple(s for s in SERVICES if s in wanted)
-    suite = LocalSuite(root, free_ports=False, replicas=replicas)
+    suite = LocalSuite(root, free_ports=free_ports, replicas=replicas)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with suite:
