@@ -247,6 +247,11 @@ class LocalSuite:
                 (self.data_dir / "models").mkdir(parents=True, exist_ok=True)
                 models.symlink_to(self.data_dir / "models", target_is_directory=True)
             env["LORAPLEX_DATA_DIR"] = str(data)
+            # Who this replica is to the others, as a pod's name and address are: a
+            # restarted replica comes back as itself (training takes its own jobs back at
+            # once, retrieval's peers reach it at the same address).
+            env[f"{prefix}REPLICA_ID"] = name
+            env[f"{prefix}ADVERTISE_ADDRESS"] = self.replica_address(service, replica)
         log_file = (logs / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", f"services.{service}"],
