@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from collections import Counter as Tally
 from collections import OrderedDict
@@ -59,6 +60,15 @@ class AdapterSource(Protocol):
 
     async def download(self, tenant: str, version: AdapterVersionInfo, dest: Path) -> None: ...
 
+    async def fetch(
+        self,
+        tenant: str,
+        ref: AdapterRef,
+        needs: EngineRequirements,
+        dest: Path,
+        wanted: Callable[[AdapterVersionInfo], bool],
+    ) -> tuple[AdapterVersionInfo, bool]: ...
+
 
 @dataclass(frozen=True)
 class ResolvedAdapter:
@@ -96,6 +106,8 @@ class AdapterManager:
         self.clock = clock
         self._loaded: OrderedDict[Key, ResolvedAdapter] = OrderedDict()
         self._loading: dict[Key, asyncio.Task[ResolvedAdapter]] = {}
+        #: Cold loads by (adapter, version or alias) while their version is not yet known.
+        self._cold: dict[tuple[AdapterName, str], asyncio.Task[ResolvedAdapter]] = {}
         self._aliases: dict[tuple[AdapterName, str], _Resolution] = {}
         self._background: set[asyncio.Task] = set()
         #: Called with each tenant on its first request (the app connects the watch stream).
@@ -122,6 +134,9 @@ class AdapterManager:
                 ADAPTER_CACHE.labels(tenant, str(ref.adapter), "hit").inc()
                 self.lookups["hit"] += 1
                 return hit
+        if not self._holds(ref.adapter):
+            ADAPTER_CACHE.labels(tenant, str(ref.adapter), "miss").inc()
+            return await self._load_cold(tenant, ref)
         info = await self.registry.resolve(tenant, ref, self.requirements)
         if ref.selector:
             self._remember(ref.adapter, ref.selector, info.version, self.resolve_ttl_seconds)
@@ -129,6 +144,43 @@ class AdapterManager:
         ADAPTER_CACHE.labels(tenant, str(ref.adapter), "hit" if hit else "miss").inc()
         self.lookups["hit" if hit else "miss"] += 1
         return hit or await self._load(tenant, info)
+
+    def _holds(self, name: AdapterName) -> bool:
+        """Whether any version of `name` is loaded or loading here. If none is, a request
+        for it is cold: one DownloadAdapter resolves, checks and fetches it (no separate
+        CheckCompatibility round trip)."""
+        return any(n == name for n, _ in (*self._loaded, *self._loading, *self._cold))
+
+    async def _load_cold(self, tenant: str, ref: AdapterRef) -> ResolvedAdapter:
+        """Single-flight per reference, like `_load` per version."""
+        key = (ref.adapter, str(ref.version) if ref.version else ref.selector)
+        task = self._cold.get(key)
+        if task is None:
+            task = asyncio.create_task(self._fetch_and_load(tenant, ref))
+            self._cold[key] = task
+            task.add_done_callback(lambda _: self._cold.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _fetch_and_load(self, tenant: str, ref: AdapterRef) -> ResolvedAdapter:
+        staged = self.cache.staging()
+
+        def wanted(info: AdapterVersionInfo) -> bool:
+            key = (info.name, info.version)
+            held = key in self._loaded or key in self._loading
+            return not held and self.cache.get(info.digest) is None
+
+        try:
+            info, fetched = await self.registry.fetch(
+                tenant, ref, self.requirements, staged, wanted
+            )
+            if ref.selector:
+                self._remember(ref.adapter, ref.selector, info.version, self.resolve_ttl_seconds)
+            hit = self._hit(info.name, info.version)
+            if hit is not None:
+                return hit
+            return await self._load(tenant, info, staged if fetched else None)
+        finally:  # placed in the cache by now, unless another load had it or it failed
+            await asyncio.to_thread(shutil.rmtree, staged, True)
 
     def _hit(self, name: AdapterName, version: int) -> ResolvedAdapter | None:
         key = (name, version)
@@ -150,22 +202,27 @@ class AdapterManager:
                 del self._aliases[key]
         self._aliases[(name, selector)] = _Resolution(version, self.clock() + seconds)
 
-    async def _load(self, tenant: str, info: AdapterVersionInfo) -> ResolvedAdapter:
+    async def _load(
+        self, tenant: str, info: AdapterVersionInfo, fetched: Path | None = None
+    ) -> ResolvedAdapter:
         """One load per version however many requests ask; a caller that gives up does not
-        cancel it for the others."""
+        cancel it for the others. `fetched`: the files, already downloaded by a cold load."""
         key = (info.name, info.version)
         task = self._loading.get(key)
         if task is None:
-            task = asyncio.create_task(self._download_and_load(tenant, info))
+            task = asyncio.create_task(self._download_and_load(tenant, info, fetched))
             self._loading[key] = task
             task.add_done_callback(lambda _: self._loading.pop(key, None))
         return await asyncio.shield(task)
 
-    async def _download_and_load(self, tenant: str, info: AdapterVersionInfo) -> ResolvedAdapter:
+    async def _download_and_load(
+        self, tenant: str, info: AdapterVersionInfo, fetched: Path | None = None
+    ) -> ResolvedAdapter:
         folder = self.cache.get(info.digest)
         if folder is None:
-            staged = self.cache.staging()
-            await self.registry.download(tenant, info, staged)
+            staged = fetched or self.cache.staging()
+            if fetched is None:
+                await self.registry.download(tenant, info, staged)
             folder = await self.cache.commit(info.digest, staged)
         handle = AdapterHandle(str(info), self.engine.next_adapter_id(), folder)
         try:

@@ -8,7 +8,7 @@ come back as the records in services.inference.records: no protobuf past here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC
 from pathlib import Path
 
@@ -83,27 +83,67 @@ class RegistryGateway:
         reply = await self.remote.call(self.stub.CheckCompatibility, request, tenant)
         return _version_info(reply.version)
 
+    async def fetch(
+        self,
+        tenant: str,
+        ref: AdapterRef,
+        needs: EngineRequirements,
+        dest: Path,
+        wanted: Callable[[AdapterVersionInfo], bool],
+    ) -> tuple[AdapterVersionInfo, bool]:
+        """A cold load in one call: the registry resolves `ref`, checks the engine's needs
+        (FAILED_PRECONDITION) and streams the files into `dest`. After the header,
+        `wanted(version)` False cancels the call: the bytes are here already."""
+        request = reg_pb.DownloadAdapterRequest(
+            ref=str(ref),
+            base_model=needs.base_model,
+            max_rank=needs.max_rank,
+            available_modules=list(needs.modules),
+            supported_peft_types=list(needs.peft_types),
+        )
+        return await self._receive(tenant, request, dest, wanted)
+
     async def download(self, tenant: str, version: AdapterVersionInfo, dest: Path) -> None:
         """Writes exactly `version`'s files into `dest`, each checked against its sha256."""
-        request = reg_pb.DownloadAdapterRequest(ref=str(version.ref))
+
+        def same(sent: AdapterVersionInfo) -> bool:
+            if sent != version:
+                raise errors.DataLoss(
+                    f"registry sent another content for {version} than it resolved; retry"
+                )
+            return True
+
+        await self._receive(tenant, reg_pb.DownloadAdapterRequest(ref=str(version.ref)), dest, same)
+
+    async def _receive(
+        self,
+        tenant: str,
+        request: reg_pb.DownloadAdapterRequest,
+        dest: Path,
+        wanted: Callable[[AdapterVersionInfo], bool],
+    ) -> tuple[AdapterVersionInfo, bool]:
+        info: AdapterVersionInfo | None = None
         files: VerifiedFolder | None = None
+        stream = self.remote.stream(self.stub.DownloadAdapter, request, tenant)
         try:
-            async for message in self.remote.stream(self.stub.DownloadAdapter, request, tenant):
+            async for message in stream:
                 if message.HasField("version"):
-                    if _version_info(message.version) != version:
-                        raise errors.DataLoss(
-                            f"registry sent another content for {version} than it resolved; retry"
-                        )
+                    info = _version_info(message.version)
+                    if not wanted(info):
+                        return info, False
                     files = VerifiedFolder(message.version, dest)
                 elif files is None:
                     raise errors.DataLoss("registry sent file bytes before the version header")
                 else:
                     files.write(message.chunk.path, message.chunk.data)
-            if files is None:
+            if files is None or info is None:
                 raise errors.DataLoss("registry sent no version header")
             files.finish()
+            return info, True
         except IntegrityError as error:
             raise errors.DataLoss(str(error)) from None
+        finally:
+            await stream.aclose()  # cancels the call when we stop early
 
     async def watch_tenants(
         self, additions: AsyncIterator[tuple[list[str], bool]]

@@ -34,6 +34,8 @@ class CountingRegistry:
         self.gateway = gateway
         self.resolves: list[str] = []
         self.downloads: list[str] = []
+        #: Cold loads: one DownloadAdapter that resolves, checks and fetches.
+        self.fetches: list[str] = []
 
     async def resolve(self, tenant, ref, needs):
         self.resolves.append(str(ref))
@@ -42,6 +44,10 @@ class CountingRegistry:
     async def download(self, tenant, version, dest):
         self.downloads.append(str(version))
         await self.gateway.download(tenant, version, dest)
+
+    async def fetch(self, tenant, ref, needs, dest, wanted):
+        self.fetches.append(str(ref))
+        return await self.gateway.fetch(tenant, ref, needs, dest, wanted)
 
     def watch_tenants(self, additions):
         return self.gateway.watch_tenants(additions)

@@ -27,7 +27,7 @@ async def test_plain_reference_hits_the_alias_cache(rig):
     first = await manager.resolve("acme", parse_ref("acme/bot"))
     second = await manager.resolve("acme", parse_ref("acme/bot"))
     assert first.ref == second.ref == "acme/bot@1"
-    assert rig.counting.resolves == ["acme/bot"]
+    assert rig.counting.fetches == ["acme/bot"] and rig.counting.resolves == []
 
 
 async def test_alias_resolution_expires(rig):
@@ -36,24 +36,45 @@ async def test_alias_resolution_expires(rig):
     manager = rig.manager(resolve_ttl_seconds=5, clock=clock)
     await manager.resolve("acme", parse_ref("acme/bot@prod"))
     await manager.resolve("acme", parse_ref("acme/bot@prod"))
-    assert rig.counting.resolves == ["acme/bot@prod"]
+    assert rig.counting.fetches == ["acme/bot@prod"] and rig.counting.resolves == []
     clock.now += 6
     await manager.resolve("acme", parse_ref("acme/bot@prod"))
-    assert rig.counting.resolves == ["acme/bot@prod"] * 2
+    assert rig.counting.resolves == ["acme/bot@prod"], "warm: a resolve, no bytes"
     # an exact version never needs the registry once loaded
     await manager.resolve("acme", parse_ref("acme/bot@1"))
-    assert len(rig.counting.resolves) == 2
+    assert len(rig.counting.resolves + rig.counting.fetches) == 2
 
 
 async def test_cold_reference_is_resolved_once_and_that_version_downloaded(rig):
-    """Defect 2: resolve returns version and digest; download fetches exactly that version."""
+    """A cold load is one registry call: DownloadAdapter resolves, checks and streams, and
+    its header names the version the bytes are of."""
     await rig.push("acme", "acme/bot")
     manager = rig.manager()
     resolved = await manager.resolve("acme", parse_ref("acme/bot"))
-    assert rig.counting.resolves == ["acme/bot"]
-    assert rig.counting.downloads == ["acme/bot@1"]
+    assert rig.counting.fetches == ["acme/bot"]
+    assert rig.counting.resolves == [] and rig.counting.downloads == []
     assert resolved.version.digest and resolved.version.version == 1
     assert rig.engine.load_calls == ["acme/bot@1"]
+    # a newer version of a name held here: resolved (no bytes), then that version fetched
+    await rig.push("acme", "acme/bot", seed=1)
+    fresh = rig.manager()  # fresh alias cache, same disk cache
+    await fresh.resolve("acme", parse_ref("acme/bot@1"))
+    assert (await fresh.resolve("acme", parse_ref("acme/bot"))).version.version == 2
+    assert rig.counting.resolves == ["acme/bot"] and rig.counting.downloads == ["acme/bot@2"]
+
+
+async def test_cold_load_reuses_the_disk_cache_and_checks_the_engine(rig):
+    await rig.push("acme", "acme/bot")
+    await rig.manager().resolve("acme", parse_ref("acme/bot"))
+    restarted = rig.manager()  # a new process over the same disk cache
+    assert (await restarted.resolve("acme", parse_ref("acme/bot"))).version.version == 1
+    assert rig.counting.fetches == ["acme/bot"] * 2, "the second stopped after the header"
+    assert not list((rig.tmp / "cache" / "tmp").iterdir()), "no staging folder left behind"
+    await rig.push("acme", "acme/other")
+    rig.engine.lora_modules = ("k_proj",)  # the adapter targets q_proj and v_proj
+    with pytest.raises(FailedPrecondition, match="v_proj"):
+        await restarted.resolve("acme", parse_ref("acme/other"))
+    assert restarted.loaded("acme") == ["acme/bot@1"]
 
 
 async def test_download_refuses_content_other_than_resolved(rig, tmp_path):
