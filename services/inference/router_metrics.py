@@ -53,11 +53,15 @@ class LoadedAdapterCollector(Collector):
             "LoRA adapters loaded on this replica (1 while loaded), by residency level",
             labels=["adapter_name", "level", "pinned"],
         )
+        levels: dict[str, str] = {}  # several sources only when tests run replicas in-process
         for source, slots in list(self._sources.values()):
             names = source.loaded_names()
             cold = len(names) - slots
             for index, name in enumerate(names):
-                family.add_metric([name, "gpu" if index >= cold else "cpu", "false"], 1)
+                if levels.get(name) != "gpu":
+                    levels[name] = "gpu" if index >= cold else "cpu"
+        for name, level in levels.items():
+            family.add_metric([name, level, "false"], 1)
         yield family
 
 
