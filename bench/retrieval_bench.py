@@ -195,7 +195,7 @@ def main() -> None:
     rows: list[str] = []
     with tempfile.TemporaryDirectory(prefix="retrieval-bench-") as tmp:
         settings = RetrievalSettings(data_dir=Path(tmp))
-        store = RetrievalStore(make_engine(settings.database_url()))
+        store = RetrievalStore(make_engine(settings.resolved_database_url()))
         indexes: dict[tuple[IndexKind, int], VectorIndex] = {}
         for size in args.sizes:
             for kind in IndexKind:

@@ -13,6 +13,7 @@ doubling, jittered backoff, `LORAPLEX_RETRIES` tries in all (default 4).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -38,6 +39,24 @@ DEFAULT_TIMEOUT_SECONDS = 30.0
 DEFAULT_ATTEMPTS = 4
 #: Calls routed by adapter affinity over several replicas, per service.
 AFFINITY_KEYS: dict[str, Callable[[Any], str | None]] = {"inference": adapter_of}
+#: gRPC's own retries (within each call's deadline): a server that is starting, or a
+#: replica whose tenants are moving to the survivors, answers UNAVAILABLE for a moment.
+RETRY_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{}],
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.25s",
+                    "maxBackoff": "4s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -128,6 +147,8 @@ class ClientConfig:
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ROUND_ROBIN_OPTION,
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", RETRY_SERVICE_CONFIG),
         ]
         if not (self.tls_ca_file or self.tls_cert_file):
             return grpc.insecure_channel(target, options=options)

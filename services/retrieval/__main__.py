@@ -17,7 +17,7 @@ from services.retrieval.store import SCHEMA
 def main() -> None:
     settings = RetrievalSettings()
     if sys.argv[1:] == ["migrate"]:
-        migrate_main(settings, SCHEMA, settings.database_url())
+        migrate_main(settings, SCHEMA, settings.resolved_database_url())
         return
     run(settings, lambda _: RetrievalApp(settings))
 

@@ -42,6 +42,11 @@ class Bm25Index:
             self._retriever.index([tokenize(t) for t in texts], show_progress=False)
         # bm25s keeps per-query scratch state; one query at a time.
         self._lock = threading.Lock()
+        #: Rough: ids, and the sparse score matrix (a score and a token id per posting).
+        self._bytes = ids.nbytes + 12 * sum(len(t) // 5 + 1 for t in texts)
+
+    def memory_bytes(self) -> int:
+        return self._bytes
 
     def search(
         self, query: str, k: int, allowed: np.ndarray | None = None

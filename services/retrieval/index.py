@@ -3,7 +3,7 @@
 Exact indexes (inner product over unit vectors) remove vectors directly. HNSW
 graphs cannot remove, so deleted ids become tombstones excluded inside every
 search by an id selector, until a rebuild from the store drops them. A snapshot
-records the revision it contains, so start-up only replays newer writes.
+records the revision it contains, so a load only replays newer writes.
 """
 
 from __future__ import annotations
@@ -12,12 +12,10 @@ import io
 import logging
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import faiss
 import numpy as np
 
-from services.common.atomic import atomic_writer
 from services.retrieval.records import IndexKind
 
 log = logging.getLogger(__name__)
@@ -202,31 +200,33 @@ class VectorIndex:
 
     # Snapshots ---------------------------------------------------------------------------
 
-    def save(self, path: Path) -> int:
-        """Writes index, tombstones and revision as one file, atomically; returns its size."""
+    def memory_bytes(self) -> int:
+        """About what the index holds in memory: vectors, ids, and the HNSW links."""
+        per_vector = 4 * self.dimension + 8
+        if self.kind is IndexKind.HNSW:
+            per_vector += 4 * 2 * self.params.hnsw_m + 8
+        return self.ntotal * per_vector + 16 * len(self._tombstones)
+
+    def to_bytes(self) -> bytes:
+        """Index, tombstones and revision as one snapshot payload."""
         with self._lock:
             data = faiss.serialize_index(self._index)
             tombstones = np.fromiter(self._tombstones, dtype=np.int64)
             header = np.asarray([self.revision, self.dimension, _KIND_CODES[self.kind]], np.int64)
         buffer = io.BytesIO()
         np.savez(buffer, header=header, index=data, tombstones=tombstones)
-        payload = buffer.getvalue()
-        with atomic_writer(path) as handle:
-            handle.write(payload)
-        return len(payload)
+        return buffer.getvalue()
 
     @classmethod
-    def load(cls, path: Path, params: IndexParams) -> VectorIndex | None:
-        """The snapshot at `path`, or None if it is missing or unreadable (then: rebuild)."""
-        if not path.exists():
-            return None
+    def from_bytes(cls, payload: bytes, params: IndexParams) -> VectorIndex | None:
+        """The snapshot in `payload`, or None if it is unreadable (then: rebuild)."""
         try:
-            with np.load(path, allow_pickle=False) as data:
+            with np.load(io.BytesIO(payload), allow_pickle=False) as data:
                 revision, dimension, code = (int(x) for x in data["header"])
                 index = faiss.deserialize_index(data["index"])
                 tombstones = data["tombstones"]
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            log.warning("index snapshot %s unreadable (%s); rebuilding from the store", path, exc)
+            log.warning("index snapshot unreadable (%s); rebuilding from the store", exc)
             return None
         kind = next(k for k, c in _KIND_CODES.items() if c == code)
         return cls(kind, dimension, params, index, tombstones, revision)

@@ -3,8 +3,11 @@
 Knows nothing of gRPC. Every method takes the calling tenant and finds a
 collection only under that tenant, so another tenant's collection is as absent
 as one that never existed. Writes commit to the store first (that commit is the
-acknowledgement), then the in-memory index mirrors them; snapshots and replay
-keep the index in step across crashes. CPU work runs in a bounded executor.
+acknowledgement), then the in-memory index mirrors them. Indexes load on first
+use (snapshot in the blob store plus the writes after it) and unload past the
+memory budget; a search first reads the collection's committed revision and
+catches up if another replica wrote since, so it sees every acknowledged write.
+CPU work runs in a bounded executor.
 """
 
 from __future__ import annotations
@@ -22,12 +25,19 @@ import numpy as np
 from services.common.errors import InvalidArgument, NotFound
 from services.common.paging import Page
 from services.retrieval import validate
+from services.retrieval.cache import CollectionCache
 from services.retrieval.chunking import Chunk, chunk_offsets, validate_chunking
 from services.retrieval.embedder import EmbedderPool, TextEmbedder
 from services.retrieval.index import IndexParams, VectorIndex
 from services.retrieval.ingest import IngestLane
-from services.retrieval.live import LiveCollection, load_index
-from services.retrieval.metrics import CHUNKS_EMBEDDED, REBUILDS, SEARCH_SECONDS, WRITES
+from services.retrieval.live import LiveCollection, catch_up, load_collection
+from services.retrieval.metrics import (
+    CHUNKS_EMBEDDED,
+    REBUILDS,
+    SEARCH_SECONDS,
+    UNLOADS,
+    WRITES,
+)
 from services.retrieval.records import (
     ChunkHit,
     CollectionRecord,
@@ -41,6 +51,7 @@ from services.retrieval.records import (
 )
 from services.retrieval.search import run_search
 from services.retrieval.settings import RetrievalSettings
+from services.retrieval.snapshots import SnapshotStore
 from services.retrieval.store import RetrievalStore
 
 log = logging.getLogger(__name__)
@@ -57,17 +68,19 @@ class UpsertProgress:
 
 
 class CollectionManager:
-    """Owns every collection's live index; one instance per process."""
+    """Owns the loaded collections' indexes; one instance per process."""
 
     def __init__(
         self,
         settings: RetrievalSettings,
         store: RetrievalStore,
+        snapshots: SnapshotStore,
         embedders: EmbedderPool,
         executor: ThreadPoolExecutor,
     ) -> None:
         self.settings = settings
         self.store = store
+        self.snapshots = snapshots
         self.embedders = embedders
         self.executor = executor
         self.params = IndexParams(
@@ -77,7 +90,7 @@ class CollectionManager:
             exact_filter_threshold=settings.exact_filter_threshold,
             search_threads=settings.faiss_threads,
         )
-        self._live: dict[tuple[str, str], LiveCollection] = {}
+        self.cache = CollectionCache(settings.memory_budget_bytes)
         self._maintenance: set[asyncio.Task[None]] = set()
         #: Document tokenizing and embedding; searches stay on `executor`.
         self.ingest = IngestLane(nice=settings.ingest_nice)
@@ -88,42 +101,92 @@ class CollectionManager:
     # Lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Loads every index from its snapshot plus the writes it lacks; then we are ready."""
+        """Loads the embedder, not the indexes: each loads on first use."""
         await self._run(self.embedders.get, "")
-        records = await self._run(self.store.all_collections)
-        index_dir = self.settings.index_dir()
-        for record in records:
-            index, on_disk = await self._run(load_index, self.store, record, index_dir, self.params)
-            self._live[(record.tenant, record.name)] = LiveCollection(
-                record, index, index_dir, on_disk
-            )
-        known = {f"{r.pk}.npz" for r in records}
-        for path in index_dir.glob("*.npz"):
-            if path.name not in known:
-                path.unlink(missing_ok=True)  # a collection deleted before its snapshot was
-        log.info("retrieval ready: %d collections loaded", len(records))
+        swept = await self._run(self.snapshots.sweep)
+        log.info("retrieval ready; indexes load on first use (%d stale snapshots swept)", swept)
 
     async def close(self) -> None:
         await self.wait_idle()
-        for live in list(self._live.values()):
-            async with live.write_lock:
-                await self._run(live.snapshot)
+        for live in self.cache.values():
+            await self._unload(live)
+        await self.wait_idle()
         await asyncio.to_thread(self.ingest.close)
 
     async def wait_idle(self) -> None:
-        """Waits for background rebuilds (tests, shutdown)."""
+        """Waits for background rebuilds and unloads (tests, shutdown)."""
         while self._maintenance:
             await asyncio.gather(*list(self._maintenance), return_exceptions=True)
 
-    def _get(self, tenant: str, name: str) -> LiveCollection:
-        live = self._live.get((tenant, validate.collection_name(name)))
-        if live is None:
-            raise NotFound(f"collection {name!r} not found")
+    async def _open(self, tenant: str, name: str) -> LiveCollection:
+        """The caller's collection, loaded (once) if it is not yet."""
+        key = (tenant, validate.collection_name(name))
+
+        async def load() -> LiveCollection:
+            record = await self._run(self.store.get_collection, tenant, key[1])
+            return await self._run(load_collection, self.store, self.snapshots, record, self.params)
+
+        live = await self.cache.get_or_load(key, load)
+        self._enforce_budget()
         return live
 
-    def _record_of(self, stored: CollectionRecord) -> CollectionRecord:
-        live = self._live.get((stored.tenant, stored.name))
-        return live.record if live is not None else stored
+    async def _fresh(self, tenant: str, name: str) -> LiveCollection:
+        """Loaded and level with the store: one indexed read of the committed revision,
+        so a read after an acknowledged write, made through any replica, sees it."""
+        live = await self._open(tenant, name)
+        revision = await self._run(self.store.revision, live.record.pk)
+        if revision is None:
+            self._forget(live)
+            raise NotFound(f"collection {name!r} not found")
+        if revision > live.index.revision:
+            async with live.write_lock:
+                if revision > live.index.revision:
+                    await self._run(catch_up, self.store, live, revision)
+                    live.record = dataclasses.replace(live.record, revision=live.index.revision)
+        return live
+
+    def _forget(self, live: LiveCollection) -> None:
+        live.deleted = True
+        if self.cache.get(live.key) is live:
+            self.cache.pop(live.key)
+
+    def _enforce_budget(self) -> None:
+        for live in self.cache.over_budget():
+            self._background(self._unload(live))
+
+    async def _unload(self, live: LiveCollection) -> None:
+        """Snapshots what the blob store lacks; the index is then dropped with the last
+        reference (a search still holding it finishes first)."""
+        try:
+            async with live.write_lock:
+                await self._run(live.snapshot, self.snapshots)
+            UNLOADS.inc()
+            log.info("unloaded %s/%s", *live.key)
+        except Exception:
+            log.exception("snapshot of %s/%s at unload failed", *live.key)
+
+    def _background(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._maintenance.add(task)
+        task.add_done_callback(self._maintenance.discard)
+
+    async def release(self, keep: Callable[[str], bool]) -> int:
+        """Unloads collections of tenants this replica no longer serves, and those deleted
+        through another replica; returns how many (called on each membership tick)."""
+        loaded = self.cache.values()
+        if not loaded:
+            return 0
+        existing = await self._run(self.store.collection_pks)
+        dropped = 0
+        for live in loaded:
+            if live.record.pk not in existing:
+                self._forget(live)
+                dropped += 1
+            elif not keep(live.record.tenant):
+                self.cache.pop(live.key)
+                self._background(self._unload(live))
+                dropped += 1
+        return dropped
 
     # Collections -------------------------------------------------------------------------
 
@@ -158,29 +221,34 @@ class CollectionManager:
         record = await self._run(
             self.store.create_collection, record, self.settings.max_collections_per_tenant
         )
-        index = VectorIndex(index_kind, record.dimension, self.params)
-        self._live[(tenant, name)] = LiveCollection(record, index, self.settings.index_dir())
+        self.cache.put(
+            LiveCollection(record, VectorIndex(index_kind, record.dimension, self.params))
+        )
         log.info("collection %s/%s created (%s)", tenant, name, index_kind.value)
         return record
 
     async def get_collection(self, tenant: str, name: str) -> CollectionRecord:
-        return self._get(tenant, name).record
+        return await self._run(self.store.get_collection, tenant, validate.collection_name(name))
 
     async def list_collections(
         self, tenant: str, page_size: int, page_token: str
     ) -> tuple[list[CollectionRecord], str]:
         page = Page.parse(page_size, page_token, first="")
         records = await self._run(self.store.list_collections, tenant, page.after, page.fetch)
-        items, token = page.cut(records, key=lambda r: r.name)
-        return [self._record_of(r) for r in items], token
+        return page.cut(records, key=lambda r: r.name)
 
     async def delete_collection(self, tenant: str, name: str) -> None:
-        live = self._get(tenant, name)
-        async with live.write_lock:
-            await self._run(self.store.delete_collection, tenant, name)
-            self._live.pop((tenant, name), None)
-            live.deleted = True
-            live.snapshot_path.unlink(missing_ok=True)
+        """Rows (cascading), snapshots and the loaded index; other replicas drop their
+        copies on their next membership tick or on their next use of it."""
+        key = (tenant, validate.collection_name(name))
+        live = self.cache.get(key)
+        if live is None:
+            pk = await self._run(self.store.delete_collection, tenant, key[1])
+        else:
+            async with live.write_lock:
+                pk = await self._run(self.store.delete_collection, tenant, key[1])
+                self._forget(live)
+        await self._run(self.snapshots.delete, pk)
         log.info("collection %s/%s deleted", tenant, name)
 
     # Writes ------------------------------------------------------------------------------
@@ -224,7 +292,7 @@ class CollectionManager:
         with other tenants' uploads, so neither searches nor small uploads wait for a
         large one.
         """
-        live = self._get(tenant, name)
+        live = await self._open(tenant, name)
         embedder = await self._run(self.embedders.get, live.record.embedding_model)
         progress = UpsertProgress(revision=live.record.revision)
         threads = self.settings.ingest_threads
@@ -271,7 +339,7 @@ class CollectionManager:
         self, tenant: str, name: str, doc_ids: list[str], conditions: list[Condition]
     ) -> tuple[int, int]:
         """Deletes by ids or by filter (exactly one); returns (documents deleted, revision)."""
-        live = self._get(tenant, name)
+        live = await self._open(tenant, name)
         if bool(doc_ids) == bool(conditions):
             raise InvalidArgument("give either document_ids or a filter, not both")
         validate.conditions(conditions, self.settings)
@@ -285,9 +353,10 @@ class CollectionManager:
             if live.deleted:
                 raise NotFound(f"collection {live.record.name!r} not found")
             result = await self._run(write, live.record, *args)
-            await self._run(live.apply, result)
+            await self._run(live.apply, self.store, result)
             if result.revision - live.snapshot_revision >= self.settings.snapshot_every_writes:
-                await self._run(live.snapshot)
+                await self._run(live.snapshot, self.snapshots)
+        self._enforce_budget()
         if live.index.needs_rebuild(
             self.settings.rebuild_tombstone_ratio, self.settings.rebuild_min_tombstones
         ):
@@ -298,9 +367,7 @@ class CollectionManager:
         if live.rebuilding:
             return
         live.rebuilding = True
-        task = asyncio.get_running_loop().create_task(self._rebuild(live))
-        self._maintenance.add(task)
-        task.add_done_callback(self._maintenance.discard)
+        self._background(self._rebuild(live))
 
     async def _rebuild(self, live: LiveCollection) -> None:
         """Rebuilds an HNSW graph from the store without its tombstones; searches go on."""
@@ -323,7 +390,7 @@ class CollectionManager:
                 )
                 dropped = live.index.tombstones
                 live.index = fresh
-                await self._run(live.snapshot)
+                await self._run(live.snapshot, self.snapshots)
             REBUILDS.inc()
             log.info("rebuilt %s/%s: %d tombstones dropped", record.tenant, record.name, dropped)
         except Exception:
@@ -344,7 +411,7 @@ class CollectionManager:
         mode: SearchMode = SearchMode.DENSE,
     ) -> tuple[list[ChunkHit], int]:
         """Top-k chunks of the caller's collection, best first, with the revision searched."""
-        live = self._get(tenant, name)
+        live = await self._fresh(tenant, name)
         k = validate.query(query, top_k, self.settings)
         conds = validate.conditions(conditions or [], self.settings)
         embedder = self.embedders.get(live.record.embedding_model)
@@ -364,9 +431,9 @@ class CollectionManager:
         return hits, live.index.revision
 
     async def stats(self, tenant: str, name: str) -> CollectionStats:
-        live = self._get(tenant, name)
+        live = await self._fresh(tenant, name)
         docs, chunks, size = await self._run(self.store.counts, live.record.pk)
-        snapshot = live.snapshot_path.stat().st_size if live.snapshot_path.exists() else 0
+        snapshot = await self._run(self.snapshots.size, live.record.pk)
         return CollectionStats(
             documents=docs,
             chunks=chunks,

