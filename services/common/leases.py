@@ -46,6 +46,10 @@ def replica_identity(configured: str = "", port: int = 0) -> str:
     return f"{host}:{port}" if port else f"{host}-{os.getpid()}"
 
 
+class LeaseLost(Exception):
+    """A fenced write found the lease taken over: the writer is no longer the owner."""
+
+
 @dataclass(frozen=True)
 class Lease:
     """A held claim on one row: its key, its owner, its fencing epoch and when it lapses."""

@@ -1,30 +1,28 @@
-"""One writer per job folder, even across a service crash.
+"""One writer per job folder, across service crashes and replicas.
 
-A worker outliving its service (kill -9, OOM kill) would otherwise go on beside the
-worker the restarted service launches for the same job, both appending events and
-overwriting the checkpoint. Three layers keep that from happening:
+A worker outlives its service (kill -9, OOM kill, a rolling update of the service
+alone): the restarted replica, or the replica that takes the job over once its lease
+lapsed, reattaches to it (`worker.json` says which process runs which attempt, and
+`exit.json` how an attempt ended when nobody was watching). When a replica launches a
+new attempt instead, three layers keep the old worker from writing beside it:
 
-- the worker dies with its parent: the kernel sends it SIGTERM when the service
-  process dies (`PR_SET_PDEATHSIG`), and a worker whose parent is already gone when
-  it starts exits at once;
 - the service grants each attempt a lease: the attempt number (the job store's
-  `attempts`, its epoch) written to the job folder before the worker starts. A
-  worker whose lease has moved on writes nothing more and stops, and the service
-  refuses events tagged with any attempt but the job's current one;
+  `attempts`) written to the job folder before the worker starts. A worker whose lease
+  has moved on writes nothing more and stops, and the service refuses events tagged
+  with any attempt but the job's current one;
 - a worker holds an exclusive lock on the job folder while it runs, so on one host
   the next attempt waits for the previous worker to exit before reading the
-  checkpoint.
+  checkpoint;
+- the service's own writes about the job are fenced by its database lease
+  (services.common.leases), so a replica that lost the job cannot conclude it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
+import json
 import logging
-import os
-import signal
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +34,9 @@ log = logging.getLogger(__name__)
 
 LEASE_FILE = "lease"
 LOCK_FILE = "worker.lock"
-_PR_SET_PDEATHSIG = 1
+EXIT_FILE = "exit.json"
+#: A worker's exit codes: done, failed (its last event says why), stopped (resumable).
+EXIT_OK, EXIT_FAILED, EXIT_STOPPED = 0, 1, 3
 
 
 def grant_lease(job_dir: Path, attempt: int) -> None:
@@ -63,14 +63,18 @@ class Lease:
             return False
 
 
-def die_with_parent(parent_pid: int) -> bool:
-    """Asks the kernel for SIGTERM when the parent dies; False if it is already gone."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
-            log.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
-    # Checked after the request: a parent that died before it is caught here instead.
-    return os.getppid() == parent_pid
+def write_exit(job_dir: Path, attempt: int | None, code: int) -> None:
+    """How an attempt ended, for a service that was not watching when it did."""
+    write_atomic(job_dir / EXIT_FILE, json.dumps({"attempt": attempt, "code": code}).encode())
+
+
+def read_exit(job_dir: Path, attempt: int) -> int | None:
+    """The exit code `attempt` recorded; None if it has not ended (or was killed)."""
+    try:
+        record = json.loads((job_dir / EXIT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return int(record["code"]) if record.get("attempt") == attempt else None
 
 
 def lock_folder(job_dir: Path, should_stop: Callable[[], str], poll: float = 0.2) -> IO | None:

@@ -2,9 +2,17 @@
 
 The manager runs in the service's event loop but never trains: a worker process does,
 writing events to its job folder, which the manager copies into the numbered event
-log and turns into state. A restarted service requeues jobs it finds running: their
-worker resumes from the last checkpoint, or the job fails with a reason once it has
-been resumed too often.
+log and turns into state.
+
+Replicas share the job store. A replica claims a queued job under a lease
+(services.common.leases) and renews it with a heartbeat while the job runs; every
+write it makes about the job is fenced by that lease. A replica that dies stops
+renewing: once the lease lapses, another replica claims the job, copies in the
+events the worker wrote meanwhile, and reattaches to the worker (still running, or
+ended with its exit code recorded) or resumes the job from its last checkpoint in a
+new attempt. A restarted replica (same `replica_id`) takes its own jobs back at once.
+A job is published once: the published version is recorded on the job with its
+`published` event, and a new owner looks for a version this job pushed before pushing.
 """
 
 from __future__ import annotations
@@ -21,10 +29,11 @@ from typing import Any
 
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.kit import Blocking
+from services.common.leases import Lease, LeaseLost, replica_identity
 from services.common.paging import Page
 from services.training.datasets import TASK_FORMATS
 from services.training.executors import Executor, WorkerHandle
-from services.training.fencing import grant_lease
+from services.training.fencing import EXIT_STOPPED, grant_lease
 from services.training.publisher import Publisher, check_gate
 from services.training.settings import TrainingSettings
 from services.training.spec import JobSpec, validate, with_defaults
@@ -76,43 +85,77 @@ class JobManager:
         self.data_root = settings.data_dir
         self.jobs_root = self.data_root / "training" / "jobs"
         self.models_dir = settings.resolved_models_dir()
+        self.replica = replica_identity(settings.replica_id, settings.port)
+        #: The jobs this replica holds, and their workers once started.
+        self._leases: dict[str, Lease] = {}
         self._running: dict[str, WorkerHandle] = {}
         self._watchers: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._closing = False
         self._scheduler: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
 
     # Lifecycle
     async def start(self) -> None:
-        await self._blocking(self._recover)
+        """Takes back this replica's own jobs (it restarted under them), then schedules."""
+        log.info("training replica %s", self.replica)
+        claimed = await self._blocking(
+            self.store.claim_own, self.replica, self.settings.lease_seconds
+        )
+        for job, lease in claimed:
+            await self._take(job, lease)
+        self._heartbeat = asyncio.create_task(self._beat())
         self._scheduler = asyncio.create_task(self._schedule())
 
     async def close(self) -> None:
-        """Stops scheduling; local workers checkpoint and stop, their jobs stay running."""
+        """Stops scheduling and hands this replica's jobs back for another to claim.
+
+        Local workers checkpoint and stop, their jobs queued again; detached workers
+        (Kubernetes) run on, and whichever replica claims the job reattaches to them.
+        """
         self._closing = True
         if self._scheduler:
             self._scheduler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._scheduler
-        if not self.executor.detached:
+        held = list(self._leases.values())
+        if self.executor.detached:
+            for task in list(self._watchers):
+                task.cancel()
+        else:
             for handle in list(self._running.values()):
                 handle.terminate()
         if self._watchers:
             await asyncio.wait(self._watchers, timeout=self.settings.cancel_grace_seconds * 2)
+        for lease in held:  # what a worker's ending has not handed back already
+            with contextlib.suppress(Exception):
+                await self._blocking(self.store.release, lease)
+        self._leases.clear()
+        if self._heartbeat:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
 
-    def _recover(self) -> None:
-        for job in self.store.jobs_in_state("running"):
-            if job.attempts > self.settings.max_resumes:
-                self._fail(
-                    job.id,
-                    f"the training service restarted {job.attempts} times while this job ran;"
-                    " start a new job (consider fewer steps or more checkpoints)",
-                )
-                continue
-            log.info("job %s was running when the service stopped: requeued to resume", job.id)
-            self.store.update_job(job.id, state="queued")
-            position = self.store.queue_position(self.store.get_job(job.tenant, job.id))
-            self.store.append_event(job.id, "queued", {"position": position})
+    async def _beat(self) -> None:
+        """Renews every lease this replica holds; forgets one another replica has taken."""
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+            for job_id, lease in list(self._leases.items()):
+                try:
+                    renewed = await self._blocking(
+                        self.store.renew, lease, self.settings.lease_seconds
+                    )
+                except Exception:
+                    log.warning("job %s: heartbeat failed; retrying", job_id, exc_info=True)
+                    continue
+                current = self._leases.get(job_id)
+                if current is None or current.epoch != lease.epoch:
+                    continue
+                if renewed is None:
+                    log.warning("job %s: lease taken over by another replica", job_id)
+                    del self._leases[job_id]
+                else:
+                    self._leases[job_id] = renewed
 
     # Requests
     def model_dir(self, base_model: str) -> Path:
@@ -206,18 +249,24 @@ class JobManager:
         if job.state in FINAL_STATES:
             raise FailedPrecondition(f"job {job_id!r} already ended ({job.state})")
         await self._blocking(self.store.update_job, job_id, cancel_requested=True)
-        handle = self._running.get(job_id)
-        if handle is None:
-            await self._blocking(self._finish_cancelled, job_id)
-        else:
-            await self._blocking((self.jobs_root / job_id / "cancel").touch)
-            handle.terminate()
-            asyncio.get_running_loop().call_later(self.settings.cancel_grace_seconds, handle.kill)
+        # A queued job ends here; a running one on whichever replica runs it, which sees
+        # the request within `event_poll_seconds` (at once when it is this one).
+        if not await self._blocking(self._finish_cancelled, job_id, None):
+            handle = self._running.get(job_id)
+            if handle is not None:
+                await self._stop_for_cancel(job_id, handle)
         return await self._blocking(self.store.get_job, tenant, job_id)
 
-    def _finish_cancelled(self, job_id: str) -> None:
-        if self.store.finish_job(job_id, "cancelled"):
-            self.store.append_event(job_id, "cancelled", {})
+    async def _stop_for_cancel(self, job_id: str, handle: WorkerHandle) -> None:
+        await self._blocking((self.jobs_root / job_id / "cancel").touch)
+        handle.terminate()
+        asyncio.get_running_loop().call_later(self.settings.cancel_grace_seconds, handle.kill)
+
+    def _finish_cancelled(self, job_id: str, lease: Lease | None) -> bool:
+        if self.store.finish_job(job_id, "cancelled", lease):
+            self.store.append_event(job_id, "cancelled", {}, lease)
+            return True
+        return False
 
     async def events(
         self, tenant: str, job_id: str, after: int, follow: bool = True
@@ -238,31 +287,70 @@ class JobManager:
 
     # Scheduling
     async def _schedule(self) -> None:
+        """Claims queued jobs (and lapsed ones) while this replica has free workers."""
         while not self._closing:
-            free = self.settings.workers - len(self._running)
-            queued = await self._blocking(self.store.jobs_in_state, "queued")
-            for job in queued[: max(free, 0)]:
-                await self._launch(job)
+            free = self.settings.workers - len(self._leases)
+            try:
+                claimed = await self._blocking(
+                    self.store.claim_jobs, self.replica, self.settings.lease_seconds, free
+                )
+                for job, lease in claimed:
+                    await self._take(job, lease)
+            except Exception:  # the database may be restarting: try again shortly
+                log.exception("claiming jobs failed; retrying")
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=1.0)
 
-    async def _launch(self, job: JobRecord) -> None:
-        job_dir = await self._blocking(self._prepare, job)
+    async def _take(self, job: JobRecord, lease: Lease) -> None:
+        """Runs a job this replica has just claimed: reattach, conclude, resume or start."""
+        self._leases[job.id] = lease
+        job_dir = self.jobs_root / job.id
+        try:
+            if job.cancel_requested:
+                await self._blocking(self._finish_cancelled, job.id, lease)
+                self._leases.pop(job.id, None)
+                return
+            if job.attempts > 0:
+                # A worker ran this job under another replica (or before a restart): log
+                # what it wrote meanwhile, then pick it up where it is.
+                await self._blocking(self._ingest, job.id, job_dir, lease)
+                handle = await self.executor.attach(job.id, job_dir, job.attempts)
+                if handle is not None:
+                    log.info("job %s: attempt %d taken over", job.id, job.attempts)
+                    self._follow(job.id, job_dir, handle)
+                    return
+                if job.attempts > self.settings.max_resumes:
+                    await self._blocking(
+                        self._fail,
+                        job.id,
+                        f"the training service restarted {job.attempts} times while this job"
+                        " ran; start a new job (consider fewer steps or more checkpoints)",
+                        lease,
+                    )
+                    self._leases.pop(job.id, None)
+                    return
+                log.info("job %s: resuming from its last checkpoint", job.id)
+            await self._launch(job, lease)
+        except LeaseLost:
+            log.warning("job %s: lease taken over while starting it", job.id)
+            self._leases.pop(job.id, None)
+
+    async def _launch(self, job: JobRecord, lease: Lease) -> None:
+        job_dir = await self._blocking(self._prepare, job, lease)
         if job_dir is None:
+            self._leases.pop(job.id, None)
             return
-        attempt = job.attempts + 1
-        handle = await self.executor.start(job.id, job_dir, attempt)
-        self._running[job.id] = handle
-        latest = await self._blocking(self.store.find_job, job.id)
-        if latest is not None and latest.cancel_requested:
-            await self._blocking((job_dir / "cancel").touch)
-            handle.terminate()
-        task = asyncio.create_task(self._watch(job.id, job_dir, handle))
+        handle = await self.executor.start(job.id, job_dir, job.attempts + 1)
+        self._follow(job.id, job_dir, handle)
+
+    def _follow(self, job_id: str, job_dir: Path, handle: WorkerHandle) -> None:
+        self._running[job_id] = handle
+        task = asyncio.create_task(self._watch(job_id, job_dir, handle))
         self._watchers.add(task)
         task.add_done_callback(self._watchers.discard)
 
-    def _prepare(self, job: JobRecord) -> Path | None:
+    def _prepare(self, job: JobRecord, lease: Lease) -> Path | None:
         """Writes the job's worker input and marks it running; None if it cannot start."""
         job_dir = self.jobs_root / job.id
         job_dir.mkdir(parents=True, exist_ok=True)
@@ -277,18 +365,19 @@ class JobManager:
                 record = self.datasets.store.get_dataset(job.tenant, dataset_id)
                 paths[dataset_id] = self._relative(self.datasets.path(record))
         except NotFound as exc:
-            self._fail(job.id, f"{exc.message}; it was removed after the job was created")
+            self._fail(job.id, f"{exc.message}; it was removed after the job was created", lease)
             return None
         attempt = job.attempts + 1
         payload = {"job_id": job.id, "spec": job.spec, "base_model_dir": self._relative(base)}
         payload["datasets"] = paths
         payload["attempt"] = attempt
         (job_dir / "job.json").write_text(json.dumps(payload, indent=2))
-        # The store's attempt count is the epoch; the lease file tells the workers.
-        self.store.update_job(job.id, state="running", attempts=attempt)
-        grant_lease(job_dir, attempt)
+        # The store's attempt count is the worker's epoch; the lease file tells the workers.
+        values: dict[str, Any] = {"state": "running", "attempts": attempt}
         if job.started_at is None:
-            self.store.update_job(job.id, started_at=time.time())
+            values["started_at"] = time.time()
+        self.store.update_job(job.id, lease, **values)
+        grant_lease(job_dir, attempt)
         return job_dir
 
     def _relative(self, path: Path) -> str:
@@ -301,45 +390,65 @@ class JobManager:
     async def _watch(self, job_id: str, job_dir: Path, handle: WorkerHandle) -> None:
         wait = asyncio.create_task(handle.wait())
         error = ""
+        cancelling = False
         try:
             while True:
                 done, _ = await asyncio.wait({wait}, timeout=self.settings.event_poll_seconds)
-                error = await self._blocking(self._ingest, job_id, job_dir) or error
+                lease = self._leases.get(job_id)
+                if lease is None:
+                    raise LeaseLost(f"job {job_id}: the heartbeat found the lease taken over")
+                reason, cancel = await self._blocking(self._ingest, job_id, job_dir, lease)
+                error = reason or error
+                if cancel and not cancelling and not done:
+                    cancelling = True
+                    await self._stop_for_cancel(job_id, handle)
                 if done:
                     break
-            code = wait.result()
-            error = await self._blocking(self._ingest, job_id, job_dir) or error
-            await self._conclude(job_id, job_dir, code, error)
+            await self._conclude(job_id, job_dir, wait.result(), error, lease)
+        except LeaseLost:
+            # The replica that holds the job now follows its worker; leave it alone.
+            log.warning("job %s: another replica took the job over", job_id)
         except Exception:
             log.exception("job %s: watching the worker failed", job_id)
-            await self._blocking(
-                self._fail,
-                job_id,
-                "the training service lost track of the worker; start the job again",
-            )
+            with contextlib.suppress(Exception):
+                await self._blocking(
+                    self._fail,
+                    job_id,
+                    "the training service lost track of the worker; start the job again",
+                    self._leases.get(job_id),
+                )
         finally:
+            wait.cancel()
             self._running.pop(job_id, None)
+            self._leases.pop(job_id, None)
             self._wake.set()
 
-    def _ingest(self, job_id: str, job_dir: Path) -> str:
-        """Copies new worker events into the event log; returns an error reason if one came."""
-        path = job_dir / "events.jsonl"
-        if not path.exists():
-            return ""
+    def _ingest(self, job_id: str, job_dir: Path, lease: Lease) -> tuple[str, bool]:
+        """Copies new worker events into the event log, with the file offset they end at in
+        the same transaction (so none is logged twice); returns an error reason if one
+        came, and whether a cancel was requested."""
         job = self.store.find_job(job_id)
         assert job is not None
+        path = job_dir / "events.jsonl"
+        if not path.exists():
+            return "", job.cancel_requested
         with path.open("rb") as handle:
             handle.seek(job.events_offset)
             data = handle.read()
         end = data.rfind(b"\n") + 1
         if end == 0:
-            return ""
+            return "", job.cancel_requested
         error = ""
         updates: dict[str, Any] = {}
         metrics = dict(job.metrics)
+        events: list[tuple[str, dict[str, Any]]] = []
         stale = 0
-        for line in data[:end].decode("utf-8").splitlines():
-            event = json.loads(line)
+        for line in data[:end].decode("utf-8", "replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:  # a line cut short when its worker was killed mid-write
+                log.warning("job %s: skipped a malformed line in the events file", job_id)
+                continue
             if event.pop("attempt", job.attempts) != job.attempts:
                 stale += 1  # a fenced worker of an earlier attempt: refused
                 continue
@@ -350,7 +459,7 @@ class JobManager:
             elif kind == "early_stopped":
                 metrics["early_stopped_at_step"] = float(event["step"])
             elif kind in WORKER_EVENTS:
-                self.store.append_event(job_id, kind, event)
+                events.append((kind, event))
                 if kind == "started":
                     updates["total_steps"] = event["total_steps"]
                 elif kind == "step":
@@ -360,23 +469,32 @@ class JobManager:
                     metrics.update(event["metrics"])
         if stale:
             log.warning("job %s: refused %d events of an earlier attempt", job_id, stale)
-        self.store.update_job(
-            job_id, events_offset=job.events_offset + end, metrics=metrics, **updates
+        self.store.record(
+            job_id,
+            lease,
+            events,
+            events_offset=job.events_offset + end,
+            metrics=metrics,
+            **updates,
         )
-        return error
+        return error, job.cancel_requested
 
-    async def _conclude(self, job_id: str, job_dir: Path, code: int, error: str) -> None:
+    async def _conclude(
+        self, job_id: str, job_dir: Path, code: int, error: str, lease: Lease
+    ) -> None:
         job = await self._blocking(self.store.find_job, job_id)
         assert job is not None
         if job.cancel_requested:
-            await self._blocking(self._finish_cancelled, job_id)
+            await self._blocking(self._finish_cancelled, job_id, lease)
             return
-        if self._closing and code != 0:
-            log.info("job %s: worker stopped for shutdown; it resumes on restart", job_id)
+        if code == EXIT_STOPPED:
+            # Stopped, not failed (a shutdown, a node drained): any replica resumes it.
+            log.info("job %s: worker stopped; the job is queued to resume", job_id)
+            await self._blocking(self._hand_back, job_id, lease)
             return
         if code != 0:
             reason = error or f"the worker exited with code {code}; see the job log"
-            await self._blocking(self._fail, job_id, reason)
+            await self._blocking(self._fail, job_id, reason, lease)
             return
         result = json.loads(await self._blocking((job_dir / "result.json").read_text))
         metrics = {**job.metrics, **result["metrics"]}
@@ -386,10 +504,14 @@ class JobManager:
             metrics["publishable"] = 0.0
             if spec.publish.adapter_name:
                 note = MODEL_NOTE.format(method=spec.method)
-                await self._blocking(self.store.append_event, job_id, "notice", {"message": note})
+                await self._blocking(
+                    self.store.append_event, job_id, "notice", {"message": note}, lease
+                )
         elif spec.publish.adapter_name:
             try:
-                adapter_ref = await self._publish(job, spec, result, metrics, job_dir)
+                adapter_ref = await self._publish(job, spec, result, metrics, job_dir, lease)
+            except LeaseLost:
+                raise
             except Exception as exc:
                 log.exception("job %s: publishing failed", job_id)
                 message = getattr(exc, "message", "") or type(exc).__name__
@@ -398,14 +520,26 @@ class JobManager:
                     job_id,
                     f"training finished but publishing to the registry failed ({message});"
                     " the adapter is kept with the job: start a new job once the registry is up",
+                    lease,
                     metrics=metrics,
                 )
                 return
-        await self._blocking(self._succeed, job_id, metrics, adapter_ref)
+        await self._blocking(self._succeed, job_id, metrics, adapter_ref, lease)
 
-    def _succeed(self, job_id: str, metrics: dict[str, float], adapter_ref: str) -> None:
-        if self.store.finish_job(job_id, "succeeded", metrics=metrics, adapter_ref=adapter_ref):
-            self.store.append_event(job_id, "succeeded", {})
+    def _hand_back(self, job_id: str, lease: Lease) -> None:
+        if self.store.release(lease, state="queued"):
+            job = self.store.find_job(job_id)
+            position = job.queue_position if job is not None else 0
+            self.store.append_event(job_id, "queued", {"position": position})
+
+    def _succeed(
+        self, job_id: str, metrics: dict[str, float], adapter_ref: str, lease: Lease
+    ) -> None:
+        done = self.store.finish_job(
+            job_id, "succeeded", lease, metrics=metrics, adapter_ref=adapter_ref
+        )
+        if done:
+            self.store.append_event(job_id, "succeeded", {}, lease)
 
     async def _publish(
         self,
@@ -414,7 +548,11 @@ class JobManager:
         result: dict[str, Any],
         metrics: dict[str, float],
         job_dir: Path,
+        lease: Lease,
     ) -> str:
+        """Pushes the adapter once: a new owner of the job finds what an earlier one pushed."""
+        if job.adapter_ref:
+            return job.adapter_ref  # published, and recorded, by an earlier owner
         if self.publisher is None:
             raise FailedPrecondition("no registry is configured")
         datasets = [await self.get_dataset(job.tenant, d.dataset_id) for d in spec.train]
@@ -432,14 +570,21 @@ class JobManager:
         if spec.method == "lora":
             lineage["lora"] = json.dumps(spec.lora.__dict__, sort_keys=True)
         name = spec.publish.adapter_name
-        published = await self.publisher.push(
-            job.tenant,
-            name,
-            job_dir / "artifact",
-            lineage,
-            metrics,
-            f"{spec.method} on {spec.base_model} by training job {job.id}",
-        )
+        published = await self.publisher.find(job.tenant, name, job.id)
+        if published is None:
+            # The last look at the lease before a push that cannot be taken back.
+            if await self._blocking(self.store.renew, lease, self.settings.lease_seconds) is None:
+                raise LeaseLost(f"job {job.id}: lease taken over before publishing")
+            published = await self.publisher.push(
+                job.tenant,
+                name,
+                job_dir / "artifact",
+                lineage,
+                metrics,
+                f"{spec.method} on {spec.base_model} by training job {job.id}",
+            )
+        else:
+            log.info("job %s: %s was pushed by an earlier owner", job.id, published.ref)
         payload: dict[str, Any] = {"adapter_ref": published.ref}
         alias = spec.publish.promote_alias
         if alias:
@@ -449,10 +594,17 @@ class JobManager:
             else:
                 await self.publisher.set_alias(job.tenant, name, alias, published.version)
                 payload["promoted_alias"] = alias
-        await self._blocking(self.store.append_event, job.id, "published", payload)
+        # The version goes on the job with its event, in one transaction: recorded once.
+        await self._blocking(
+            self.store.record,
+            job.id,
+            lease,
+            [("published", payload)],
+            adapter_ref=published.ref,
+        )
         return published.ref
 
-    def _fail(self, job_id: str, reason: str, **values: Any) -> None:
-        if self.store.finish_job(job_id, "failed", failure_reason=reason, **values):
-            self.store.append_event(job_id, "failed", {"reason": reason})
+    def _fail(self, job_id: str, reason: str, lease: Lease | None, **values: Any) -> None:
+        if self.store.finish_job(job_id, "failed", lease, failure_reason=reason, **values):
+            self.store.append_event(job_id, "failed", {"reason": reason}, lease)
             log.info("job %s failed: %s", job_id, reason)

@@ -1,7 +1,9 @@
 """Kubernetes executor: each training job becomes a Kubernetes Job running the worker.
 
 The manifest is a plain dict so it can be tested without a cluster; the official
-`kubernetes` client is imported only when this executor is chosen.
+`kubernetes` client is imported only when this executor is chosen. Jobs carry the
+training job's id and attempt as labels, so any replica that takes the training job
+over finds its Kubernetes Job and reattaches instead of starting another.
 """
 
 from __future__ import annotations
@@ -25,6 +27,15 @@ def k8s_name(job_id: str, attempt: int) -> str:
     return name[:63].rstrip("-")
 
 
+def job_labels(job_id: str, attempt: int) -> dict[str, str]:
+    """What finds a training job's Kubernetes Job again (job ids are valid label values)."""
+    return {
+        "app.kubernetes.io/name": "loraplex-training-job",
+        "loraplex.io/job-id": job_id,
+        "loraplex.io/attempt": str(attempt),
+    }
+
+
 def build_job_manifest(
     job_id: str,
     attempt: int,
@@ -41,7 +52,7 @@ def build_job_manifest(
     limits: dict[str, Any] = {"cpu": cpu, "memory": memory}
     if gpus:
         limits["nvidia.com/gpu"] = str(gpus)
-    labels = {"app.kubernetes.io/name": "loraplex-training-job", "loraplex.io/job-id": job_id}
+    labels = job_labels(job_id, attempt)
     container = {
         "name": "trainer",
         "image": image,
@@ -51,7 +62,6 @@ def build_job_manifest(
             f"{DATA_MOUNT}/{job_dir_in_data}",
             "--data-root",
             DATA_MOUNT,
-            "--no-watch-parent",
         ],
         "env": [{"name": "TOKENIZERS_PARALLELISM", "value": "false"}],
         "resources": {"requests": dict(limits), "limits": limits},
@@ -135,13 +145,23 @@ class KubernetesHandle:
 
 
 class KubernetesExecutor:
-    """Submits one Job per attempt; pods keep running when the service restarts."""
+    """Submits one Job per attempt; pods keep running when the service restarts.
+
+    `api` is a `BatchV1Api` (or a stand-in in tests); by default the cluster's.
+    """
 
     detached = True
 
-    def __init__(self, data_root: Path, namespace: str, image: str, data_pvc: str, **res: Any):
-        self.kubernetes = load_client()
-        self.api = self.kubernetes.client.BatchV1Api()
+    def __init__(
+        self,
+        data_root: Path,
+        namespace: str,
+        image: str,
+        data_pvc: str,
+        api: Any = None,
+        **res: Any,
+    ) -> None:
+        self.api = api if api is not None else load_client().client.BatchV1Api()
         self.data_root = data_root
         self.namespace = namespace
         self.image = image
@@ -163,3 +183,15 @@ class KubernetesExecutor:
         name = manifest["metadata"]["name"]
         log.info("job %s: submitted Kubernetes Job %s", job_id, name)
         return KubernetesHandle(self.api, name, self.namespace)
+
+    async def attach(self, job_id: str, job_dir: Path, attempt: int) -> KubernetesHandle | None:
+        """The Kubernetes Job of `attempt`, found by label, running or ended; None if gone."""
+        selector = ",".join(f"{k}={v}" for k, v in job_labels(job_id, attempt).items())
+        found = await asyncio.to_thread(
+            self.api.list_namespaced_job, self.namespace, label_selector=selector
+        )
+        for item in found.items:
+            if item.metadata.deletion_timestamp is None:
+                log.info("job %s: reattached to Kubernetes Job %s", job_id, item.metadata.name)
+                return KubernetesHandle(self.api, item.metadata.name, self.namespace)
+        return None

@@ -19,7 +19,7 @@ from loraplex.adapter_transfer import adapter_files, push_chunks, push_header
 from loraplex.registry.v1 import registry_service_pb2 as pb
 from loraplex.registry.v1 import registry_service_pb2_grpc as pb_grpc
 from services.common.calls import Remote
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, NotFound
 from services.common.kit import Blocking
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,14 @@ class Publisher(Protocol):
 
     async def set_alias(self, tenant: str, name: str, alias: str, version: int) -> None: ...
 
+    async def find(self, tenant: str, name: str, training_job: str) -> PublishedVersion | None:
+        """The version `training_job` pushed already (its lineage names the job), if any."""
+        ...
+
+
+#: Newest versions searched for a job's earlier push (it is among the newest).
+FIND_PAGES, FIND_PAGE_SIZE = 5, 100
+
 
 class RegistryPublisher:
     """Pushes over the kit's call layer (TLS, deadline, retry), acting for the job's tenant."""
@@ -141,3 +149,21 @@ class RegistryPublisher:
     async def set_alias(self, tenant: str, name: str, alias: str, version: int) -> None:
         request = pb.SetAliasRequest(name=name, alias=alias, version=version)
         await self.registry.call(self.stub.SetAlias, request, tenant)
+
+    async def find(self, tenant: str, name: str, training_job: str) -> PublishedVersion | None:
+        token = ""
+        for _ in range(FIND_PAGES):
+            request = pb.ListAdapterVersionsRequest(
+                name=name, page_size=FIND_PAGE_SIZE, page_token=token
+            )
+            try:
+                reply = await self.registry.call(self.stub.ListAdapterVersions, request, tenant)
+            except NotFound:
+                return None  # no version of the adapter at all
+            for version in reply.versions:
+                if version.lineage.get("training_job") == training_job:
+                    return PublishedVersion(name, int(version.version))
+            token = reply.next_page_token
+            if not token:
+                return None
+        return None

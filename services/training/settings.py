@@ -37,6 +37,14 @@ class TrainingSettings(ServiceSettings):
     cancel_grace_seconds: float = 5.0
     #: Times a job is resumed after the service restarted under it before it is failed.
     max_resumes: int = 3
+    #: This replica's identity in job leases; empty means "<hostname>:<port>", stable
+    #: across restarts of one replica, so a restarted replica takes its own jobs back.
+    replica_id: str = ""
+    #: Seconds a job's lease lasts without a heartbeat: how long the other replicas wait
+    #: before taking over the jobs of a replica that died.
+    lease_seconds: float = 30.0
+    #: Seconds between heartbeats renewing this replica's leases (well under lease_seconds).
+    heartbeat_seconds: float = 10.0
     #: Largest dataset accepted, in bytes.
     max_dataset_bytes: int = 256 * 1024 * 1024
     #: Largest single JSONL row, in bytes.

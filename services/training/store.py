@@ -1,7 +1,9 @@
 """Durable state: datasets, jobs and each job's numbered event log (SQLite or PostgreSQL).
 
 Every read takes the caller's tenant and answers NOT_FOUND for anything the tenant
-does not own, so a check cannot be forgotten at the edge.
+does not own, so a check cannot be forgotten at the edge. Replicas share it: a job is
+run by the replica holding its lease (services.common.leases), and every write about a
+running job can be fenced with that lease, so a replica that lost it writes nothing.
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from services.common.db import write_transaction
 from services.common.errors import AlreadyExists, NotFound
+from services.common.leases import Lease, LeaseLost, LeaseTable
+from services.common.leases import now as lease_now
 from services.common.migrations import Schema, upgrade
 
 metadata = MetaData()
@@ -73,6 +78,11 @@ jobs_table = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("cancel_requested", Boolean, nullable=False, default=False),
     Column("events_offset", Integer, nullable=False, default=0),
+    # The lease (services.common.leases): which replica runs the job, until when, and
+    # the fencing epoch that grows with every claim.
+    Column("owner", String(128), nullable=False, default="", server_default=""),
+    Column("lease_epoch", Integer, nullable=False, default=0, server_default="0"),
+    Column("lease_expires_at", Float, nullable=True),
 )
 
 events_table = Table(
@@ -86,6 +96,7 @@ events_table = Table(
 )
 
 ACTIVE_STATES = ("queued", "running")
+leases = LeaseTable(jobs_table)
 FINAL_STATES = ("succeeded", "failed", "cancelled")
 
 
@@ -118,6 +129,9 @@ class JobRecord:
     attempts: int = 0
     cancel_requested: bool = False
     events_offset: int = 0
+    owner: str = ""
+    lease_epoch: int = 0
+    lease_expires_at: float | None = None
     queue_position: int = 0
 
 
@@ -210,16 +224,6 @@ class TrainingStore:
             record.queue_position = self.queue_position(record)
         return records
 
-    def jobs_in_state(self, state: str) -> list[JobRecord]:
-        """Oldest first: the queue order."""
-        query = (
-            select(jobs_table)
-            .where(jobs_table.c.state == state)
-            .order_by(jobs_table.c.created_at, jobs_table.c.id)
-        )
-        with self.engine.connect() as conn:
-            return [_job(r) for r in conn.execute(query)]
-
     def queue_position(self, record: JobRecord) -> int:
         """1 + the tenant's own queued jobs ahead: other tenants' jobs are not theirs to count."""
         if record.state != "queued":
@@ -237,47 +241,138 @@ class TrainingStore:
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one()) + 1
 
-    def update_job(self, job_id: str, **values: Any) -> None:
-        if "metrics" in values:
-            values["metrics"] = json.dumps(values["metrics"])
-        with self.engine.begin() as conn:
-            conn.execute(jobs_table.update().where(jobs_table.c.id == job_id).values(**values))
+    # Leases: which replica runs which job
+    def claim_jobs(self, owner: str, seconds: float, limit: int) -> list[tuple[JobRecord, Lease]]:
+        """Up to `limit` jobs for `owner`, oldest first: queued ones, and running ones whose
+        lease lapsed (their replica died); each is `running` under a new epoch."""
+        active = jobs_table.c.state.in_(ACTIVE_STATES)
+        order = (jobs_table.c.created_at, jobs_table.c.id)
+        with self.engine.connect() as conn:  # a read first: most polls find nothing to claim
+            free = leases.free(lease_now(conn))
+            if conn.execute(select(jobs_table.c.id).where(active, free).limit(1)).first() is None:
+                return []
+        with write_transaction(self.engine) as conn:
+            won = leases.claim(conn, owner, seconds, active, order, limit, state="running")
+        return [(self._claimed(lease), lease) for lease in won]
 
-    def finish_job(self, job_id: str, state: str, **values: Any) -> bool:
-        """Moves an active job to a final state once; False if it had already ended."""
+    def claim_own(self, owner: str, seconds: float) -> list[tuple[JobRecord, Lease]]:
+        """The running jobs `owner` held before it restarted, under new epochs."""
+        c = jobs_table.c
+        query = select(c.id).where(c.state == "running", c.owner == owner)
+        out = []
+        with write_transaction(self.engine) as conn:
+            for (job_id,) in conn.execute(query).all():
+                lease = leases.claim_key(conn, job_id, owner, seconds, own=True)
+                if lease is not None:
+                    out.append(lease)
+        return [(self._claimed(lease), lease) for lease in out]
+
+    def _claimed(self, lease: Lease) -> JobRecord:
+        record = self.find_job(lease.key)
+        assert record is not None
+        return record
+
+    def renew(self, lease: Lease, seconds: float) -> Lease | None:
+        """The heartbeat; None once another replica holds the job."""
+        with write_transaction(self.engine) as conn:
+            return leases.renew(conn, lease, seconds)
+
+    def release(self, lease: Lease, **values: Any) -> bool:
+        """Hands the job back (with `values`, e.g. state=queued) for any replica to claim."""
+        with write_transaction(self.engine) as conn:
+            return leases.release(conn, lease, **values)
+
+    # Writes about a job: fenced by the lease when one is given
+    def update_job(self, job_id: str, lease: Lease | None = None, **values: Any) -> None:
+        """Raises LeaseLost, writing nothing, when `lease` is no longer the job's."""
         if "metrics" in values:
             values["metrics"] = json.dumps(values["metrics"])
+        with write_transaction(self.engine) as conn:
+            self._update(conn, job_id, lease, values)
+
+    def _update(self, conn: Any, job_id: str, lease: Lease | None, values: dict) -> None:
+        where = jobs_table.c.id == job_id if lease is None else leases.held(lease)
+        result = conn.execute(jobs_table.update().where(where).values(**values))
+        if lease is not None and result.rowcount != 1:
+            raise LeaseLost(f"job {job_id}: lease {lease.epoch} was taken over")
+
+    def finish_job(
+        self, job_id: str, state: str, lease: Lease | None = None, **values: Any
+    ) -> bool:
+        """Moves an active job to a final state once; False if it had already ended.
+
+        Without a lease only a queued job can end (a cancel before any replica took
+        it); a running job ends by its lease holder, and the lease is released with it.
+        """
+        if "metrics" in values:
+            values["metrics"] = json.dumps(values["metrics"])
+        c = jobs_table.c
+        if lease is None:
+            where = and_(c.id == job_id, c.state == "queued")
+        else:
+            where = and_(leases.held(lease), c.state.in_(ACTIVE_STATES))
         query = (
             jobs_table.update()
-            .where(jobs_table.c.id == job_id, jobs_table.c.state.in_(ACTIVE_STATES))
-            .values(state=state, finished_at=time.time(), **values)
+            .where(where)
+            .values(state=state, finished_at=time.time(), lease_expires_at=None, **values)
         )
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             return conn.execute(query).rowcount == 1
 
-    # Events
-    def append_event(self, job_id: str, kind: str, payload: dict[str, Any]) -> int:
-        """Next sequence number for the job; retried if another writer took it first."""
+    def append_event(
+        self, job_id: str, kind: str, payload: dict[str, Any], lease: Lease | None = None
+    ) -> int:
+        """Next sequence number for the job; retried if another writer took it first.
+
+        Raises LeaseLost, writing nothing, when `lease` is no longer the job's.
+        """
+        return self.record(job_id, lease, [(kind, payload)])
+
+    def record(
+        self,
+        job_id: str,
+        lease: Lease | None,
+        events: list[tuple[str, dict[str, Any]]],
+        **values: Any,
+    ) -> int:
+        """Appends `events` and sets `values` on the job in one transaction: a crash keeps
+        both or neither, so events copied from a worker's file are never logged twice.
+        Returns the last sequence number written (0 for no events)."""
+        if "metrics" in values:
+            values["metrics"] = json.dumps(values["metrics"])
         for _ in range(20):
-            with self.engine.begin() as conn:
-                last = conn.execute(
-                    select(func.max(events_table.c.sequence)).where(events_table.c.job_id == job_id)
-                ).scalar_one()
-                sequence = (last or 0) + 1
-                try:
-                    conn.execute(
-                        events_table.insert().values(
-                            job_id=job_id,
-                            sequence=sequence,
-                            time=time.time(),
-                            kind=kind,
-                            payload=json.dumps(payload),
-                        )
-                    )
+            try:
+                with write_transaction(self.engine) as conn:
+                    if lease is not None:
+                        # Locks the job row: a claimer waits for this write, never splits it.
+                        held = select(jobs_table.c.id).where(leases.held(lease)).with_for_update()
+                        if conn.execute(held).first() is None:
+                            raise LeaseLost(f"job {job_id}: lease {lease.epoch} was taken over")
+                    sequence = self._append(conn, job_id, events)
+                    if values:
+                        self._update(conn, job_id, lease, values)
                     return sequence
-                except IntegrityError:
-                    continue
+            except IntegrityError:
+                continue  # another writer took the sequence number: read it again
         raise RuntimeError(f"could not append an event to {job_id}")
+
+    def _append(self, conn: Any, job_id: str, events: list[tuple[str, dict[str, Any]]]) -> int:
+        last = conn.execute(
+            select(func.max(events_table.c.sequence)).where(events_table.c.job_id == job_id)
+        ).scalar_one()
+        sequence = last or 0
+        for kind, payload in events:
+            sequence += 1
+            conn.execute(
+                events_table.insert().values(
+                    job_id=job_id,
+                    sequence=sequence,
+                    time=time.time(),
+                    kind=kind,
+                    payload=json.dumps(payload),
+                )
+            )
+        return sequence
 
     def events_after(self, job_id: str, sequence: int, limit: int = 1000) -> list[EventRecord]:
         query = (

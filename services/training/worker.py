@@ -5,8 +5,9 @@
 It reads `job.json`, appends events to `events.jsonl`, writes `result.json` and the
 artifact, and exits 0 (done), 1 (failed: the last event says why) or 3 (stopped).
 SIGTERM stops it between steps: a cancel (a `cancel` file exists) stops at once, a
-shutdown saves a checkpoint first so the next service can resume. The worker dies with
-the service and writes only while its attempt holds the job's lease (fencing.py).
+shutdown saves a checkpoint first so the next attempt can resume. The worker outlives
+a crashed service (the next replica reattaches to it), writes only while its attempt
+holds the job's lease, and records its exit code in `exit.json` (fencing.py).
 """
 
 from __future__ import annotations
@@ -23,13 +24,19 @@ from pathlib import Path
 from typing import Any
 
 from services.training.datasets import mix, read_rows, split_rows
-from services.training.fencing import Lease, die_with_parent, lock_folder
+from services.training.fencing import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_STOPPED,
+    Lease,
+    lock_folder,
+    write_exit,
+)
 from services.training.grounded_rows import expand, is_grounded_record
 from services.training.spec import JobSpec
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILED, EXIT_STOPPED = 0, 1, 3
 OOM_REASON = (
     "the job ran out of memory: lower batch_size or max_seq_length, or use an adapter method"
 )
@@ -107,15 +114,14 @@ def _grounded(rows: list[dict], seed: int, pool: list[dict]) -> list[dict]:
 
 
 class StopFlag:
-    """Set by SIGTERM or by the parent's death; says whether it is a cancel or a shutdown.
+    """Set by SIGTERM; says whether it is a cancel or a shutdown.
 
     A lost lease ("fenced") stops the worker without a checkpoint: the folder belongs
     to a newer attempt now.
     """
 
-    def __init__(self, job_dir: Path, parent: int | None, lease: Lease) -> None:
+    def __init__(self, job_dir: Path, lease: Lease) -> None:
         self.job_dir = job_dir
-        self.parent = parent
         self.lease = lease
         self.signalled = False
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -128,22 +134,26 @@ class StopFlag:
             return "cancel"
         if not self.lease.held():
             return "fenced"
-        if self.signalled or (self.parent is not None and os.getppid() != self.parent):
+        if self.signalled:
             return "shutdown"
         return ""
 
 
-def run_job(job_dir: Path, data_root: Path, parent: int | None = None) -> int:
-    """Runs the job in `job_dir`; with `parent`, only while that process lives."""
-    if parent is not None and not die_with_parent(parent):
-        log.info("the training service exited before this worker started; nothing to do")
-        return EXIT_STOPPED
-    from services.training.trainer import StopTraining, Trainer, TrainingError
-
+def run_job(job_dir: Path, data_root: Path) -> int:
+    """Runs the job in `job_dir`; returns the exit code (also recorded in `exit.json`)."""
     job = json.loads((job_dir / "job.json").read_text())
     spec = JobSpec.from_dict(job["spec"])
     lease = Lease(job_dir, job.get("attempt"))
-    stop = StopFlag(job_dir, parent, lease)
+    code = _run(job_dir, data_root, job, spec, lease)
+    if lease.held():  # a fenced attempt's ending is nobody's business any more
+        write_exit(job_dir, lease.attempt, code)
+    return code
+
+
+def _run(job_dir: Path, data_root: Path, job: dict[str, Any], spec: JobSpec, lease: Lease) -> int:
+    from services.training.trainer import StopTraining, Trainer, TrainingError
+
+    stop = StopFlag(job_dir, lease)
     folder_lock = lock_folder(job_dir, stop)
     if folder_lock is None:
         log.info("stopped while waiting for the previous worker: %s", stop())
@@ -183,14 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run one training job from its folder.")
     parser.add_argument("--job-dir", type=Path, required=True)
     parser.add_argument("--data-root", type=Path, required=True)
-    parser.add_argument("--no-watch-parent", action="store_true", help="for Kubernetes pods")
-    parser.add_argument(
-        "--parent-pid", type=int, default=0, help="the service's pid (default: the parent's)"
-    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    parent = None if args.no_watch_parent else (args.parent_pid or os.getppid())
-    return run_job(args.job_dir, args.data_root, parent)
+    return run_job(args.job_dir, args.data_root)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,12 @@ class MemoryPublisher:
     async def set_alias(self, tenant, name, alias, version) -> None:
         self.aliases[(name, alias)] = version
 
+    async def find(self, tenant, name, training_job) -> PublishedVersion | None:
+        for pushed in reversed(self.pushed):
+            if pushed["name"] == name and pushed["lineage"]["training_job"] == training_job:
+                return PublishedVersion(name, pushed["version"])
+        return None
+
 
 def settings_for(data_dir: Path, models: Path, **extra) -> TrainingSettings:
     return TrainingSettings(
