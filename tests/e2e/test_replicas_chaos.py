@@ -131,9 +131,12 @@ def test_two_replicas_of_everything_survive_sigkills_under_load(tmp_path):
                 time.sleep(10)  # load flows through both replicas first
                 if service == "training":
                     _wait_for_running_job(training, ledger, seconds=300)
+                started = time.monotonic()
                 suite.kill(service, replica)
                 time.sleep(3)  # the survivors carry the load alone for a while
                 suite.restart(service, replica, timeout=START_SECONDS)
+                print(f"killed and restarted {service}-{replica} in "
+                      f"{time.monotonic() - started:.0f}s; so far {describe(ledger)}", flush=True)
         time.sleep(15)
         load.join()
         totals = counts.totals()
