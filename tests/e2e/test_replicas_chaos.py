@@ -20,7 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from loraplex.client import RegistryClient, RetrievalClient, TrainingClient
+from loraplex.client import (
+    LoraplexClientError,
+    RegistryClient,
+    RetrievalClient,
+    TrainingClient,
+)
 from loraplex.training.v1 import training_service_pb2 as pb
 from services.suite import SERVICES, LocalSuite
 from services.suite_backends import postgres_bindir
@@ -135,54 +140,103 @@ def test_two_replicas_of_everything_survive_sigkills_under_load(tmp_path):
                 suite.kill(service, replica)
                 time.sleep(3)  # the survivors carry the load alone for a while
                 suite.restart(service, replica, timeout=START_SECONDS)
-                print(f"killed and restarted {service}-{replica} in "
-                      f"{time.monotonic() - started:.0f}s; so far {describe(ledger)}", flush=True)
+                print(
+                    f"killed and restarted {service}-{replica} in "
+                    f"{time.monotonic() - started:.0f}s; so far {describe(ledger)}",
+                    flush=True,
+                )
         time.sleep(15)
         load.join()
         totals = counts.totals()
         summary = describe(ledger)
         print("chaos load:", summary, "generations per inference replica:", totals)
         assert not load.crashes, load.crashes
+        problems = {
+            "acknowledged writes": _lost_writes(ledger, addresses, key, tmp_path / "pulled"),
+            "jobs": _jobs_run_twice_or_lost(ledger, addresses, key),
+            "generations": _unanswered(ledger),
+            "replica traffic": [] if all(t > 0 for t in totals) else [f"per replica: {totals}"],
+        }
+    _judge(problems, summary)
 
-        # 0 acknowledged writes lost: every pushed version pulls back byte for byte...
-        with RegistryClient(addresses["registry"], key) as registry:
-            for version, digest in sorted(ledger.pushed.items()):
-                pulled = registry.pull(f"{ADAPTER}@{version}", tmp_path / "pulled" / str(version))
-                assert pulled.version == version
-                assert files_digest(tmp_path / "pulled" / str(version)) == digest, version
-            # ...the alias is where the last acknowledged flip put it (or a later, failed one).
-            last = max(i for i, (_, ok) in enumerate(ledger.flips) if ok)
-            allowed = {v for v, _ in ledger.flips[last:]}
-            assert registry.get(f"{ADAPTER}@{ALIAS}").version in allowed
-        # ...and every acknowledged document is found, by its own metadata.
-        with RetrievalClient(addresses["retrieval"], key) as retrieval:
-            for doc_id in sorted(ledger.docs):
-                number = doc_id.rpartition("-")[2]
-                hits = retrieval.search(COLLECTION, "parcel", top_k=1, where={"n": number})
-                assert [c.document_id for c in hits.chunks] == [doc_id], doc_id
-            stats = retrieval.stats(COLLECTION)
-            low = len(HANDBOOK) + len(ledger.docs)
-            assert low <= stats.documents <= low + len(ledger.maybe_docs)
 
-        # 0 jobs run twice: each job ends once, publishes exactly one version, and its
-        # history shows one start per attempt.
-        assert ledger.jobs, summary
-        with TrainingClient(addresses["training"], key) as training:
-            for job_id, name in ledger.jobs.items():
-                job = wait_for_job(training, job_id, time.monotonic() + 900)
-                assert job is not None, job_id
-                assert job.state == pb.JOB_STATE_SUCCEEDED, (job_id, job.failure_reason)
-                kinds = job_events(training, job_id)
-                assert kinds["published"] == 1 and kinds["succeeded"] == 1, (job_id, kinds)
-                assert kinds["started"] == job.attempts, (job_id, kinds, job.attempts)
-                with RegistryClient(addresses["registry"], key) as registry:
-                    assert len(list(registry.list_versions(name))) == 1, name
+#: Guarantees that cannot hold yet because a piece another branch builds is missing, with
+#: that piece named; the test then xfails on exactly those (and fails on any other).
+MISSING: dict[str, str] = {}
 
-        # Every generation answered (UNAVAILABLE retried by the SDK, not by this test).
-        assert ledger.generations > 0, summary
-        assert not ledger.generation_failures, ledger.generation_failures[:5]
-        # Both inference replicas took traffic.
-        assert all(total > 0 for total in totals), totals
+
+def _judge(problems: dict[str, list[str]], summary: dict[str, object]) -> None:
+    failing = {name: found for name, found in problems.items() if found}
+    report = "; ".join(f"{name}: {found[:5]}" for name, found in failing.items())
+    if failing and set(failing) <= set(MISSING):
+        pytest.xfail(" | ".join(f"{n}: {MISSING[n]}" for n in failing) + f" ({report})")
+    assert not failing, f"{report} (load: {summary})"
+
+
+def _lost_writes(ledger: Ledger, addresses: dict[str, str], key: str, pulled: Path) -> list[str]:
+    """Every pushed version pulls back byte for byte, the alias is where the last
+    acknowledged flip put it (or a later, failed one), every acknowledged document is
+    found by its own metadata and counted."""
+    lost = []
+    with RegistryClient(addresses["registry"], key) as registry:
+        for version, digest in sorted(ledger.pushed.items()):
+            try:
+                registry.pull(f"{ADAPTER}@{version}", pulled / str(version))
+            except LoraplexClientError as error:
+                lost.append(f"{ADAPTER}@{version}: {error}")
+                continue
+            if files_digest(pulled / str(version)) != digest:
+                lost.append(f"{ADAPTER}@{version}: other bytes than pushed")
+        last = max(i for i, (_, ok) in enumerate(ledger.flips) if ok)
+        allowed = {v for v, _ in ledger.flips[last:]}
+        current = registry.get(f"{ADAPTER}@{ALIAS}").version
+        if current not in allowed:
+            lost.append(f"alias {ALIAS} on {current}, acknowledged flips allow {allowed}")
+    with RetrievalClient(addresses["retrieval"], key) as retrieval:
+        for doc_id in sorted(ledger.docs):
+            number = doc_id.rpartition("-")[2]
+            hits = retrieval.search(COLLECTION, "parcel", top_k=1, where={"n": number})
+            if [c.document_id for c in hits.chunks] != [doc_id]:
+                lost.append(f"document {doc_id} not found")
+        documents = retrieval.stats(COLLECTION).documents
+        low = len(HANDBOOK) + len(ledger.docs)
+        if not low <= documents <= low + len(ledger.maybe_docs):
+            lost.append(f"{documents} documents, expected {low} to {low + len(ledger.maybe_docs)}")
+    return lost
+
+
+def _jobs_run_twice_or_lost(ledger: Ledger, addresses: dict[str, str], key: str) -> list[str]:
+    """Each job succeeds once, publishes exactly one version, and its history shows one
+    start per attempt (two replicas running it at once would show more)."""
+    if not ledger.jobs:
+        return [f"no job was created: {ledger.job_failures[:3]}"]
+    wrong = []
+    with (
+        TrainingClient(addresses["training"], key) as training,
+        RegistryClient(addresses["registry"], key) as registry,
+    ):
+        for job_id, name in ledger.jobs.items():
+            job = wait_for_job(training, job_id, time.monotonic() + 900)
+            if job is None or job.state != pb.JOB_STATE_SUCCEEDED:
+                reason = job.failure_reason if job is not None else "no answer"
+                wrong.append(f"{job_id} did not succeed: {reason}")
+                continue
+            kinds = job_events(training, job_id)
+            if kinds["published"] != 1 or kinds["succeeded"] != 1:
+                wrong.append(f"{job_id} events {dict(kinds)}")
+            if kinds["started"] != job.attempts:
+                wrong.append(f"{job_id}: {kinds['started']} starts for {job.attempts} attempts")
+            versions = len(list(registry.list_versions(name)))
+            if versions != 1:
+                wrong.append(f"{job_id} published {versions} versions of {name}")
+    return wrong
+
+
+def _unanswered(ledger: Ledger) -> list[str]:
+    """Every generation answered (UNAVAILABLE retried by the SDK, not by this test)."""
+    if ledger.generations == 0:
+        return ["no generation was answered"]
+    return ledger.generation_failures
 
 
 def test_replicated_suite_env_wires_every_replica(tmp_path):
