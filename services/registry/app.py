@@ -27,7 +27,8 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RegistryService"].full_name
 class RegistryApp(Service):
     service_names = (SERVICE_NAME,)
     starting_message = "the registry is starting; retry shortly"
-    #: Inference resolves, checks, downloads and watches; training publishes.
+    #: Inference resolves, checks, downloads and watches; training publishes (and lists the
+    #: adapter's versions first, so a job taken over by another replica never pushes twice).
     service_scopes = ServiceScopes(
         SERVICE_NAME,
         service_level=("WatchTenantAdapters",),
@@ -38,7 +39,7 @@ class RegistryApp(Service):
             "WatchAdapters",
             "WatchTenantAdapters",
         ),
-        training=("PushAdapter", "SetAlias"),
+        training=("PushAdapter", "SetAlias", "ListAdapterVersions"),
     )
 
     def __init__(self, settings: RegistrySettings, kit: Kit | None = None) -> None:

@@ -37,7 +37,7 @@ ALLOWED = {
             "WatchAdapters",
             "WatchTenantAdapters",
         },
-        "training": {"PushAdapter", "SetAlias"},
+        "training": {"PushAdapter", "SetAlias", "ListAdapterVersions"},
     },
     "RetrievalService": {"inference": {"SearchChunks"}, "training": set()},
     "TrainingService": {"inference": set(), "training": set()},
