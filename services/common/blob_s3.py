@@ -12,18 +12,22 @@ multipart uploads never completed; `sweep` removes both after their grace period
 from __future__ import annotations
 
 import base64
+import contextlib
+import functools
+import inspect
 import logging
 import os
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from services.common.atomic import atomic_writer
 from services.common.blobstore import (
@@ -36,11 +40,48 @@ from services.common.blobstore import (
     check_key,
     check_prefix,
 )
+from services.common.errors import Unavailable
 
 log = logging.getLogger(__name__)
 #: S3 refuses a copy in place above this; such blobs keep their first age.
 MAX_COPY_BYTES = 5 * 1024**3
 _MISSING = {"404", "NoSuchKey", "NotFound"}
+_BUSY = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"}
+
+
+@contextlib.contextmanager
+def _reachable() -> Iterator[None]:
+    """A store that cannot be reached, or answers 5xx, is UNAVAILABLE (retry later), not
+    an INTERNAL error; the message names nothing of the deployment."""
+    try:
+        yield
+    except (BotoConnectionError, HTTPClientError) as error:
+        log.warning("object storage unreachable: %s", error)
+        raise Unavailable("object storage is unreachable; retry shortly") from error
+    except ClientError as error:
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if status >= 500 or _code(error) in _BUSY:
+            log.warning("object storage busy or failing: %s", error)
+            raise Unavailable("object storage is busy or failing; retry shortly") from error
+        raise
+
+
+def _guarded(method: Callable) -> Callable:
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def generator(*args, **kwargs):
+            with _reachable():
+                yield from method(*args, **kwargs)
+
+        return generator
+
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        with _reachable():
+            return method(*args, **kwargs)
+
+    return call
 
 
 class S3BlobStore(BlobStore):
@@ -63,7 +104,7 @@ class S3BlobStore(BlobStore):
             "s3",
             endpoint_url=settings.endpoint_url or None,
             config=Config(
-                retries={"max_attempts": 5, "mode": "standard"},
+                retries={"max_attempts": settings.max_attempts, "mode": "standard"},
                 s3={"addressing_style": settings.addressing_style},
                 # S3-compatible stores differ on the newer default checksums; we send
                 # our own SHA-256 where it matters.
@@ -80,6 +121,7 @@ class S3BlobStore(BlobStore):
 
     # -- blobs -----------------------------------------------------------------------------
 
+    @_guarded
     def _commit_spool(self, spool: Path, digest: str, size: int) -> None:
         key = self._blob_key(digest)
         head = self._head(key)
@@ -159,12 +201,14 @@ class S3BlobStore(BlobStore):
                 return None
             raise
 
+    @_guarded
     def exists(self, digest: str) -> bool:
         return self._head(self._blob_key(digest)) is not None
 
     def read_chunks(self, digest: str, chunk_bytes: int) -> Iterator[bytes]:
         return self._read(self._blob_key(digest), chunk_bytes, f"blob {digest}")
 
+    @_guarded
     def _read(self, key: str, chunk_bytes: int, label: str) -> Iterator[bytes]:
         """A generator, so the request goes out on the first `next`, on the caller's thread."""
         try:
@@ -183,11 +227,13 @@ class S3BlobStore(BlobStore):
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
             yield from page.get("Contents", ())
 
+    @_guarded
     def digests(self) -> Iterator[str]:
         start = len(f"{self.prefix}sha256/")
         for item in self._listing(f"{self.prefix}sha256/"):
             yield item["Key"][start:]
 
+    @_guarded
     def delete_blobs(self, digests: Iterable[str]) -> int:
         return self._delete_keys([self._blob_key(d) for d in digests])
 
@@ -202,6 +248,7 @@ class S3BlobStore(BlobStore):
                 raise OSError(f"deleting {first.get('Key')} failed: {first.get('Message')}")
         return len(keys)
 
+    @_guarded
     def sweep(self, referenced: set[str], grace_seconds: float, part_grace_seconds: float) -> int:
         now = datetime.now(UTC)
         start = len(f"{self.prefix}sha256/")
@@ -255,6 +302,7 @@ class S3BlobStore(BlobStore):
 
     # -- keyed objects ---------------------------------------------------------------------
 
+    @_guarded
     def put(self, key: str, source: Path | bytes) -> ObjectInfo:
         target = self._object_key(key)
         if isinstance(source, bytes):
@@ -272,6 +320,7 @@ class S3BlobStore(BlobStore):
         assert info is not None
         return info
 
+    @_guarded
     def get(self, key: str, dest: Path) -> Path:
         with atomic_writer(dest) as handle:
             for data in self.read_object(key):
@@ -281,12 +330,14 @@ class S3BlobStore(BlobStore):
     def read_object(self, key: str, chunk_bytes: int = DEFAULT_PART_BYTES) -> Iterator[bytes]:
         return self._read(self._object_key(key), chunk_bytes, f"object {key!r}")
 
+    @_guarded
     def stat(self, key: str) -> ObjectInfo | None:
         head = self._head(self._object_key(key))
         if head is None:
             return None
         return ObjectInfo(key, head["ContentLength"], head["LastModified"])
 
+    @_guarded
     def list(self, prefix: str = "") -> list[ObjectInfo]:
         start = len(f"{self.prefix}objects/")
         infos = [
@@ -295,6 +346,7 @@ class S3BlobStore(BlobStore):
         ]
         return sorted(infos, key=lambda info: info.key)
 
+    @_guarded
     def delete(self, key: str) -> bool:
         target = self._object_key(key)
         if self._head(target) is None:
@@ -302,6 +354,7 @@ class S3BlobStore(BlobStore):
         self.client.delete_object(Bucket=self.bucket, Key=target)
         return True
 
+    @_guarded
     def delete_prefix(self, prefix: str) -> int:
         if not prefix:
             raise ValueError("delete_prefix needs a non-empty prefix")

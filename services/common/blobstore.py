@@ -277,6 +277,9 @@ class BlobSettings(BaseModel):
     #: Send `If-None-Match: *` so a commit never overwrites; turn off for stores
     #: that refuse conditional writes (content addresses make overwrites harmless).
     conditional_writes: bool = True
+    #: Tries per S3 request (boto3's standard retry mode, with backoff) before a call
+    #: fails UNAVAILABLE.
+    max_attempts: int = 5
     #: Local folder for uploads in progress (S3 only); empty: the system temp folder.
     #: Services default it to `tmp/` in their own data folder.
     spool_dir: Path | None = None
@@ -298,6 +301,7 @@ class BlobStoreFields(BaseModel):
     blob_addressing_style: Literal["auto", "path", "virtual"] = "auto"
     blob_part_bytes: int = DEFAULT_PART_BYTES
     blob_conditional_writes: bool = True
+    blob_max_attempts: int = 5
     #: Uploads in progress when blobs are in S3; empty: `tmp/` under the local default.
     blob_spool_dir: Path | None = None
 
@@ -311,6 +315,7 @@ class BlobStoreFields(BaseModel):
             addressing_style=self.blob_addressing_style,
             part_bytes=self.blob_part_bytes,
             conditional_writes=self.blob_conditional_writes,
+            max_attempts=self.blob_max_attempts,
             spool_dir=self.blob_spool_dir or default_root / "tmp",
         )
 

@@ -24,7 +24,8 @@ from services.common.blobstore import (
     BlobStoreFields,
     open_blob_store,
 )
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, Unavailable
+from services.common.probes import free_port
 from tests.object_store import s3_endpoint, s3_settings  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
@@ -275,3 +276,25 @@ def test_settings_pick_the_backend(tmp_path, monkeypatch):
         open_blob_store(BlobSettings(url="s3:///prefix"))
     with pytest.raises(ValueError, match="use file:///path or s3://"):
         open_blob_store(BlobSettings(url="gs://bucket"))
+
+
+def test_unreachable_object_storage_is_unavailable(tmp_path):
+    """Clients see UNAVAILABLE (retry) with nothing of the deployment in the message."""
+    store = open_blob_store(
+        BlobSettings(
+            url="s3://bucket/prefix", endpoint_url=f"http://127.0.0.1:{free_port()}",
+            region="us-east-1", access_key_id="x", secret_access_key="y", max_attempts=1,
+            spool_dir=tmp_path / "spool",
+        )
+    )  # fmt: skip
+    for action in (
+        lambda: store.exists("a" * 64),
+        lambda: list(store.read_chunks("a" * 64, 10)),
+        lambda: store.put("k", b"x"),
+        lambda: push(store, b"bytes"),
+        lambda: store.sweep(set(), 0, 0),
+    ):
+        with pytest.raises(Unavailable, match="object storage is unreachable") as err:
+            action()
+        assert "127.0.0.1" not in err.value.message
+    assert list(store.spool_dir.iterdir()) == [], "a failed commit leaves no spool file"
