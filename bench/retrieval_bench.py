@@ -11,10 +11,15 @@
   same work in-process (embed + FAISS) and against the bare FAISS call.
 - Recall@10 of HNSW against exact search on the same vectors (queries: stored
   vectors plus noise).
+- Embedders: the int8 ONNX Runtime backend (`onnx-int8`) against the fp32
+  sentence-transformers reference (`torch`), in this process on the same texts:
+  document chunks/s, query p50/p99, and recall@10 of int8 against fp32 (each embeds
+  the ingest chunks and the bench's queries; top-10 by inner product). The service's
+  ingest row is run once per backend (a server process each).
 
 The server runs as its own process (`python -m services.retrieval`), as deployed.
 
-    .venv/bin/python -m bench.retrieval_bench [--sizes 10000 100000] [--queries 200]
+    /work/heavy .venv/bin/python -m bench.retrieval_bench [--sizes 10000 100000] [--queries 200]
 """
 
 from __future__ import annotations
@@ -33,16 +38,19 @@ import numpy as np
 import torch
 
 from loraplex.client.retrieval import RetrievalClient
+from services.common.blobstore import open_blob_store
 from services.common.db import make_engine
 from services.common.probes import free_port
 from services.common.testing import TEST_TENANT_KEYS, service_process
 from services.retrieval.app import SERVICE_NAME
 from services.retrieval.chunking import Chunk, chunk_text
-from services.retrieval.embedder import Embedder, packaged_model_dir
+from services.retrieval.embedder import Embedder, TextEmbedder, packaged_model_dir
 from services.retrieval.index import IndexParams, VectorIndex
-from services.retrieval.live import load_index
+from services.retrieval.live import load_collection
+from services.retrieval.onnx_embedder import OnnxEmbedder
 from services.retrieval.records import CollectionRecord, DocumentInput, IndexKind, PreparedDocument
 from services.retrieval.settings import DEFAULT_EMBEDDING_MODEL, RetrievalSettings
+from services.retrieval.snapshots import SnapshotStore
 from services.retrieval.store import RetrievalStore
 
 VOCABULARY = (
@@ -79,7 +87,12 @@ def _embedding_like(rng: np.random.Generator, basis: np.ndarray, n: int) -> np.n
 
 
 def _synthetic(
-    store: RetrievalStore, settings: RetrievalSettings, kind: IndexKind, size: int, seed: int
+    store: RetrievalStore,
+    snapshots: SnapshotStore,
+    settings: RetrievalSettings,
+    kind: IndexKind,
+    size: int,
+    seed: int,
 ) -> VectorIndex:
     """Writes `size` one-chunk documents with random unit vectors; snapshots the built index."""
     rng = np.random.default_rng(seed)
@@ -103,38 +116,82 @@ def _synthetic(
         store.write_documents(record, docs)
     record = store.get_collection("acme", record.name)
     params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
-    index, _ = load_index(store, record, settings.index_dir(), params)
-    index.save(settings.index_dir() / f"{record.pk}.npz")
+    index = load_collection(store, snapshots, record, params).index
+    snapshots.save(record.pk, index)
     return index
 
 
-def bench_ingest(client: RetrievalClient, embedder: Embedder, docs: int) -> list[str]:
+def _corpus(docs: int) -> list[dict[str, str]]:
     rng = random.Random(1)
-    corpus = [{"id": f"d{i}", "text": _text(rng, 600)} for i in range(docs)]
-    made = client.create_collection("ingest")
-    texts = [
-        c.text
-        for d in corpus
-        for c in chunk_text(
-            d["text"], embedder.token_offsets, made.chunk_size_tokens, made.chunk_overlap_tokens
-        )
+    return [{"id": f"d{i}", "text": _text(rng, 600)} for i in range(docs)]
+
+
+def _chunks(embedder: TextEmbedder, corpus: list[dict[str, str]], size: int, overlap: int):
+    return [
+        c.text for d in corpus for c in chunk_text(d["text"], embedder.token_offsets, size, overlap)
     ]
-    embedder.encode(texts[:64])  # warm-up
+
+
+def bench_ingest(
+    client: RetrievalClient, embedder: TextEmbedder, docs: int, backend: str
+) -> tuple[str, float]:
+    """The service's ingest against `embedder` (the same backend) encoding the same chunks."""
+    corpus = _corpus(docs)
+    made = client.create_collection(f"ingest-{backend}")
+    texts = _chunks(embedder, corpus, made.chunk_size_tokens, made.chunk_overlap_tokens)
+    embedder.encode(texts[:64], TORCH_THREADS)  # warm-up
     started = time.perf_counter()
-    embedder.encode(texts)
+    embedder.encode(texts, TORCH_THREADS)
     raw = len(texts) / (time.perf_counter() - started)
     started = time.perf_counter()
-    final = client.upsert("ingest", corpus, batch_size=16)
+    final = client.upsert(made.name, corpus, batch_size=16)
     service = final.chunks_total / (time.perf_counter() - started)
     assert final.chunks_total == len(texts)
+    row = (
+        f"| ingest, {backend} ({len(texts)} real chunks of {made.chunk_size_tokens} tokens) |"
+        f" service {service:.1f} chunks/s | raw encode {raw:.1f} chunks/s |"
+        f" ratio {service / raw:.2f} |"
+    )
+    return row, service
+
+
+def bench_embedders(fp32: Embedder, int8: OnnxEmbedder, docs: int, queries: int) -> list[str]:
+    """int8 against fp32 in this process: chunks/s in the ingest lane's slices of 8,
+    single-query latency, and recall@10 of int8 retrieval against fp32 retrieval."""
+    texts = _chunks(fp32, _corpus(docs), 200, 32)
+    rng = random.Random(2)
+    questions = [_text(rng, 8) for _ in range(queries)]
+    rates, latencies, vectors = {}, {}, {}
+    for name, embedder in (("fp32", fp32), ("int8", int8)):
+        embedder.encode(texts[:16], TORCH_THREADS)
+        started = time.perf_counter()
+        parts = [embedder.encode(texts[i : i + 8], TORCH_THREADS) for i in range(0, len(texts), 8)]
+        rates[name] = len(texts) / (time.perf_counter() - started)
+        times, query_vectors = [], []
+        for question in questions:
+            started = time.perf_counter()
+            query_vectors.append(embedder.encode_query([question], TORCH_THREADS)[0])
+            times.append(time.perf_counter() - started)
+        latencies[name] = _percentiles(times)
+        vectors[name] = (np.vstack(parts), np.vstack(query_vectors))
+    top = {name: np.argsort(-(q @ d.T), axis=1)[:, :10] for name, (d, q) in vectors.items()}
+    pairs = zip(top["fp32"], top["int8"], strict=True)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in pairs])
+    agreement = float(np.mean(np.sum(vectors["fp32"][0] * vectors["int8"][0], axis=1)))
+    (f50, f99), (i50, i99) = latencies["fp32"], latencies["int8"]
     return [
-        f"| ingest ({len(texts)} real chunks of {made.chunk_size_tokens} tokens) | service"
-        f" {service:.1f} chunks/s | raw encode {raw:.1f} chunks/s | ratio {service / raw:.2f} |"
+        f"| embed documents ({len(texts)} chunks of 200 tokens, slices of 8) | int8"
+        f" {rates['int8']:.1f} chunks/s | fp32 {rates['fp32']:.1f} chunks/s |"
+        f" ratio {rates['int8'] / rates['fp32']:.2f} (goal >= 2.5) |",
+        f"| embed one query | int8 p50 {i50:.2f} / p99 {i99:.2f} ms | fp32 p50 {f50:.2f} /"
+        f" p99 {f99:.2f} ms | ratio {f50 / i50:.2f} (goal int8 p50 <= 3 ms) |",
+        f"| recall@10, int8 vs fp32 ({queries} queries over the {len(texts)} chunks) |"
+        f" {recall:.3f} | mean cosine int8·fp32 {agreement:.3f} | goal >= 0.95 |",
     ]
 
 
 def bench_search(
-    client: RetrievalClient, embedder: Embedder, name: str, index: VectorIndex, queries: int
+    client: RetrievalClient, embedder: TextEmbedder, name: str, index: VectorIndex, queries: int
 ) -> str:
     rng = random.Random(2)
     texts = [_text(rng, 8) for _ in range(queries)]
@@ -182,9 +239,12 @@ def recall_at_10(exact: VectorIndex, hnsw: VectorIndex, queries: int, seed: int)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--ingest-docs", type=int, default=60)
+    parser.add_argument(
+        "--backends", nargs="+", default=["torch", "onnx-int8"], choices=["torch", "onnx-int8"]
+    )
     args = parser.parse_args()
 
     embedder = Embedder(DEFAULT_EMBEDDING_MODEL, packaged_model_dir())
@@ -194,38 +254,61 @@ def main() -> None:
     torch.set_num_threads(TORCH_THREADS)
     rows: list[str] = []
     with tempfile.TemporaryDirectory(prefix="retrieval-bench-") as tmp:
+        onnx_cache = Path(tmp) / "onnx"
+        embedders: dict[str, TextEmbedder] = {"torch": embedder}
+        if "onnx-int8" in args.backends:
+            int8 = OnnxEmbedder(DEFAULT_EMBEDDING_MODEL, packaged_model_dir(), onnx_cache)
+            embedders["onnx-int8"] = int8
+            rows += bench_embedders(embedder, int8, args.ingest_docs, args.queries)
         settings = RetrievalSettings(data_dir=Path(tmp))
         store = RetrievalStore(make_engine(settings.resolved_database_url()))
+        snapshots = SnapshotStore(open_blob_store(settings.snapshot_blob_settings()), store)
         indexes: dict[tuple[IndexKind, int], VectorIndex] = {}
         for size in args.sizes:
             for kind in IndexKind:
                 started = time.perf_counter()
-                indexes[(kind, size)] = _synthetic(store, settings, kind, size, seed=size)
+                indexes[(kind, size)] = _synthetic(
+                    store, snapshots, settings, kind, size, seed=size
+                )
                 print(f"prepared {kind.value}-{size} in {time.perf_counter() - started:.0f}s")
         store.engine.dispose()
 
-        port = free_port()
-        env = {
-            "LORAPLEX_DATA_DIR": tmp,
-            "LORAPLEX_API_KEYS": f"acme:{TEST_TENANT_KEYS['acme']}",
-            "LORAPLEX_RETRIEVAL_PORT": str(port),
-            "LORAPLEX_RETRIEVAL_METRICS_PORT": "0",
-            "LORAPLEX_LOG_LEVEL": "WARNING",
-            "LORAPLEX_RETRIEVAL_TORCH_THREADS": str(TORCH_THREADS),
-        }
-        with (
-            service_process("services.retrieval", SERVICE_NAME, env, port, timeout=300),
-            RetrievalClient(f"127.0.0.1:{port}", TEST_TENANT_KEYS["acme"], timeout=600) as client,
-        ):
-            rows += bench_ingest(client, embedder, args.ingest_docs)
-            for size in args.sizes:
-                for kind in IndexKind:
-                    rows.append(
-                        bench_search(
-                            client, embedder, f"{kind.value}-{size}", indexes[(kind, size)],
-                            args.queries,
-                        )
-                    )  # fmt: skip
+        ingest: dict[str, float] = {}
+        for backend in args.backends:
+            port = free_port()
+            env = {
+                "LORAPLEX_DATA_DIR": tmp,
+                "LORAPLEX_API_KEYS": f"acme:{TEST_TENANT_KEYS['acme']}",
+                "LORAPLEX_RETRIEVAL_PORT": str(port),
+                "LORAPLEX_RETRIEVAL_METRICS_PORT": "0",
+                "LORAPLEX_LOG_LEVEL": "WARNING",
+                "LORAPLEX_RETRIEVAL_TORCH_THREADS": str(TORCH_THREADS),
+                "LORAPLEX_RETRIEVAL_EMBEDDER_BACKEND": backend,
+                "LORAPLEX_RETRIEVAL_ONNX_CACHE_DIR": str(onnx_cache),
+            }
+            with (
+                service_process("services.retrieval", SERVICE_NAME, env, port, timeout=300),
+                RetrievalClient(
+                    f"127.0.0.1:{port}", TEST_TENANT_KEYS["acme"], timeout=600
+                ) as client,
+            ):
+                row, ingest[backend] = bench_ingest(
+                    client, embedders[backend], args.ingest_docs, backend
+                )
+                rows.append(row)
+                if backend != args.backends[0]:
+                    continue
+                for size in args.sizes:
+                    for kind in IndexKind:
+                        rows.append(
+                            bench_search(
+                                client, embedder, f"{kind.value}-{size}", indexes[(kind, size)],
+                                args.queries,
+                            )
+                        )  # fmt: skip
+        if len(ingest) == 2:
+            ratio = ingest["onnx-int8"] / ingest["torch"]
+            rows.append(f"| service ingest, onnx-int8 / torch | {ratio:.2f} | | goal >= 2.5 |")
         for size in args.sizes:
             recall = recall_at_10(
                 indexes[(IndexKind.EXACT, size)], indexes[(IndexKind.HNSW, size)], 200, size
@@ -234,8 +317,9 @@ def main() -> None:
 
     print(
         f"\nretrieval bench: {platform.machine()}, {os.cpu_count()} CPUs, top_k=10,"
-        f" {TORCH_THREADS} torch thread(s) in service and baseline; search/recall rows use"
-        f" synthetic vectors (rank-{RANK} structure in {DIM}-d), ingest rows real text"
+        f" {TORCH_THREADS} torch/ONNX Runtime thread(s) in service and baseline; search/recall"
+        f" rows use synthetic vectors (rank-{RANK} structure in {DIM}-d), ingest and embedder"
+        " rows real text; search rows embed queries with the first backend"
     )
     print("| measure | service | baseline | ratio / notes |")
     print("|---|---|---|---|")

@@ -121,6 +121,7 @@ class Embedder(TextEmbedder):
         super().__init__(name, path, copy.deepcopy(self.model.tokenizer).backend_tokenizer)
         self.dimension = int(self.model.get_embedding_dimension())
         self.max_tokens = int(self.model.max_seq_length) - 2
+        self.tokenizer = self.model.tokenizer
         # Same weights (the memo maps every tensor to itself), own tokenizer.
         shared = {id(t): t for t in (*self.model.parameters(), *self.model.buffers())}
         self._query_model: SentenceTransformer = copy.deepcopy(self.model, shared)

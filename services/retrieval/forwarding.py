@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -46,6 +47,9 @@ class Forwarder:
         self.membership = membership
         self.tls = tls
         self._channels: dict[str, grpc.aio.Channel] = {}
+        #: Replicas found unreachable, skipped until then (monotonic seconds): until
+        #: their lease lapses, calls go straight to the next in line.
+        self._suspect: dict[str, float] = {}
 
     def _targets(self, context: grpc.aio.ServicerContext) -> list[Member]:
         if not self.membership.enabled:
@@ -53,7 +57,12 @@ class Forwarder:
         metadata = context.invocation_metadata() or ()
         if any(key == FORWARDED_HEADER for key, _ in metadata):
             return []
-        return self.membership.ahead_of_me(current_tenant())
+        moment = time.monotonic()
+        return [
+            m
+            for m in self.membership.ahead_of_me(current_tenant())
+            if self._suspect.get(m.id, 0.0) <= moment
+        ]
 
     def _metadata(self, context: grpc.aio.ServicerContext) -> list[tuple[str, Any]]:
         relayed = [
@@ -76,6 +85,7 @@ class Forwarder:
             return channel
         except (TimeoutError, grpc.aio.AioRpcError):
             log.warning("replica %s at %s unreachable; trying the next", member.id, member.address)
+            self._suspect[member.id] = time.monotonic() + self.membership.settings.lease_seconds
             return None
 
     async def unary(
@@ -102,6 +112,9 @@ class Forwarder:
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.UNAVAILABLE:
                     log.warning("replica %s unavailable for %s; trying the next", member.id, rpc)
+                    self._suspect[member.id] = (
+                        time.monotonic() + self.membership.settings.lease_seconds
+                    )
                     continue
                 raise translate(exc, "retrieval replica") from None
             FORWARDED.labels(rpc).inc()

@@ -135,9 +135,13 @@ class CollectionManager:
         so a read after an acknowledged write, made through any replica, sees it."""
         live = await self._open(tenant, name)
         revision = await self._run(self.store.revision, live.record.pk)
-        if revision is None:
+        if revision is None:  # deleted through another replica, perhaps made anew since
             self._forget(live)
-            raise NotFound(f"collection {name!r} not found")
+            live = await self._open(tenant, name)
+            revision = await self._run(self.store.revision, live.record.pk)
+            if revision is None:
+                self._forget(live)
+                raise NotFound(f"collection {name!r} not found")
         if revision > live.index.revision:
             async with live.write_lock:
                 if revision > live.index.revision:
@@ -292,7 +296,7 @@ class CollectionManager:
         with other tenants' uploads, so neither searches nor small uploads wait for a
         large one.
         """
-        live = await self._open(tenant, name)
+        live = await self._fresh(tenant, name)
         embedder = await self._run(self.embedders.get, live.record.embedding_model)
         progress = UpsertProgress(revision=live.record.revision)
         threads = self.settings.ingest_threads
@@ -339,7 +343,7 @@ class CollectionManager:
         self, tenant: str, name: str, doc_ids: list[str], conditions: list[Condition]
     ) -> tuple[int, int]:
         """Deletes by ids or by filter (exactly one); returns (documents deleted, revision)."""
-        live = await self._open(tenant, name)
+        live = await self._fresh(tenant, name)
         if bool(doc_ids) == bool(conditions):
             raise InvalidArgument("give either document_ids or a filter, not both")
         validate.conditions(conditions, self.settings)

@@ -253,6 +253,14 @@ def test_every_rpc_denies_another_tenants_collection_on_every_replica(cluster: C
     for address in cluster.live():
         with client(address, "acme") as c:
             assert [x.name for x in c.list_collections()] == []
+    # Made anew under the same name: no replica answers from the old collection's index.
+    with client(cluster.live()[2], "acme") as c:
+        c.create_collection("acme-only")
+        c.upsert("acme-only", [{"id": "fresh", "text": "acme's new formula"}])
+    for address in cluster.live():
+        with client(address, "acme") as c:
+            hits = c.search("acme-only", "secret formula", top_k=5)
+            assert [h.document_id for h in hits.chunks] == ["fresh"]
 
 
 def test_replicas_spread_tenants_and_survive_sigkill(cluster: Cluster):

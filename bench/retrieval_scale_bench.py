@@ -1,0 +1,329 @@
+"""Retrieval at scale: many tenants on two replicas within a memory budget, and one big
+collection on one replica.
+
+Vectors are SYNTHETIC (unit vectors near a low-rank subspace, as embeddings are) and
+are written through the service's own store, index and snapshot layers, as
+bench/retrieval_bench.py does: embedding a million chunks would take hours here.
+Queries are embedded for real by the service. The replicas are real processes
+(`python -m services.retrieval`) on a throwaway PostgreSQL, sharing snapshots in
+the local-files BlobStore; calls go over gRPC to a random replica, as through a
+plain Kubernetes Service (so about half of them are forwarded one hop).
+
+- Many tenants: T tenants x C chunks (exact indexes), memory budget per replica below
+  what its share of the tenants needs. Cold first search per tenant (the load from
+  snapshot + replay, on the owner), warm search over a working set that fits, RSS per
+  replica, and the time until a SIGKILLed replica's tenants are served again.
+- One big collection: N chunks, HNSW. Build time (in-process, the service's
+  `VectorIndex.build`), the index's memory, cold first search, warm p50/p99 over gRPC,
+  and recall@10 against brute force on the same vectors.
+
+    /work/heavy .venv/bin/python -m bench.retrieval_scale_bench \\
+        [--tenants 1000 --chunks 1000 --big 1000000 --queries 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import random
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from loraplex.client.base import LoraplexClientError
+from loraplex.client.retrieval import RetrievalClient
+from services.common.blobstore import open_blob_store
+from services.common.db import make_engine
+from services.common.probes import free_port
+from services.common.testing import service_process
+from services.retrieval.app import SERVICE_NAME
+from services.retrieval.chunking import Chunk
+from services.retrieval.index import IndexParams, VectorIndex
+from services.retrieval.live import load_collection
+from services.retrieval.membership import Member, rendezvous
+from services.retrieval.records import CollectionRecord, DocumentInput, IndexKind, PreparedDocument
+from services.retrieval.settings import DEFAULT_EMBEDDING_MODEL, RetrievalSettings
+from services.retrieval.snapshots import SnapshotStore
+from services.retrieval.store import RetrievalStore
+from tests.postgres import postgres_server
+
+DIM = 384
+RANK = 48
+QUERIES = (
+    "pump seal failure after the pressure test",
+    "invoice due after shipment",
+    "torque wrench calibration before tightening flange bolts",
+    "compressor airflow filter maintenance",
+    "warranty clause for the freezer",
+)
+
+
+def _percentiles(seconds: list[float]) -> tuple[float, float]:
+    ms = np.asarray(seconds) * 1000
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+def _embedding_like(rng: np.random.Generator, basis: np.ndarray, n: int) -> np.ndarray:
+    vectors = rng.standard_normal((n, RANK)).astype(np.float32) @ basis
+    vectors += rng.standard_normal(vectors.shape).astype(np.float32) * 0.1
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def _write(
+    store: RetrievalStore, tenant: str, name: str, kind: IndexKind, vectors: np.ndarray
+) -> CollectionRecord:
+    """One-chunk documents carrying `vectors`, written through the service's store."""
+    record = CollectionRecord(
+        0, tenant, name, DEFAULT_EMBEDDING_MODEL, DIM, kind, 200, 32, datetime.now(UTC), 0
+    )
+    record = store.create_collection(record, max_per_tenant=100)
+    for start in range(0, len(vectors), 5000):
+        part = vectors[start : start + 5000]
+        docs = [
+            PreparedDocument(
+                DocumentInput(f"{name}-{start + i}", "x"),
+                [Chunk(0, f"{tenant} synthetic chunk {start + i}", 0, 1)],
+                part[i : i + 1],
+            )
+            for i in range(len(part))
+        ]
+        store.write_documents(record, docs)
+    return store.get_collection(tenant, name)
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _env(tmp: str, url: str, keys: dict[str, str], **extra: str) -> dict[str, str]:
+    return {
+        "LORAPLEX_DATA_DIR": tmp,
+        "LORAPLEX_API_KEYS": ",".join(f"{t}:{k}" for t, k in keys.items()),
+        "LORAPLEX_RETRIEVAL_DATABASE_URL": url,
+        "LORAPLEX_RETRIEVAL_BLOB_URL": Path(tmp, "snapshots").resolve().as_uri(),
+        "LORAPLEX_RETRIEVAL_METRICS_PORT": "0",
+        "LORAPLEX_RETRIEVAL_TORCH_THREADS": "1",
+        "LORAPLEX_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
+@contextlib.contextmanager
+def _replica(env: dict[str, str], replica: str = "") -> Iterator[tuple[str, object]]:
+    port = free_port()
+    extra = {"LORAPLEX_RETRIEVAL_PORT": str(port)}
+    if replica:
+        extra |= {
+            "LORAPLEX_RETRIEVAL_ADVERTISE_ADDRESS": f"127.0.0.1:{port}",
+            "LORAPLEX_RETRIEVAL_REPLICA_ID": replica,
+        }
+    with service_process("services.retrieval", SERVICE_NAME, env | extra, port, 600) as proc:
+        yield f"127.0.0.1:{port}", proc
+
+
+class Caller:
+    """One SDK channel per replica; each call carries its tenant's key."""
+
+    def __init__(self) -> None:
+        self._clients: dict[str, RetrievalClient] = {}
+
+    def search(self, address: str, key: str, collection: str, query: str) -> float:
+        client = self._clients.get(address)
+        if client is None:
+            client = self._clients[address] = RetrievalClient(address, "", timeout=120)
+        client.config.api_key = key
+        started = time.perf_counter()
+        client.search(collection, query, top_k=10)
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+
+
+def bench_many_tenants(url: str, tmp: str, args: argparse.Namespace) -> list[str]:
+    keys = {f"t{i:04d}": f"lpx_bench_t{i:04d}" for i in range(args.tenants)}
+    settings = RetrievalSettings(data_dir=Path(tmp))
+    store = RetrievalStore(make_engine(url))
+    snapshots = SnapshotStore(
+        open_blob_store(settings.blob_settings(Path(tmp, "snapshots"))), store
+    )
+    params = IndexParams()
+    rng = np.random.default_rng(7)
+    basis = rng.standard_normal((RANK, DIM)).astype(np.float32)
+    started = time.perf_counter()
+    for i, tenant in enumerate(keys):
+        record = _write(
+            store, tenant, "docs", IndexKind.EXACT, _embedding_like(rng, basis, args.chunks)
+        )
+        snapshots.save(record.pk, load_collection(store, snapshots, record, params).index)
+        if i % 100 == 99:
+            print(f"  {i + 1} tenants written ({time.perf_counter() - started:.0f}s)", flush=True)
+    per_tenant = VectorIndex.build(
+        IndexKind.EXACT, DIM, params, np.arange(args.chunks), np.zeros((args.chunks, DIM)), 1
+    ).memory_bytes()
+    store.engine.dispose()
+    total = per_tenant * args.tenants
+    budget = int(total / 2 * args.budget_share)  # each replica serves about half
+    env = _env(
+        tmp,
+        url,
+        keys,
+        LORAPLEX_RETRIEVAL_MEMORY_BUDGET_BYTES=str(budget),
+        LORAPLEX_RETRIEVAL_HEARTBEAT_SECONDS="1",
+        LORAPLEX_RETRIEVAL_LEASE_SECONDS="5",
+        LORAPLEX_RETRIEVAL_EMBEDDER_BACKEND=args.embedder_backend,
+    )
+    rows: list[str] = []
+    with contextlib.ExitStack() as stack:
+        (a, proc_a), (b, proc_b) = (stack.enter_context(_replica(env, r)) for r in ("ra", "rb"))
+        caller = Caller()
+        stack.callback(caller.close)
+        _search = caller.search
+        replicas = {"ra": a, "rb": b}
+        members = [Member(r, addr) for r, addr in replicas.items()]
+        tenants = list(keys)
+        rand = random.Random(3)
+        cold = [
+            _search(rand.choice([a, b]), keys[t], "docs", rand.choice(QUERIES)) for t in tenants
+        ]
+        working = tenants[: max(2, int(args.tenants * args.budget_share / 4))]
+        for t in working:
+            _search(a, keys[t], "docs", QUERIES[0])
+        warm = [
+            _search(rand.choice([a, b]), keys[t], "docs", rand.choice(QUERIES))
+            for t in (rand.choice(working) for _ in range(args.queries))
+        ]
+        rss = {r: _rss_mib(p.pid) for r, p in (("ra", proc_a), ("rb", proc_b))}  # type: ignore[attr-defined]
+        (c50, c99), (w50, w99) = _percentiles(cold), _percentiles(warm)
+        # Failover: SIGKILL rb; its tenants must be served through ra.
+        moved = [t for t in tenants if rendezvous(t, members)[0].id == "rb"]
+        sample = rand.sample(moved, min(len(moved), args.failover_sample))
+        proc_b.send_signal(signal.SIGKILL)  # type: ignore[attr-defined]
+        killed = time.perf_counter()
+        proc_b.wait()  # type: ignore[attr-defined]
+        pending = set(sample)
+        while pending:
+            for t in list(pending):
+                with contextlib.suppress(LoraplexClientError):
+                    _search(a, keys[t], "docs", QUERIES[1])
+                    pending.discard(t)
+        failover = time.perf_counter() - killed
+    gib = total / 2**30
+    rows += [
+        f"| many tenants: {args.tenants} x {args.chunks} chunks (exact), 2 replicas | index"
+        f" memory {gib:.2f} GiB in all, budget {budget / 2**20:.0f} MiB per replica"
+        f" ({args.budget_share:.0%} of its share) | |",
+        f"| RSS per replica after the runs | ra {rss['ra']:.0f} MiB, rb {rss['rb']:.0f} MiB"
+        " (model and process included) | |",
+        f"| cold first search, each tenant once (load + embed + search, gRPC) | p50 {c50:.1f} /"
+        f" p99 {c99:.1f} ms | goal p99 <= 1000 ms |",
+        f"| warm search, {len(working)} tenants, {args.queries} calls (gRPC) | p50 {w50:.1f} /"
+        f" p99 {w99:.1f} ms | goal p99 <= 20 ms |",
+        f"| SIGKILL of rb: {len(sample)} of its {len(moved)} tenants served again via ra |"
+        f" {failover:.2f} s | goal <= 15 s |",
+    ]
+    return rows
+
+
+def bench_big(url: str, tmp: str, args: argparse.Namespace) -> list[str]:
+    keys = {"big": "lpx_bench_big"}
+    settings = RetrievalSettings(data_dir=Path(tmp))
+    store = RetrievalStore(make_engine(url))
+    snapshots = SnapshotStore(
+        open_blob_store(settings.blob_settings(Path(tmp, "snapshots"))), store
+    )
+    rng = np.random.default_rng(11)
+    basis = rng.standard_normal((RANK, DIM)).astype(np.float32)
+    vectors = _embedding_like(rng, basis, args.big)
+    started = time.perf_counter()
+    record = _write(store, "big", "big", IndexKind.HNSW, vectors)
+    written = time.perf_counter() - started
+    ids = store.chunk_ids(record.pk)
+    params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    started = time.perf_counter()
+    index = VectorIndex.build(IndexKind.HNSW, DIM, params, ids, vectors, record.revision)
+    build = time.perf_counter() - started
+    snapshots.save(record.pk, index)
+    store.engine.dispose()
+    # Recall@10 against brute force, queries near stored vectors (as in retrieval_bench).
+    qrng = np.random.default_rng(5)
+    hits = 0
+    for position in qrng.choice(len(ids), size=200, replace=False):
+        query = vectors[position] + qrng.standard_normal(DIM).astype(np.float32) * 0.02
+        query /= np.linalg.norm(query)
+        truth = set(ids[np.argsort(-(vectors @ query))[:10]].tolist())
+        hits += len(truth & set(index.search(query, 10)[1].tolist()))
+    recall = hits / 2000
+    memory = index.memory_bytes() / 2**20
+    del index
+    env = _env(tmp, url, keys, LORAPLEX_RETRIEVAL_EMBEDDER_BACKEND=args.embedder_backend)
+    with _replica(env) as (address, proc):
+        caller = Caller()
+        _search = caller.search
+        cold = _search(address, keys["big"], "big", QUERIES[0])
+        rand = random.Random(4)
+        warm = [
+            _search(address, keys["big"], "big", rand.choice(QUERIES)) for _ in range(args.queries)
+        ]
+        rss = _rss_mib(proc.pid)  # type: ignore[attr-defined]
+        caller.close()
+    w50, w99 = _percentiles(warm)
+    return [
+        f"| one big collection: {args.big} chunks, HNSW M={settings.hnsw_m}"
+        f" efC={settings.hnsw_ef_construction} efS={settings.hnsw_ef_search} | written to"
+        f" PostgreSQL in {written:.0f} s | |",
+        f"| HNSW build ({os.cpu_count()} threads) | {build:.1f} s | |",
+        f"| index memory / replica RSS | {memory:.0f} MiB / {rss:.0f} MiB | |",
+        f"| cold first search (snapshot load + search) | {cold * 1000:.0f} ms | |",
+        f"| warm search, {args.queries} calls (gRPC) | p50 {w50:.1f} / p99 {w99:.1f} ms | |",
+        f"| recall@10 vs brute force (200 queries) | {recall:.3f} | goal >= 0.95 |",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tenants", type=int, default=1000)
+    parser.add_argument("--chunks", type=int, default=1000)
+    parser.add_argument("--big", type=int, default=1_000_000)
+    parser.add_argument("--queries", type=int, default=300)
+    #: Each replica's budget as a share of the index memory of the tenants it serves.
+    parser.add_argument("--budget-share", type=float, default=0.5)
+    parser.add_argument("--failover-sample", type=int, default=20)
+    parser.add_argument("--embedder-backend", default="torch", choices=["torch", "onnx-int8"])
+    parser.add_argument("--skip-big", action="store_true")
+    parser.add_argument("--skip-tenants", action="store_true")
+    args = parser.parse_args()
+    rows: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="retrieval-scale-") as tmp:
+        if not args.skip_tenants:
+            with postgres_server() as url:
+                rows += bench_many_tenants(url, tmp, args)
+        if not args.skip_big:
+            with postgres_server() as url:
+                rows += bench_big(url, tmp, args)
+    print(
+        f"\nretrieval scale bench: {platform.machine()}, {os.cpu_count()} CPUs, top_k=10,"
+        f" query embedder {args.embedder_backend},"
+        " synthetic vectors (rank-48 structure in 384-d), real query embeddings, PostgreSQL,"
+        " snapshots in the local-files BlobStore"
+    )
+    print("| measure | result | goal |")
+    print("|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
