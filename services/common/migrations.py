@@ -14,7 +14,7 @@ A database made before migrations existed (by `create_all`) has the service's ta
 but no version table: it is stamped with the first revision, which is exactly that
 schema, and then upgraded like any other.
 
-Writing a revision: `alembic -c services/<svc>/migrations/alembic.ini revision -m "..."`
+Writing a revision: `PYTHONPATH=. alembic -c services/<svc>/migrations/alembic.ini revision -m`
 (with `LORAPLEX_MIGRATE_URL` pointing at a database at head for `--autogenerate`), then
 keep every change additive (expand, then contract in a later release) so replicas of the
 previous release keep working during a rolling update.

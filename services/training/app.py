@@ -79,7 +79,7 @@ class TrainingApp(Service):
         return None
 
     async def start(self) -> None:
-        """Opens the database and requeues the jobs a previous run left running."""
+        """Opens (and migrates) the database, takes back this replica's own running jobs."""
         settings = self.settings
         engine = self.kit.database(settings.resolved_database_url())
         store = await self.kit.blocking(TrainingStore, engine)

@@ -46,10 +46,10 @@ from services.training.store import (
     TrainingStore,
 )
 from services.training.uploads import DatasetManager
+from services.training.worker_events import EVENTS_FILE, read_new_events
 
 log = logging.getLogger(__name__)
 
-WORKER_EVENTS = ("started", "step", "evaluation", "checkpoint")
 MODEL_NOTE = (
     "{method} trains the base model's own weights: the result is a full model folder kept"
     " with the job, not an adapter, so it is not published to the adapter registry"
@@ -429,55 +429,16 @@ class JobManager:
         came, and whether a cancel was requested."""
         job = self.store.find_job(job_id)
         assert job is not None
-        path = job_dir / "events.jsonl"
-        if not path.exists():
+        batch = read_new_events(job_dir / EVENTS_FILE, job.events_offset, job.attempts)
+        if batch is None:
             return "", job.cancel_requested
-        with path.open("rb") as handle:
-            handle.seek(job.events_offset)
-            data = handle.read()
-        end = data.rfind(b"\n") + 1
-        if end == 0:
-            return "", job.cancel_requested
-        error = ""
-        updates: dict[str, Any] = {}
-        metrics = dict(job.metrics)
-        events: list[tuple[str, dict[str, Any]]] = []
-        stale = 0
-        for line in data[:end].decode("utf-8", "replace").splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:  # a line cut short when its worker was killed mid-write
-                log.warning("job %s: skipped a malformed line in the events file", job_id)
-                continue
-            if event.pop("attempt", job.attempts) != job.attempts:
-                stale += 1  # a fenced worker of an earlier attempt: refused
-                continue
-            kind = event.pop("kind")
-            event.pop("time", None)
-            if kind == "error":
-                error = event["reason"]
-            elif kind == "early_stopped":
-                metrics["early_stopped_at_step"] = float(event["step"])
-            elif kind in WORKER_EVENTS:
-                events.append((kind, event))
-                if kind == "started":
-                    updates["total_steps"] = event["total_steps"]
-                elif kind == "step":
-                    updates["step"] = event["step"]
-                    metrics["train_loss"] = event["loss"]
-                elif kind == "evaluation":
-                    metrics.update(event["metrics"])
-        if stale:
-            log.warning("job %s: refused %d events of an earlier attempt", job_id, stale)
+        if batch.refused:
+            log.warning("job %s: refused %d lines of the events file", job_id, batch.refused)
+        metrics = {**job.metrics, **batch.metrics}
         self.store.record(
-            job_id,
-            lease,
-            events,
-            events_offset=job.events_offset + end,
-            metrics=metrics,
-            **updates,
+            job_id, lease, batch.events, events_offset=batch.end, metrics=metrics, **batch.updates
         )
-        return error, job.cancel_requested
+        return batch.error, job.cancel_requested
 
     async def _conclude(
         self, job_id: str, job_dir: Path, code: int, error: str, lease: Lease

@@ -85,8 +85,11 @@ class Executor:
         return worker
 
     async def attach(self, job_id: str, job_dir: Path, attempt: int) -> Worker | None:
+        """Like LocalExecutor.attach: running, or ended with a code worth concluding."""
         worker = self.host.workers.get((job_id, attempt))
-        return worker if worker is not None and not worker.exit.done() else None
+        if worker is None or (worker.exit.done() and worker.exit.result() in (3, 137)):
+            return None  # gone unrecorded (killed) or stopped: resume from the checkpoint
+        return worker
 
 
 @dataclass
@@ -119,17 +122,23 @@ async def until(check: Callable[[], object], timeout: float = 20.0) -> None:
 
 
 @pytest.fixture
-def world(tmp_path):
+def engine(tmp_path):
+    """SQLite here; tests/integration/training/test_claims_postgres.py runs these on PostgreSQL."""
+    engine = make_engine(sqlite_url(tmp_path / "training.db"))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def world(tmp_path, engine):
     models = tmp_path / "models"
     (models / "tiny").mkdir(parents=True)
     (models / "tiny" / "config.json").write_text("{}")
-    engine = make_engine(sqlite_url(tmp_path / "training.db"))
     store = TrainingStore(engine)
     store.add_dataset(
         DatasetRecord("ds-1", "acme", "colors", "instruction", 1, 1, "a" * 64, created_at=1.0)
     )
-    yield tmp_path, models, store, Host(), Publisher()
-    engine.dispose()
+    return tmp_path, models, store, Host(), Publisher()
 
 
 def _manager(world, replica: str, lease: float = 0.6, workers: int = 1) -> JobManager:
