@@ -4,8 +4,9 @@
   its own vLLM engine), driven through the SDK. The share of requests each replica took
   and the share of adapter requests that found their adapter already loaded there, read
   from each replica's own metrics port (`loraplex_rpc_total`,
-  `loraplex_inference_adapter_cache_total`), for the SDK's adapter-affine channel
-  against gRPC's plain `round_robin` in the same run.
+  `loraplex_inference_adapter_cache_total`): gRPC's plain `round_robin`, then the SDK's
+  adapter-affine channel by hashing alone, then with `adapters_per_replica` = the
+  replicas' 4 slots, in the same run.
 - `cycling`: every request names a different adapter of 1,000 pushed to the registry,
   against the 8-adapter mix on the same engine and driver: errors, tokens/s, p99 time
   to first token, and the RSS of the serving processes over the run.
@@ -18,6 +19,7 @@ import contextlib
 import json
 import math
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -282,11 +284,13 @@ def replica_processes(work: Path, model: Path, registry: str, count: int) -> Ite
 
 
 def drive(client: InferenceClient, adapters: list[str], total: int, threads: int, tokens: int):
-    """`total` requests from `threads` threads; every sixth names no adapter."""
+    """`total` requests from `threads` threads, adapters drawn at random (seeded; a cyclic
+    order would line up with round robin's); every sixth names no adapter."""
+    draw = random.Random(len(adapters))
+    names = ["" if i % 6 == 5 else draw.choice(adapters) for i in range(total)]
 
     def one(i: int) -> None:
-        adapter = "" if i % 6 == 5 else adapters[i % len(adapters)]
-        client.generate(PROMPTS[i % len(PROMPTS)], adapter=adapter, max_tokens=tokens)
+        client.generate(PROMPTS[i % len(PROMPTS)], adapter=names[i], max_tokens=tokens)
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(one, range(total)))
@@ -327,7 +331,13 @@ async def routing(suite, work: Path, model: Path, args, push) -> list[Row]:
                 rr_share, rr_hit = routing_phase(replicas, plain, adapters, args)
                 plain.close()
                 aff_share, aff_hit = routing_phase(replicas, client, adapters, args)
-                loaded = [r.counts()[3] for r in replicas]
+            slots = ClientConfig(
+                address=address, api_key=TEST_TENANT_KEYS["acme"], timeout=300,
+                adapters_per_replica=4,
+            )  # fmt: skip
+            with InferenceClient(config=slots) as client:
+                slot_share, slot_hit = routing_phase(replicas, client, adapters, args)
+            loaded = [r.counts()[3] for r in replicas]
         shares = lambda s: " / ".join(f"{x:.0%}" for x in s)  # noqa: E731
         return [
             (
@@ -336,10 +346,11 @@ async def routing(suite, work: Path, model: Path, args, push) -> list[Row]:
                 f"{args.routing_requests} req, {args.routing_threads} threads, 1 in 6 base",
             ),
             ("  round robin: share per replica", shares(rr_share), f"holding {rr_hit:.0%}"),
+            ("  SDK affinity, hashing alone", shares(aff_share), f"holding {aff_hit:.0%}"),
             (
-                "  adapter-affine SDK: share per replica",
-                shares(aff_share),
-                f"holding {aff_hit:.0%} (goals 40-60% each, >= 90% holding)",
+                "  SDK affinity, 4 adapters per replica",
+                shares(slot_share),
+                f"holding {slot_hit:.0%} (goals 40-60% each, >= 90% holding)",
             ),
             ("  vllm:lora_adapter_loaded per replica", " / ".join(map(str, loaded)), ""),
         ]

@@ -13,6 +13,12 @@ the one copy.
   next replica in its own ranking (consistent hashing with bounded loads, as Envoy's
   `hash_balance_factor`), so a hot adapter spreads only under load and always to the
   same next replicas. Calls without an adapter go round-robin.
+
+  Hashing alone puts 5 of 8 adapters on one of 2 replicas as often as not, and a
+  replica with 4 slots then thrashes. Given `adapters_per_replica` (the replicas'
+  LoRA slots), the picker also bounds the adapters homed on each replica: a new adapter
+  goes to the first replica in its ranking with room, and only when every replica is
+  full does its top replica give up its least recently used adapter.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ import itertools
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:")
 #: gRPC round-robin load balancing, as a channel option: every resolved address is used.
@@ -104,6 +111,8 @@ class _Replica:
     address: str
     in_flight: int = 0
     down_until: float = 0.0
+    #: Adapters homed here (with `adapters_per_replica`), least recently routed first.
+    adapters: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
 
 class ReplicaPicker:
@@ -112,6 +121,7 @@ class ReplicaPicker:
     `spread`: replicas an adapter's calls share while none is overloaded (1: one home).
     `balance_factor`: a replica with more than `balance_factor` times the mean in-flight
     calls (counting the new one) is overloaded and passed over (≥ 1).
+    `adapters_per_replica`: adapters homed on one replica at most (0: no bound).
     """
 
     def __init__(
@@ -119,6 +129,7 @@ class ReplicaPicker:
         replicas: Iterable[str],
         spread: int = 1,
         balance_factor: float = 1.25,
+        adapters_per_replica: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if spread < 1:
@@ -127,6 +138,7 @@ class ReplicaPicker:
             raise ValueError("balance_factor must be at least 1")
         self.spread = spread
         self.balance_factor = balance_factor
+        self.adapters_per_replica = max(0, adapters_per_replica)
         self.clock = clock
         self._lock = threading.Lock()
         self._replicas: dict[str, _Replica] = {}
@@ -177,6 +189,8 @@ class ReplicaPicker:
 
     def _affine(self, key: str, live: list[_Replica]) -> _Replica:
         ranked = sorted(live, key=lambda r: _score(key, r.address), reverse=True)
+        if self.adapters_per_replica:
+            ranked = self._homes_first(key, ranked)
         total = sum(r.in_flight for r in self._replicas.values()) + 1
         bound = math.ceil(self.balance_factor * total / len(live))
         home = ranked[: self.spread]
@@ -187,6 +201,30 @@ class ReplicaPicker:
             if replica.in_flight + 1 <= bound:
                 return replica
         return min(ranked, key=lambda r: r.in_flight)
+
+    def _homes_first(self, key: str, ranked: list[_Replica]) -> list[_Replica]:
+        """`ranked` with the key's homes first, placing it where there is room if needed."""
+        wanted = min(self.spread, len(ranked))
+        homes = [r for r in ranked if key in r.adapters]
+        for replica in ranked:
+            if len(homes) >= wanted:
+                break
+            if replica not in homes and len(replica.adapters) < self.adapters_per_replica:
+                homes.append(replica)
+        for replica in ranked:  # every replica full: the best ones give up their oldest
+            if len(homes) >= wanted:
+                break
+            if replica not in homes:
+                replica.adapters.popitem(last=False)
+                homes.append(replica)
+        for replica in homes:
+            replica.adapters[key] = None
+            replica.adapters.move_to_end(key)
+        return homes + [r for r in ranked if r not in homes]
+
+    def homes(self, key: str) -> list[str]:
+        """Replicas the key is homed on (with `adapters_per_replica`)."""
+        return [a for a, r in self._replicas.items() if key in r.adapters]
 
     def done(self, replica: str) -> None:
         with self._lock:

@@ -73,6 +73,7 @@ class BalancedChannel(grpc.Channel):
         key: Callable[[Any], str | None] = adapter_of,
         spread: int = 1,
         balance_factor: float = 1.25,
+        adapters_per_replica: int = 0,
         refresh_seconds: float = REFRESH_SECONDS,
         down_seconds: float = DOWN_SECONDS,
     ) -> None:
@@ -85,6 +86,7 @@ class BalancedChannel(grpc.Channel):
             raise ValueError(f"{address!r} names one replica; open a plain channel")
         self._spread = spread
         self._balance_factor = balance_factor
+        self._adapters_per_replica = adapters_per_replica
         self.refresh_seconds = refresh_seconds
         self.down_seconds = down_seconds
         self._lock = threading.Lock()
@@ -118,7 +120,9 @@ class BalancedChannel(grpc.Channel):
                         return
                     raise ResolutionError(f"cannot resolve {self.address}: {exc}") from None
             if self._picker is None:
-                self._picker = ReplicaPicker(replicas, self._spread, self._balance_factor)
+                self._picker = ReplicaPicker(
+                    replicas, self._spread, self._balance_factor, self._adapters_per_replica
+                )
             else:
                 self._picker.update(replicas)
             self._resolved_at = time.monotonic()

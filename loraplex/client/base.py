@@ -5,10 +5,12 @@ Configuration comes from arguments, else from `LORAPLEX_API_KEY`,
 
 An address may name several replicas: a comma list (`127.0.0.1:50054,127.0.0.1:50064`)
 or `dns:///name:port` (a headless Service: every pod). Inference calls then go to the
-replica where the named adapter is warm (`loraplex.client.balancing`); other services'
-calls go round-robin (gRPC's `round_robin` over the resolved addresses). A call answered
-UNAVAILABLE (a replica restarting or gone, a server still loading) is retried with
-doubling, jittered backoff, `LORAPLEX_RETRIES` tries in all (default 4).
+replica where the named adapter is warm (`loraplex.client.balancing`; tune with
+`LORAPLEX_AFFINITY_ADAPTERS_PER_REPLICA`, the replicas' `max_loras`, and
+`LORAPLEX_AFFINITY_SPREAD` / `_BALANCE_FACTOR`); other services' calls go round-robin
+(gRPC's `round_robin` over the resolved addresses). A call answered UNAVAILABLE (a
+replica restarting or gone, a server still loading) is retried with doubling, jittered
+backoff, `LORAPLEX_RETRIES` tries in all (default 4).
 """
 
 from __future__ import annotations
@@ -99,6 +101,8 @@ class ClientConfig:
     affinity_spread: int = 1
     #: A replica over this many times the mean of calls in flight is passed over.
     balance_factor: float = 1.25
+    #: Adapters homed on one replica at most, e.g. its `max_loras` (0: hashing alone).
+    adapters_per_replica: int = 0
 
     @classmethod
     def from_env(
@@ -120,6 +124,7 @@ class ClientConfig:
             attempts=max(1, int(env.get("LORAPLEX_RETRIES", DEFAULT_ATTEMPTS))),
             affinity_spread=max(1, int(env.get("LORAPLEX_AFFINITY_SPREAD", 1))),
             balance_factor=max(1.0, float(env.get("LORAPLEX_AFFINITY_BALANCE_FACTOR", 1.25))),
+            adapters_per_replica=int(env.get("LORAPLEX_AFFINITY_ADAPTERS_PER_REPLICA", 0)),
         )
 
     def backoff(self, attempt: int) -> float:
@@ -139,6 +144,7 @@ class ClientConfig:
                 key,
                 spread=self.affinity_spread,
                 balance_factor=self.balance_factor,
+                adapters_per_replica=self.adapters_per_replica,
             )
         return self._channel(grpc_target(self.address))
 

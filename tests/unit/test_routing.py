@@ -142,3 +142,30 @@ def test_bad_parameters_are_refused():
         ReplicaPicker(REPLICAS, spread=0)
     with pytest.raises(ValueError, match="balance_factor"):
         ReplicaPicker(REPLICAS, balance_factor=0.5)
+
+
+def test_a_slot_bound_homes_adapters_evenly_instead_of_by_hash_alone():
+    picker = ReplicaPicker(REPLICAS[:2], adapters_per_replica=4)
+    keys = [f"acme/a{i}" for i in range(8)]
+    for _ in range(3):
+        for key in keys:
+            picker.done(picker.pick(key))
+    homes = Counter(picker.homes(key)[0] for key in keys)
+    assert set(homes.values()) == {4}
+    assert all(len(picker.homes(key)) == 1 for key in keys)
+    # each adapter keeps its home; the first to come has its rendezvous first choice
+    assert picker.homes(keys[0]) == [picker.ranking(keys[0])[0]]
+    for key in keys:
+        replica = picker.pick(key)
+        picker.done(replica)
+        assert [replica] == picker.homes(key)
+
+
+def test_when_every_replica_is_full_the_top_one_gives_up_its_oldest_adapter():
+    picker = ReplicaPicker(REPLICAS[:2], adapters_per_replica=1)
+    for key in ("acme/a", "acme/b"):
+        picker.done(picker.pick(key))
+    top = picker.ranking("acme/c")[0]
+    displaced = [k for k in ("acme/a", "acme/b") if picker.homes(k) == [top]]
+    assert picker.pick("acme/c") == top
+    assert picker.homes("acme/c") == [top] and picker.homes(displaced[0]) == []
