@@ -388,11 +388,15 @@ class RetrievalStore:
                 .with_for_update()
             ).first()
             if row is None:
-                conn.execute(
-                    insert(index_snapshots).values(
-                        collection_id=pk, revision=revision, object_key=key
-                    )
-                )
+                try:
+                    with conn.begin_nested():
+                        conn.execute(
+                            insert(index_snapshots).values(
+                                collection_id=pk, revision=revision, object_key=key
+                            )
+                        )
+                except IntegrityError:  # the collection was deleted meanwhile
+                    return key
                 return None
             if row[0] >= revision:
                 return key
