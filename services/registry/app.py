@@ -27,8 +27,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RegistryService"].full_name
 class RegistryApp(Service):
     service_names = (SERVICE_NAME,)
     starting_message = "the registry is starting; retry shortly"
-    #: Inference resolves, checks, downloads and watches; training publishes (and lists the
-    #: adapter's versions first, so a job taken over by another replica never pushes twice).
+    #: Inference resolves, checks, downloads and watches; training publishes.
     service_scopes = ServiceScopes(
         SERVICE_NAME,
         service_level=("WatchTenantAdapters",),
@@ -39,6 +38,7 @@ class RegistryApp(Service):
             "WatchAdapters",
             "WatchTenantAdapters",
         ),
+        # Training publishes, and lists versions to find what a job pushed before a crash.
         training=("PushAdapter", "SetAlias", "ListAdapterVersions"),
     )
 

@@ -335,6 +335,15 @@ class JobManager:
         except LeaseLost:
             log.warning("job %s: lease taken over while starting it", job.id)
             self._leases.pop(job.id, None)
+        except Exception as exc:  # e.g. the cluster refused the Kubernetes Job
+            log.exception("job %s: starting the worker failed", job.id)
+            message = getattr(exc, "message", "") or type(exc).__name__
+            reason = (
+                f"the training service could not start the worker ({message}); start the job again"
+            )
+            with contextlib.suppress(Exception):
+                await self._blocking(self._fail, job.id, reason, lease)
+            self._leases.pop(job.id, None)
 
     async def _launch(self, job: JobRecord, lease: Lease) -> None:
         job_dir = await self._blocking(self._prepare, job, lease)

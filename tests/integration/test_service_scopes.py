@@ -1,9 +1,10 @@
 """Service keys are scoped: every RPC of every server, called with every service key.
 
 A service key acting for some tenant may call only what its service needs of that
-server (inference: read adapters, search; training: publish); every other RPC answers
-PERMISSION_DENIED before the servicer runs. Inference's own RPCs are covered by its
-app declaring no scopes (tests/integration/inference run that server with the real engine).
+server (inference: read adapters, search; training: publish, and list versions so it
+publishes once); every other RPC answers PERMISSION_DENIED before the servicer runs.
+Inference's own RPCs are covered by its app declaring no scopes (tests/integration/inference
+run that server with the real engine).
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ async def upload(channel, rows: list[dict] | bytes, name: str, metadata=ACME) ->
     return response.dataset
 
 
-async def collect_events(channel, job_id: str, after: int = 0, deadline: float = 120):
+async def collect_events(channel, job_id: str, after: int = 0, deadline: float = 600):
     call = stub(channel).StreamJobEvents(
         pb.StreamJobEventsRequest(id=job_id, after_sequence=after), metadata=ACME, timeout=deadline
     )

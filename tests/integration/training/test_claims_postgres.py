@@ -51,3 +51,6 @@ test_a_stale_owner_writes_nothing = scenarios.test_a_stale_owner_writes_nothing
 test_a_clean_shutdown_hands_the_job_back_at_once = (
     scenarios.test_a_clean_shutdown_hands_the_job_back_at_once
 )
+test_a_worker_that_cannot_start_fails_the_job_with_a_reason = (
+    scenarios.test_a_worker_that_cannot_start_fails_the_job_with_a_reason
+)

@@ -70,6 +70,8 @@ class Host:
 
     workers: dict[tuple[str, int], Worker] = field(default_factory=dict)
     starts: list[tuple[str, int]] = field(default_factory=list)
+    #: Whether starting a worker fails (a cluster that refuses the Job).
+    refuse: bool = False
 
 
 class Executor:
@@ -79,6 +81,8 @@ class Executor:
         self.host = host
 
     async def start(self, job_id: str, job_dir: Path, attempt: int) -> Worker:
+        if self.host.refuse:
+            raise RuntimeError("the cluster refused the pod")
         worker = Worker(job_dir, attempt)
         self.host.workers[(job_id, attempt)] = worker
         self.host.starts.append((job_id, attempt))
@@ -304,3 +308,18 @@ async def test_a_clean_shutdown_hands_the_job_back_at_once(world):
         assert host.starts[-1] == (job, 2) and store.find_job(job).owner == "b"
     finally:
         await b.close()
+
+
+async def test_a_worker_that_cannot_start_fails_the_job_with_a_reason(world):
+    _, _, store, host, _ = world
+    host.refuse = True
+    a = _manager(world, "a")
+    job = _job(store)
+    await a.start()
+    try:
+        await until(lambda: store.find_job(job).state == "failed")
+    finally:
+        await a.close()
+    record = store.find_job(job)
+    assert "could not start the worker (RuntimeError)" in record.failure_reason
+    assert a._leases == {}  # nothing left to heartbeat
