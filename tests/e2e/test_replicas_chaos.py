@@ -222,6 +222,7 @@ def _jobs_run_twice_or_lost(ledger: Ledger, addresses: dict[str, str], key: str)
                 wrong.append(f"{job_id} did not succeed: {reason}")
                 continue
             kinds = job_events(training, job_id)
+            print(f"job {job_id}: {job.attempts} attempt(s), events {dict(kinds)}", flush=True)
             if kinds["published"] != 1 or kinds["succeeded"] != 1:
                 wrong.append(f"{job_id} events {dict(kinds)}")
             if kinds["started"] != job.attempts:
