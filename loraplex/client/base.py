@@ -10,7 +10,8 @@ replica where the named adapter is warm (`loraplex.client.balancing`; tune with
 `LORAPLEX_AFFINITY_SPREAD` / `_BALANCE_FACTOR`); other services' calls go round-robin
 (gRPC's `round_robin` over the resolved addresses). A call answered UNAVAILABLE (a
 replica restarting or gone, a server still loading) is retried with doubling, jittered
-backoff, `LORAPLEX_RETRIES` tries in all (default 4).
+backoff, `LORAPLEX_RETRIES` tries in all (default 6: about 3 to 6 s of backoff, longer than a
+retrieval replica's tenants take to move to the survivors).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ DEFAULT_ADDRESSES = {
     "inference": "127.0.0.1:50054",
 }
 DEFAULT_TIMEOUT_SECONDS = 30.0
-DEFAULT_ATTEMPTS = 4
+DEFAULT_ATTEMPTS = 6
 #: Calls routed by adapter affinity over several replicas, per service.
 AFFINITY_KEYS: dict[str, Callable[[Any], str | None]] = {"inference": adapter_of}
 
