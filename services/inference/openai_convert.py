@@ -13,21 +13,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.common.adapter_ref import AdapterRef, parse_ref
 from services.common.errors import InvalidArgument, LoraplexError, NotFound
+from services.common.openai_json import OpenAIBody, filter_conditions, parse_body
 from services.inference.generation import GenerationRequest, RagRequest
 from services.inference.grounding import AbstainPolicy
 
 #: Roles the OpenAI chat API sends that map onto the core's; "developer" is the new "system".
 ROLE_MAP = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-
-
-class OpenAIBody(BaseModel):
-    """Unknown fields are kept (and ignored) so newer clients keep working."""
-
-    model_config = ConfigDict(extra="allow")
 
 
 class RagOptions(BaseModel):
@@ -91,18 +86,6 @@ class Parsed:
     request: GenerationRequest
     stream: bool
     include_usage: bool
-
-
-def parse_body(cls: type[OpenAIBody], body: Any) -> Any:
-    """Validates a decoded JSON body; the first problem becomes a 400 naming its field."""
-    if not isinstance(body, dict):
-        raise InvalidArgument("the request body must be a JSON object")
-    try:
-        return cls.model_validate(body)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"]) or "body"
-        raise InvalidArgument(f"{where}: {error['msg']}") from None
 
 
 def adapter_for(model: str, base_model: str) -> AdapterRef | None:
@@ -172,34 +155,6 @@ def rag_request(options: RagOptions | None) -> RagRequest | None:
     )
 
 
-def filter_conditions(spec: dict[str, Any] | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """OpenAI's filter grammar, the subset retrieval can answer: `eq`/`in` on string values,
-    joined by `and`. Returns (key, allowed values) pairs, all of which must hold."""
-    if not spec:
-        return ()
-    if "type" not in spec:  # the short form: {"section": "travel", "lang": ["en", "de"]}
-        short = [{"type": _kind(v), "key": k, "value": v} for k, v in spec.items()]
-        return tuple(c for part in short for c in filter_conditions(part))
-    kind = spec.get("type")
-    if kind == "and":
-        parts = spec.get("filters")
-        if not isinstance(parts, list) or not parts:
-            raise InvalidArgument("filter: an 'and' filter needs a non-empty 'filters' list")
-        return tuple(c for part in parts for c in filter_conditions(part))
-    key, value = spec.get("key"), spec.get("value")
-    if not isinstance(key, str) or not key:
-        raise InvalidArgument("filter: each comparison needs a string 'key'")
-    if kind == "eq" and isinstance(value, str | int | bool) and not isinstance(value, float):
-        return ((key, (_text(value),)),)
-    scalars = isinstance(value, list) and all(isinstance(v, str | int | bool) for v in value)
-    if kind == "in" and value and scalars:
-        return ((key, tuple(_text(v) for v in value)),)
-    raise InvalidArgument(
-        "filter: use {'type': 'eq', 'key': k, 'value': v}, {'type': 'in', 'key': k,"
-        " 'value': [..]} or {'type': 'and', 'filters': [..]}; metadata values are strings"
-    )
-
-
 def metadata_filter(spec: dict[str, Any] | None) -> object | None:
     """The retrieval filter the core passes on (a protobuf today, opaque to the core)."""
     from loraplex.retrieval.v1 import retrieval_service_pb2 as ret_pb
@@ -215,14 +170,6 @@ def metadata_filter(spec: dict[str, Any] | None) -> object | None:
             for k, v in conditions
         ]
     )
-
-
-def _kind(value: Any) -> str:
-    return "in" if isinstance(value, list) else "eq"
-
-
-def _text(value: str | int | bool) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _turn(index: int, message: ChatMessage) -> tuple[str, str]:

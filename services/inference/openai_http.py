@@ -11,7 +11,6 @@ request.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -19,7 +18,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from services.common.context import current_tenant
-from services.common.errors import InvalidArgument, LoraplexError, Unavailable
+from services.common.errors import LoraplexError, Unavailable
+from services.common.openai_json import read_json
 from services.inference import openai_convert, openai_render, openai_responses
 from services.inference.catalog import ModelCatalog
 from services.inference.generation import GenerationResult, InferenceCore
@@ -30,31 +30,10 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 Item = str | GenerationResult
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
-    """The body, refused past `max_bytes` before it is all read, then decoded."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise InvalidArgument(f"the request body is larger than {max_bytes} bytes")
-    body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > max_bytes:
-            raise InvalidArgument(f"the request body is larger than {max_bytes} bytes")
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidArgument(f"the request body is not valid JSON: {exc}") from None
-
-
 class OpenAIRoutes:
     """The inference routes, bound to the core once the app has started it."""
 
-    def __init__(
-        self, max_body_bytes: int, error_event: Callable[[LoraplexError], dict[str, Any]]
-    ) -> None:
-        self.max_body_bytes = max_body_bytes
-        #: The kit's OpenAI error JSON for an error raised after a stream has started.
-        self.error_event = error_event
+    def __init__(self) -> None:
         self.core: InferenceCore | None = None
         self.catalog: ModelCatalog | None = None
         self.router = APIRouter(prefix="/v1")
@@ -89,7 +68,7 @@ class OpenAIRoutes:
 
     async def chat(self, request: Request) -> Response:
         core, catalog = self._parts()
-        body = await read_json(request, self.max_body_bytes)
+        body = await read_json(request)
         parsed = openai_convert.chat_request(body, catalog.base_model)
         call_id = openai_render.new_id("chatcmpl")
         items = await self._start(core, parsed.request)
@@ -112,7 +91,7 @@ class OpenAIRoutes:
 
     async def completions(self, request: Request) -> Response:
         core, catalog = self._parts()
-        body = await read_json(request, self.max_body_bytes)
+        body = await read_json(request)
         parsed = openai_convert.completion_request(body, catalog.base_model)
         call_id = openai_render.new_id("cmpl")
         items = await self._start(core, parsed.request)
@@ -134,7 +113,7 @@ class OpenAIRoutes:
 
     async def responses(self, request: Request) -> Response:
         core, catalog = self._parts()
-        body = await read_json(request, self.max_body_bytes)
+        body = await read_json(request)
         call = openai_responses.responses_request(body, catalog.base_model)
         render = openai_responses.ResponseRender(call)
         items = await self._start(core, call.request)
@@ -170,7 +149,7 @@ class OpenAIRoutes:
                 async for chunk in events(items.first):
                     yield chunk
             except LoraplexError as exc:  # after the status line: the error goes in the stream
-                yield openai_render.sse(self.error_event(exc))
+                yield openai_render.sse(public_error(exc).openai_body())
             finally:
                 await items.close()  # a disconnect cancels us here: the engine aborts
             if done:

@@ -17,16 +17,10 @@ from typing import Any
 from pydantic import Field
 
 from services.common.errors import InvalidArgument
+from services.common.openai_json import OpenAIBody, parse_body
 from services.inference.generation import GenerationRequest, GenerationResult, RagRequest
 from services.inference.grounding import AbstainPolicy
-from services.inference.openai_convert import (
-    ROLE_MAP,
-    OpenAIBody,
-    adapter_for,
-    content_text,
-    metadata_filter,
-    parse_body,
-)
+from services.inference.openai_convert import ROLE_MAP, adapter_for, content_text, metadata_filter
 from services.inference.openai_render import extension, new_id, sse_event
 
 MARKER = re.compile(r"\[(\d{1,3})\]")

@@ -10,13 +10,10 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response
 
 from services.common.errors import InvalidArgument, NotFound
+from services.common.openai_json import filter_conditions
 from services.inference.generation import CitationRecord, GenerationResult
 from services.inference.grounding import AbstainPolicy, Refusal
-from services.inference.openai_convert import (
-    chat_request,
-    completion_request,
-    filter_conditions,
-)
+from services.inference.openai_convert import chat_request, completion_request
 from services.inference.openai_render import ChatChunks, chat_completion, completion
 from services.inference.openai_responses import ResponseRender, responses_request
 from services.inference.records import RetrievedChunk
