@@ -48,7 +48,7 @@ def serve(mode: str, port: int, data: Path, counter: Path) -> None:
 
     import services.registry.app as registry_app
     from services.common.auth import KeyRing
-    from services.common.server import GrpcServer
+    from services.common.server import Server
     from services.registry.registry import Registry, _current_alias_event
     from services.registry.settings import RegistrySettings
 
@@ -83,7 +83,7 @@ def serve(mode: str, port: int, data: Path, counter: Path) -> None:
     keyring = KeyRing.load(service_keys=f"inference:{TEST_SERVICE_KEYS['inference']}")
 
     async def main() -> None:
-        server = GrpcServer(settings, app, keyring)
+        server = Server(settings, app, keyring)
         await server.start()
         queries = 0
 

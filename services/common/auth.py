@@ -10,6 +10,7 @@ delete a tenant's collection.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -17,16 +18,19 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from services.common.atomic import write_atomic
 from services.common.context import ACT_FOR_TENANT_HEADER, Principal, PrincipalKind
 from services.common.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 
 log = logging.getLogger(__name__)
+#: How blocking work leaves the loop (`Kit.blocking`); kept here so auth needs no kit.
+Blocking = Callable[..., Awaitable[Any]]
 
 AUTHORIZATION_HEADER = "authorization"
 KEY_PREFIX = "lpx_"
@@ -63,29 +67,36 @@ class KeyEntry:
 
 
 class ServiceScopes:
-    """The RPCs each service identity may call on one server; everything else is denied.
+    """The calls each service identity may make on one server; everything else is denied.
 
     Servers declare what the other services need of them (inference reads adapters and
-    searches; training publishes). A service key with no entry may call nothing. A service
-    key acting for no tenant may call only the `service_level` RPCs, which carry their
-    tenants in the request and check them themselves.
+    searches; training publishes): gRPC RPCs by name, and HTTP routes, if any, as exact
+    `METHOD /path` strings in `routes`. A service key with no entry may call nothing. A
+    service key acting for no tenant may call only the `service_level` RPCs, which carry
+    their tenants in the request and check them themselves.
     """
 
     def __init__(
-        self, service_name: str = "", service_level: Iterable[str] = (), **allowed: Iterable[str]
+        self,
+        service_name: str = "",
+        service_level: Iterable[str] = (),
+        routes: Mapping[str, Iterable[str]] | None = None,
+        **allowed: Iterable[str],
     ) -> None:
         self._service_level = frozenset(f"/{service_name}/{rpc}" for rpc in service_level)
         self._allowed = {
             identity: frozenset(f"/{service_name}/{rpc}" for rpc in rpcs)
             for identity, rpcs in allowed.items()
         }
+        for identity, paths in (routes or {}).items():
+            self._allowed[identity] = self._allowed.get(identity, frozenset()) | set(paths)
 
     def check(self, principal: Principal, method: str) -> None:
         if not principal.is_service:
             return
         if method not in self._allowed.get(principal.name, ()):
             raise PermissionDenied(
-                f"service key {principal.name!r} may not call {method.rsplit('/', 1)[-1]}:"
+                f"service key {principal.name!r} may not call {_short(method)}:"
                 " a service key may call only what its service needs; use a tenant key"
             )
         if not principal.tenant and method not in self._service_level:
@@ -95,14 +106,26 @@ class ServiceScopes:
             )
 
 
+def _short(route: str) -> str:
+    """`/pkg.Service/Method` → `Method`; an HTTP route (`GET /v1/x`) stays whole."""
+    return route if " " in route else route.rsplit("/", 1)[-1]
+
+
 #: For servers that no other service calls.
 NO_SERVICE_CALLS = ServiceScopes()
 
 
 class KeyRing:
-    """Hashed API keys → identities, loaded from a keys file and/or settings."""
+    """Hashed API keys → identities, loaded from a keys file and/or settings.
 
-    #: How often the keys file is checked for changes (keys added or revoked without a restart).
+    Built once per process (`Kit.keys`) and shared by every front end. Lookups are
+    in memory; the keys file is re-read by `refresh`, at most once a `RELOAD_SECONDS`
+    and on the executor, never on the event loop: an unknown key costs a dict lookup,
+    not a file read, however many arrive.
+    """
+
+    #: At most one re-read of the keys file per this many seconds (keys added or revoked
+    #: without a restart take effect within it).
     RELOAD_SECONDS = 1.0
 
     def __init__(self, entries: Mapping[str, KeyEntry] | None = None) -> None:
@@ -111,19 +134,15 @@ class KeyRing:
         self._keys: dict[str, KeyEntry] = dict(self._fixed)
         self._file: Path | None = None
         self._file_digest: str | None = None
-        self._checked_at = 0.0
-
-    @property
-    def _by_hash(self) -> dict[str, KeyEntry]:
-        self._maybe_reload()
-        return self._keys
+        self._checked_at = time.monotonic()
+        self._reloading: asyncio.Future[None] | None = None
 
     def _merge(self) -> None:
         """Environment keys win over the file's; rebuilt only when either changes."""
         self._keys = {**self._from_file, **self._fixed}
 
     def __len__(self) -> int:
-        return len(self._by_hash)
+        return len(self._keys)
 
     @classmethod
     def load(
@@ -163,15 +182,16 @@ class KeyRing:
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"keys file {self._file} is malformed: {exc}") from exc
 
-    def _maybe_reload(self, force: bool = False) -> None:
-        """Picks up keys added to or revoked from the file while the server runs.
+    def reload_due(self) -> bool:
+        return self._file is not None and time.monotonic() - self._checked_at >= self.RELOAD_SECONDS
+
+    def reload(self) -> None:
+        """Blocking: picks up keys added to or revoked from the file while the server runs.
 
         Compares content, not modification time: `cp -p` or `rsync -t` keep the old
         mtime, and a revoked key must stop working all the same.
         """
         if self._file is None:
-            return
-        if not force and time.monotonic() - self._checked_at < self.RELOAD_SECONDS:
             return
         self._checked_at = time.monotonic()
         content = self._file_bytes()
@@ -179,11 +199,30 @@ class KeyRing:
         if digest == self._file_digest:
             return
         try:
-            self._from_file = self._read_file(content)
-            self._merge()
-            log.info("reloaded %d keys from %s", len(self._from_file), self._file)
+            from_file = self._read_file(content)
         except ValueError as exc:  # keep serving with the last good keys
             log.error("%s", exc)
+            return
+        self._from_file = from_file
+        self._merge()
+        log.info("reloaded %d keys from %s", len(self._from_file), self._file)
+
+    async def refresh(self, blocking: Blocking | None = None) -> None:
+        """Re-reads the keys file when due, on `blocking` (the kit's executor).
+
+        Single-flight: calls that arrive while a re-read runs wait for that one.
+        """
+        if self._reloading is None:
+            if not self.reload_due():
+                return
+            self._checked_at = time.monotonic()  # claims this period before the hop
+            self._reloading = asyncio.ensure_future(_run_blocking(blocking, self.reload))
+        reloading = self._reloading
+        try:
+            await asyncio.shield(reloading)
+        finally:
+            if reloading.done() and self._reloading is reloading:
+                self._reloading = None
 
     def _merge_pairs(self, pairs: str, kind: PrincipalKind) -> None:
         for pair in filter(None, (p.strip() for p in pairs.split(","))):
@@ -195,8 +234,11 @@ class KeyRing:
         self._merge()
 
     def authenticate(self, metadata: Mapping[str, str]) -> Principal:
-        """Resolves call metadata to a principal, or raises UNAUTHENTICATED/PERMISSION_DENIED."""
-        known = self._by_hash
+        """Resolves call metadata to a principal, or raises UNAUTHENTICATED/PERMISSION_DENIED.
+
+        In memory only: `refresh` first to see the keys file's latest content.
+        """
+        known = self._keys
         header = metadata.get(AUTHORIZATION_HEADER, "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -208,9 +250,6 @@ class KeyRing:
             raise Unauthenticated("missing API key: send 'authorization: Bearer <key>'")
         digest = hash_key(token.strip())
         entry = known.get(digest)
-        if entry is None:  # maybe a key added a moment ago: a stat is cheap enough to check
-            self._maybe_reload(force=True)
-            entry = self._by_hash.get(digest)
         if entry is None:
             raise Unauthenticated("unknown API key")
         act_for = metadata.get(ACT_FOR_TENANT_HEADER, "")
@@ -223,6 +262,13 @@ class KeyRing:
         return Principal(
             PrincipalKind.SERVICE, entry.name, validate_identity_name(act_for, "tenant")
         )
+
+
+async def _run_blocking(blocking: Blocking | None, fn: Callable[[], None]) -> None:
+    if blocking is not None:
+        await blocking(fn)
+    else:
+        await asyncio.get_running_loop().run_in_executor(None, fn)
 
 
 def read_entries(content: bytes) -> list[dict[str, str]]:

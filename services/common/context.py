@@ -1,7 +1,7 @@
 """Per-request context (request id, caller) carried in contextvars.
 
-Interceptors set it once per RPC; logging and core code read it without
-threading a context object through every call.
+Admission (`services.common.admission`) sets it once per request on every front
+end; logging and core code read it without threading a context object through.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from enum import StrEnum
 from services.common.errors import PermissionDenied, Unauthenticated
 
 ACT_FOR_TENANT_HEADER = "x-loraplex-tenant"
+#: The request id a caller may send and every answer echoes (gRPC trailer, HTTP header).
+REQUEST_ID_HEADER = "x-request-id"
 
 
 class PrincipalKind(StrEnum):

@@ -1,98 +1,109 @@
-"""The one server interceptor: request ids, authentication, error mapping, metrics.
+"""The gRPC adapter of admission: one server interceptor for every business RPC.
 
-Servicers and core code raise `LoraplexError`s; this maps them to statuses.
-Anything else becomes INTERNAL with a generic message while the traceback is
-logged, so internals never reach a client.
+Each call is admitted by `services.common.admission` (request id, key, scopes,
+readiness), its errors mapped by `services.common.errors.public_error` (a
+`LoraplexError` keeps its code and message; anything else is INTERNAL with a generic
+message while the traceback is logged), and counted in the shared metrics. Request
+bytes that do not decode as the method's message are INVALID_ARGUMENT, not UNKNOWN.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 from grpc.aio import AbortError
 
-from services.common.auth import NO_SERVICE_CALLS, KeyRing, ServiceScopes
-from services.common.context import new_request_id, principal_var, request_id_var
-from services.common.errors import GENERIC_INTERNAL_MESSAGE, LoraplexError
-from services.common.metrics import RPC_SECONDS, RPC_TOTAL
-from services.common.readiness import Readiness
+from services.common.admission import Admission, Call
+from services.common.context import REQUEST_ID_HEADER, request_id_var
+from services.common.errors import InvalidArgument
+
+__all__ = ["PUBLIC_METHOD_PREFIXES", "REQUEST_ID_HEADER", "ServiceInterceptor"]
 
 log = logging.getLogger(__name__)
 
-REQUEST_ID_HEADER = "x-request-id"
 PUBLIC_METHOD_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 
-class _Call:
-    """Bookkeeping for one RPC: context vars in, metrics and logs out."""
+class _Undecodable:
+    """Stands in for a request whose bytes did not parse, until admission has run."""
 
-    def __init__(
-        self,
-        method: str,
-        keyring: KeyRing,
-        scopes: ServiceScopes,
-        context: grpc.aio.ServicerContext,
-        readiness: Readiness | None = None,
-    ):
-        self.method = method
-        self.keyring = keyring
-        self.scopes = scopes
-        self.readiness = readiness
-        self.context = context
-        self.code = grpc.StatusCode.OK
-        self.started = time.perf_counter()
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
 
-    def enter(self) -> None:
-        metadata = {m.key: m.value for m in self.context.invocation_metadata() or ()}
-        request_id = metadata.get(REQUEST_ID_HEADER) or new_request_id()
-        request_id_var.set(request_id[:64])
-        principal_var.set(None)
-        principal = self.keyring.authenticate(metadata)
-        self.scopes.check(principal, self.method)
-        principal_var.set(principal)
-        if self.readiness is not None:  # after authentication, so the log names the caller
-            self.readiness.check()
+    def error(self) -> InvalidArgument:
+        return InvalidArgument(
+            f"the request is not a valid {self.type_name} message: it is truncated or holds"
+            " a string that is not UTF-8; send bytes serialized from that message"
+        )
 
-    async def fail(self, exc: BaseException) -> None:
-        trailing = ((REQUEST_ID_HEADER, request_id_var.get()),)
-        if isinstance(exc, LoraplexError):
-            self.code = exc.code
-            log.info("%s -> %s: %s", self.method, exc.code.name, exc.message)
-            await self.context.abort(exc.code, exc.message, trailing)
-        self.code = grpc.StatusCode.INTERNAL
-        log.error("%s failed", self.method, exc_info=exc)
-        await self.context.abort(grpc.StatusCode.INTERNAL, GENERIC_INTERNAL_MESSAGE, trailing)
 
-    def finish(self, cancelled: bool = False) -> None:
-        if cancelled:
-            self.code = grpc.StatusCode.CANCELLED
-        RPC_TOTAL.labels(self.method, self.code.name).inc()
-        RPC_SECONDS.labels(self.method).observe(time.perf_counter() - self.started)
+def _lenient(deserialize: Callable[[bytes], Any] | None, method: str) -> Callable | None:
+    """The method's deserializer, answering `_Undecodable` instead of raising.
+
+    grpc turns a raising deserializer into UNKNOWN before any interceptor code runs;
+    this way the call is still authenticated first and then refused with a status
+    the client can act on.
+    """
+    if deserialize is None:
+        return None
+    message_type = getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None)
+    type_name = getattr(message_type, "full_name", "") or f"{method} request"
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:  # DecodeError, or anything a custom deserializer raises
+            return _Undecodable(type_name)
+
+    return parse
+
+
+def _checked(request: Any) -> Any:
+    if isinstance(request, _Undecodable):
+        raise request.error()
+    return request
+
+
+async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        yield _checked(request)
+
+
+async def _enter(call: Call, context: grpc.aio.ServicerContext) -> None:
+    """Admits the call; its request id goes back in the trailers, whatever the outcome."""
+    try:
+        await call.enter({m.key: m.value for m in context.invocation_metadata() or ()})
+    finally:
+        context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id_var.get()),))
+
+
+async def _abort(call: Call, context: grpc.aio.ServicerContext, exc: Exception) -> None:
+    error = call.failed(exc)
+    await context.abort(error.code, error.message, ((REQUEST_ID_HEADER, request_id_var.get()),))
 
 
 def _wrap_unary_response(
     behavior: Callable[[Any, Any], Awaitable[Any]],
     method: str,
-    keyring: KeyRing,
-    scopes: ServiceScopes,
-    readiness: Readiness | None = None,
+    admission: Admission,
+    streaming_request: bool,
 ) -> Callable[[Any, Any], Awaitable[Any]]:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        call = _Call(method, keyring, scopes, context, readiness)
+        call = Call(admission, method)
         cancelled = False
         try:
-            call.enter()
+            await _enter(call, context)
+            request = _checked_stream(request) if streaming_request else _checked(request)
             return await behavior(request, context)
         except (AbortError, asyncio.CancelledError) as exc:
             cancelled = isinstance(exc, asyncio.CancelledError)
             raise
         except Exception as exc:
-            await call.fail(exc)
+            await _abort(call, context, exc)
         finally:
             call.finish(cancelled)
 
@@ -102,22 +113,22 @@ def _wrap_unary_response(
 def _wrap_stream_response(
     behavior: Callable[[Any, Any], AsyncIterator[Any]],
     method: str,
-    keyring: KeyRing,
-    scopes: ServiceScopes,
-    readiness: Readiness | None = None,
+    admission: Admission,
+    streaming_request: bool,
 ) -> Callable[[Any, Any], AsyncIterator[Any]]:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        call = _Call(method, keyring, scopes, context, readiness)
+        call = Call(admission, method)
         cancelled = False
         try:
-            call.enter()
+            await _enter(call, context)
+            request = _checked_stream(request) if streaming_request else _checked(request)
             async for response in behavior(request, context):
                 yield response
         except (AbortError, asyncio.CancelledError, GeneratorExit) as exc:
             cancelled = not isinstance(exc, AbortError)
             raise
         except Exception as exc:
-            await call.fail(exc)
+            await _abort(call, context, exc)
         finally:
             call.finish(cancelled)
 
@@ -125,21 +136,10 @@ def _wrap_stream_response(
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every business RPC; health and reflection pass through untouched, keyless.
+    """Admits every business RPC; health and reflection pass through untouched, keyless."""
 
-    With a `readiness` gate, a business RPC that arrives before the service is ready
-    is refused with UNAVAILABLE (after authentication, so the log names the tenant).
-    """
-
-    def __init__(
-        self,
-        keyring: KeyRing,
-        scopes: ServiceScopes = NO_SERVICE_CALLS,
-        readiness: Readiness | None = None,
-    ) -> None:
-        self._keyring = keyring
-        self._scopes = scopes
-        self._readiness = readiness
+    def __init__(self, admission: Admission) -> None:
+        self._admission = admission
 
     async def intercept_service(
         self,
@@ -152,27 +152,26 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if method.startswith(PUBLIC_METHOD_PREFIXES):
             return handler
-        call = (method, self._keyring, self._scopes, self._readiness)
         serde = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": _lenient(handler.request_deserializer, method),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary_response(handler.unary_unary, *call),
+                _wrap_unary_response(handler.unary_unary, method, self._admission, False),
                 **serde,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary_response(handler.stream_unary, *call),
+                _wrap_unary_response(handler.stream_unary, method, self._admission, True),
                 **serde,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream_response(handler.unary_stream, *call),
+                _wrap_stream_response(handler.unary_stream, method, self._admission, False),
                 **serde,
             )
         return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream_response(handler.stream_stream, *call),
+            _wrap_stream_response(handler.stream_stream, method, self._admission, True),
             **serde,
         )

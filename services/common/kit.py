@@ -7,12 +7,17 @@ servicer and builds its core in `start()` from the kit's parts:
   calls) on the bounded executor, never on the event loop;
 - `kit.database(url)`: the SQLAlchemy engine, disposed at close;
 - `kit.remote(name, target, service_key)`: another service, called the one way
-  (`services.common.calls`), over the client TLS settings built in `__main__`.
+  (`services.common.calls`), over the client TLS settings built in `__main__`;
+- `kit.keys`: the API key ring, loaded once per process and shared by every front
+  end (and by an app's own routes, should they need it).
 
-The bootstrap (`services.common.server`) owns the rest of the lifecycle: it
-answers UNAVAILABLE on every business RPC until `start()` returns (the readiness
-gate), reports health, and on SIGTERM turns NOT_SERVING, drains in-flight calls,
-then calls `close()`, which closes the service's own parts and then the kit's.
+A service lists its front ends in `front_ends`: the gRPC server always, plus any
+HTTP front end it adds (`services.common.http.HttpFrontEnd`). The bootstrap
+(`services.common.server`) owns the rest of the lifecycle: it admits every call the
+same way on every front end (`services.common.admission`), refuses business calls
+until `start()` returns (the readiness gate), reports health, and on SIGTERM turns
+not ready, drains every front end together, then calls `close()`, which closes the
+service's own parts and then the kit's.
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ from typing import Any, Generic, TypeVar
 import grpc
 from sqlalchemy import Engine
 
+from services.common.auth import KeyRing
 from services.common.calls import CallPolicy, Remote
 from services.common.db import make_engine
 from services.common.readiness import Readiness
+from services.common.server import FrontEnd, GrpcFrontEnd
 from services.common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -40,15 +47,30 @@ Blocking = Callable[..., Awaitable[Any]]
 
 
 class Kit:
-    """One process's shared parts: executor, database engines, remote services."""
+    """One process's shared parts: executor, key ring, database engines, remote services."""
 
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
         self.executor = ThreadPoolExecutor(
             max_workers=settings.executor_threads, thread_name_prefix=settings.service_name
         )
+        self._keys: KeyRing | None = None
         self._engines: list[Engine] = []
         self._remotes: list[Remote] = []
+
+    @property
+    def keys(self) -> KeyRing:
+        """The API keys (keys file + `LORAPLEX_API_KEYS`/`_SERVICE_KEYS`), loaded on first use."""
+        if self._keys is None:
+            settings = self.settings
+            self._keys = KeyRing.load(
+                settings.resolved_keys_file(), settings.tenant_keys, settings.service_keys
+            )
+        return self._keys
+
+    @keys.setter
+    def keys(self, keys: KeyRing) -> None:
+        self._keys = keys
 
     async def blocking(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """`fn(*args, **kwargs)` on the bounded executor; the loop stays free meanwhile."""
@@ -96,6 +118,9 @@ class Service:
         )
         #: Opened by the server once `start()` returned; every front end checks it.
         self.readiness = Readiness(message)
+        #: What serves this app, started and drained together: gRPC, plus any HTTP
+        #: front end the app appends (`HttpFrontEnd(fastapi_app, "openai_port")`).
+        self.front_ends: list[FrontEnd] = [GrpcFrontEnd()]
 
     def register(self, server: grpc.aio.Server) -> None:
         """Adds the servicer(s); called before the server starts."""

@@ -1,4 +1,4 @@
-"""The readiness gate: every business RPC answers UNAVAILABLE until the service is ready.
+"""The readiness gate: every business call answers UNAVAILABLE (HTTP 503) until ready.
 
 The health service tells balancers and probes; this tells a client that reached the
 port early (a retrying SDK, a sidecar, a test) why its call was refused, instead of

@@ -1,9 +1,15 @@
-"""gRPC server bootstrap: health, reflection, keepalive, limits, TLS, graceful shutdown.
+"""The server bootstrap: an app's front ends started, made ready and drained together.
 
 A service plugs in as a `ServiceApp` (in practice a `services.common.kit.Service`):
-it registers its servicers, opens its resources (database, index, engine) before it
-is reported ready, and closes them after the server has drained. Until the app's
-`start()` returns, the readiness gate answers UNAVAILABLE on every business RPC.
+it registers its servicers, lists its front ends (gRPC always; HTTP ones it adds,
+`services.common.http.HttpFrontEnd`), opens its resources (database, index, engine)
+before it is reported ready, and closes them after every front end has drained.
+Until the app's `start()` returns, the readiness gate refuses every business call
+on every front end (UNAVAILABLE, HTTP 503).
+
+Order: bind every front end (gate closed) → `app.start()` → gate open, health
+SERVING → … → SIGTERM: health NOT_SERVING → all front ends drain together for up
+to `grace_seconds` → `app.close()`.
 """
 
 from __future__ import annotations
@@ -11,14 +17,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common.admission import Admission
 from services.common.auth import NO_SERVICE_CALLS, KeyRing
 from services.common.errors import LoraplexError
 from services.common.interceptors import ServiceInterceptor
@@ -32,7 +39,8 @@ log = logging.getLogger(__name__)
 
 
 class ServiceApp(Protocol):
-    """What a service gives the bootstrap."""
+    """What a service gives the bootstrap (optional: `service_scopes`, `readiness`,
+    `kit`, `front_ends`; a `kit.Service` has them all)."""
 
     #: Full gRPC service names, e.g. "loraplex.registry.v1.RegistryService".
     service_names: tuple[str, ...]
@@ -42,6 +50,24 @@ class ServiceApp(Protocol):
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class FrontEnd(Protocol):
+    """One way in to the app (a gRPC server, an HTTP server), on its own port."""
+
+    port: int
+
+    async def start(self, server: Server) -> None:
+        """Binds and serves; business calls meet the closed readiness gate until ready."""
+
+    async def ready(self) -> None:
+        """The app is ready: tell probes and balancers."""
+
+    async def not_ready(self) -> None:
+        """Shutdown began: tell probes and balancers, before draining."""
+
+    async def stop(self, grace: float) -> None:
+        """Stops taking calls; in-flight ones get up to `grace` seconds."""
 
 
 def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
@@ -57,85 +83,143 @@ def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
     ]
 
 
-class GrpcServer:
-    """One running server; `""` is live from start, the service names once the app is ready."""
+class GrpcFrontEnd:
+    """The gRPC server: the admission interceptor, health, reflection, keepalive, TLS.
 
-    def __init__(self, settings: ServiceSettings, app: ServiceApp, keyring: KeyRing | None = None):
-        self.settings = settings
-        self.app = app
-        self.keyring = keyring or KeyRing.load(
-            settings.resolved_keys_file(), settings.tenant_keys, settings.service_keys
-        )
-        self.health = health.aio.HealthServicer()
-        self.readiness: Readiness = getattr(app, "readiness", None) or Readiness(
-            f"the {settings.service_name} service is starting; retry shortly"
-        )
+    Health `""` is SERVING (live) from the start; the app's service names turn
+    SERVING once it is ready and NOT_SERVING when shutdown begins.
+    """
+
+    def __init__(self) -> None:
         self.port = 0
+        self.health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
-        self._stopped = False
+        self._names: tuple[str, ...] = ()
 
-    async def start(self) -> int:
-        server = grpc.aio.server(
-            # An app's optional `service_scopes` says what other services' keys may call.
-            interceptors=[
-                ServiceInterceptor(
-                    self.keyring,
-                    getattr(self.app, "service_scopes", NO_SERVICE_CALLS),
-                    self.readiness,
-                )
-            ],
-            options=server_options(self.settings),
-            maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
+    async def start(self, server: Server) -> None:
+        settings, app = server.settings, server.app
+        self._names = tuple(app.service_names)
+        grpc_server = grpc.aio.server(
+            interceptors=[ServiceInterceptor(server.admission)],
+            options=server_options(settings),
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
             migration_thread_pool=ThreadPoolExecutor(max_workers=2),
         )
-        self.app.register(server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        app.register(grpc_server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, grpc_server)
         reflection.enable_server_reflection(
-            (*self.app.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            (*self._names, health.SERVICE_NAME, reflection.SERVICE_NAME), grpc_server
         )
-        address = f"{self.settings.host}:{self.settings.port}"
+        address = f"{settings.host}:{settings.port}"
         credentials = server_credentials(
-            self.settings.tls_cert_file,
-            self.settings.tls_key_file,
-            self.settings.tls_client_ca_file,
+            settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
         )
         if credentials is None:
-            self.port = server.add_insecure_port(address)
+            self.port = grpc_server.add_insecure_port(address)
         else:
-            self.port = server.add_secure_port(address, credentials)
-        self._server = server
+            self.port = grpc_server.add_secure_port(address, credentials)
+        self._server = grpc_server
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        for name in self.app.service_names:
+        for name in self._names:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        await server.start()
-        log.info("%s listening on %s:%d", self.settings.service_name, self.settings.host, self.port)
-        await self.app.start()
-        self.readiness.open()
-        for name in self.app.service_names:
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        if not self.keyring:
-            log.warning("no API keys configured: every call will be refused until one is added")
-        return self.port
+        await grpc_server.start()
+        log.info("%s gRPC on %s:%d", settings.service_name, settings.host, self.port)
 
-    async def stop(self, grace: float | None = None) -> None:
-        """NOT_SERVING first so balancers drain, then stop(grace), then close resources."""
-        if self._stopped or self._server is None:
-            return
-        self._stopped = True
+    async def ready(self) -> None:
+        for name in self._names:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def not_ready(self) -> None:
         await self.health.enter_graceful_shutdown()
-        await self._server.stop(self.settings.grace_seconds if grace is None else grace)
-        await self.app.close()
-        log.info("%s stopped", self.settings.service_name)
+
+    async def stop(self, grace: float) -> None:
+        if self._server is not None:
+            await self._server.stop(grace)
 
     async def wait_for_termination(self) -> None:
         assert self._server is not None
         await self._server.wait_for_termination()
 
 
+class Server:
+    """One running app behind all its front ends, sharing one admission.
+
+    `keyring` overrides the kit's key ring (tests); an app without a kit gets one
+    loaded from settings.
+    """
+
+    def __init__(self, settings: ServiceSettings, app: ServiceApp, keyring: KeyRing | None = None):
+        self.settings = settings
+        self.app = app
+        kit = getattr(app, "kit", None)
+        if keyring is not None and kit is not None:
+            kit.keys = keyring
+        self.keys: KeyRing = keyring or (
+            kit.keys
+            if kit is not None
+            else KeyRing.load(
+                settings.resolved_keys_file(), settings.tenant_keys, settings.service_keys
+            )
+        )
+        self.readiness: Readiness = getattr(app, "readiness", None) or Readiness(
+            f"the {settings.service_name} service is starting; retry shortly"
+        )
+        self.admission = Admission(
+            self.keys,
+            # An app's optional `service_scopes` says what other services' keys may call.
+            getattr(app, "service_scopes", NO_SERVICE_CALLS),
+            self.readiness,
+            kit.blocking if kit is not None else None,
+        )
+        front_ends: Sequence[Any] = getattr(app, "front_ends", None) or (GrpcFrontEnd(),)
+        self.front_ends: list[FrontEnd] = list(front_ends)
+        self.grpc: GrpcFrontEnd = next(f for f in self.front_ends if isinstance(f, GrpcFrontEnd))
+        #: Set once every front end is bound (its port known), before the app is ready.
+        self.bound = asyncio.Event()
+        self._started: list[FrontEnd] = []
+        self._stopped = False
+
+    @property
+    def port(self) -> int:
+        """The gRPC port."""
+        return self.grpc.port
+
+    @property
+    def health(self) -> health.aio.HealthServicer:
+        return self.grpc.health
+
+    async def start(self) -> int:
+        """Binds every front end, starts the app, then opens the gate; returns the gRPC port."""
+        for front_end in self.front_ends:
+            await front_end.start(self)
+            self._started.append(front_end)
+        self.bound.set()
+        await self.app.start()
+        self.readiness.open()
+        for front_end in self.front_ends:
+            await front_end.ready()
+        if not self.keys:
+            log.warning("no API keys configured: every call will be refused until one is added")
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Not ready everywhere first so balancers drain, then every front end drains
+        (concurrently, up to `grace`), then the app closes its resources."""
+        if self._stopped or not self._started:
+            return
+        self._stopped = True
+        grace = self.settings.grace_seconds if grace is None else grace
+        for front_end in self._started:
+            await front_end.not_ready()
+        await asyncio.gather(*(front_end.stop(grace) for front_end in self._started))
+        await self.app.close()
+        log.info("%s stopped", self.settings.service_name)
+
+
 async def serve(settings: ServiceSettings, app: ServiceApp) -> None:
     """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
     start_metrics_server(settings.metrics_port, settings.host)
-    server = GrpcServer(settings, app)
+    server = Server(settings, app)
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

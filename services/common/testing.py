@@ -1,4 +1,4 @@
-"""Test helpers: real servers in-process on port 0, with keys for a few tenants."""
+"""Test helpers: real servers in-process on port 0 (every front end), with test keys."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import grpc
 from services.common.auth import KeyRing
 from services.common.channels import acting_for, open_channel
 from services.common.probes import wait_until_serving
-from services.common.server import GrpcServer, ServiceApp
+from services.common.server import Server, ServiceApp
 from services.common.settings import ServiceSettings
 
 TEST_TENANT_KEYS = {"acme": "lpx_test_acme_key", "globex": "lpx_test_globex_key"}
@@ -38,9 +38,22 @@ def service_metadata(service: str, tenant: str) -> tuple[tuple[str, str], ...]:
     return acting_for(TEST_SERVICE_KEYS[service], tenant)
 
 
+def _loopback(settings: ServiceSettings, app: ServiceApp) -> ServiceSettings:
+    """The settings with every front end on 127.0.0.1, port 0, and no metrics port."""
+    ports = {
+        f.port_setting: 0 for f in getattr(app, "front_ends", ()) if hasattr(f, "port_setting")
+    }
+    return settings.model_copy(update={"host": "127.0.0.1", "port": 0, "metrics_port": 0, **ports})
+
+
+def http_port(server: Server, port_setting: str) -> int:
+    """The bound port of the app's HTTP front end on `port_setting`."""
+    return next(f.port for f in server.front_ends if getattr(f, "port_setting", "") == port_setting)
+
+
 @dataclass
 class RunningServer:
-    server: GrpcServer
+    server: Server
     channel: grpc.aio.Channel
 
     @property
@@ -51,14 +64,18 @@ class RunningServer:
     def target(self) -> str:
         return f"127.0.0.1:{self.server.port}"
 
+    def http_url(self, port_setting: str) -> str:
+        """`http://127.0.0.1:<port>` of the HTTP front end on `port_setting`."""
+        return f"http://127.0.0.1:{http_port(self.server, port_setting)}"
+
 
 @contextlib.asynccontextmanager
 async def running_server(
     settings: ServiceSettings, app: ServiceApp, keyring: KeyRing | None = None
 ) -> AsyncIterator[RunningServer]:
     """Starts `app` on 127.0.0.1:0 and yields it with an open channel; stops it after."""
-    settings = settings.model_copy(update={"host": "127.0.0.1", "port": 0, "metrics_port": 0})
-    server = GrpcServer(settings, app, keyring or test_keyring())
+    settings = _loopback(settings, app)
+    server = Server(settings, app, keyring or test_keyring())
     await server.start()
     channel = open_channel(f"127.0.0.1:{server.port}")
     try:
@@ -71,21 +88,23 @@ async def running_server(
 @contextlib.asynccontextmanager
 async def starting_server(
     settings: ServiceSettings, app: ServiceApp, keyring: KeyRing | None = None
-) -> AsyncIterator[tuple[GrpcServer, asyncio.Task[int]]]:
-    """Starts `app` in the background; yields once its port is bound, before it is ready.
+) -> AsyncIterator[tuple[Server, asyncio.Task[int]]]:
+    """Starts `app` in the background; yields once its ports are bound, before it is ready.
 
     For tests of start-up itself (the readiness gate): the caller decides when the
     app's `start()` may finish and awaits the task; the server is stopped after.
     """
-    settings = settings.model_copy(update={"host": "127.0.0.1", "port": 0, "metrics_port": 0})
-    server = GrpcServer(settings, app, keyring or test_keyring())
+    settings = _loopback(settings, app)
+    server = Server(settings, app, keyring or test_keyring())
     task = asyncio.create_task(server.start())
-    await asyncio.sleep(0)  # start() binds the port before its first await
+    bound = asyncio.create_task(server.bound.wait())
     try:
-        if not server.port:
+        await asyncio.wait((task, bound), return_when=asyncio.FIRST_COMPLETED)
+        if not server.bound.is_set():
             await task  # start-up failed before binding: raise its error
         yield server, task
     finally:
+        bound.cancel()
         if not task.done():
             task.cancel()
         with contextlib.suppress(BaseException):
@@ -96,10 +115,10 @@ async def starting_server(
 @contextlib.contextmanager
 def server_thread(
     settings: ServiceSettings, app: ServiceApp, keyring: KeyRing | None = None
-) -> Iterator[GrpcServer]:
+) -> Iterator[Server]:
     """Runs `app` on its own event loop in a thread, for tests that use blocking clients."""
-    settings = settings.model_copy(update={"host": "127.0.0.1", "port": 0, "metrics_port": 0})
-    server = GrpcServer(settings, app, keyring or test_keyring())
+    settings = _loopback(settings, app)
+    server = Server(settings, app, keyring or test_keyring())
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="test-server", daemon=True)
     thread.start()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import threading
 
 import pytest
 
@@ -90,26 +92,23 @@ def test_malformed_keys_file(tmp_path):
         KeyRing.load(path)
 
 
-def test_keys_added_to_the_file_work_without_a_restart(tmp_path, monkeypatch):
+async def test_keys_added_to_the_file_work_without_a_restart(tmp_path, monkeypatch):
     path = tmp_path / "keys.json"
     first = add_key_to_file(path, PrincipalKind.TENANT, "acme")
     ring = KeyRing.load(path, service_keys="inference:s1")
-    monkeypatch.setattr(KeyRing, "RELOAD_SECONDS", 3600.0)  # an unknown key checks anyway
+    monkeypatch.setattr(KeyRing, "RELOAD_SECONDS", 0.0)
     assert ring.authenticate({"authorization": f"Bearer {first}"}).tenant == "acme"
     second = add_key_to_file(path, PrincipalKind.TENANT, "globex")
-    import os
-
-    os.utime(path, (1, 1))  # a distinct mtime even within the clock's resolution
+    await ring.refresh()
     assert ring.authenticate({"authorization": f"Bearer {second}"}).tenant == "globex"
     assert ring.authenticate({"authorization": f"Bearer {first}"}).tenant == "acme"
-    monkeypatch.setattr(KeyRing, "RELOAD_SECONDS", 0.0)
-    path.write_text("{broken")
-    os.utime(path, (2, 2))
+    path.write_text("{broken")  # a bad edit keeps the last good keys
+    await ring.refresh()
     assert ring.authenticate({"authorization": f"Bearer {first}"}).tenant == "acme"
     assert ring.authenticate({"authorization": "Bearer s1", "x-loraplex-tenant": "acme"})
 
 
-def test_revocation_is_seen_when_the_edit_keeps_the_modification_time(tmp_path):
+async def test_revocation_is_seen_when_the_edit_keeps_the_modification_time(tmp_path):
     """`cp -p` / `rsync -t` keep the old mtime: a removed key must still stop working."""
     path = tmp_path / "keys.json"
     kept = add_key_to_file(path, PrincipalKind.TENANT, "acme")
@@ -127,10 +126,42 @@ def test_revocation_is_seen_when_the_edit_keeps_the_modification_time(tmp_path):
     os.replace(edited, path)
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert path.stat().st_mtime_ns == before.st_mtime_ns and path.stat().st_size == before.st_size
-    ring._checked_at = 0.0  # as if RELOAD_SECONDS had passed
+    ring._checked_at -= KeyRing.RELOAD_SECONDS  # as if RELOAD_SECONDS had passed
+    await ring.refresh()
     with pytest.raises(Unauthenticated):
         ring.authenticate({"authorization": f"Bearer {revoked}"})
     assert ring.authenticate({"authorization": f"Bearer {kept}"}).tenant == "acme"
+
+
+async def test_unknown_keys_cost_at_most_one_reload_a_second_off_the_loop(tmp_path, monkeypatch):
+    """A flood of unknown keys must not re-read and hash the keys file per request."""
+    path = tmp_path / "keys.json"
+    add_key_to_file(path, PrincipalKind.TENANT, "acme")
+    ring = KeyRing.load(path)
+    reads: list[int] = []
+    loop_thread = threading.get_ident()
+    real = KeyRing._file_bytes
+
+    def counted(self):
+        reads.append(threading.get_ident())
+        return real(self)
+
+    monkeypatch.setattr(KeyRing, "_file_bytes", counted)
+    bogus = {"authorization": "Bearer lpx_nobody"}
+
+    async def attempt() -> None:
+        await ring.refresh()
+        with pytest.raises(Unauthenticated):
+            ring.authenticate(bogus)
+
+    await asyncio.gather(*(attempt() for _ in range(200)))
+    assert reads == []  # loaded a moment ago: nothing is due yet
+    ring._checked_at -= KeyRing.RELOAD_SECONDS
+    await asyncio.gather(*(attempt() for _ in range(200)))
+    assert len(reads) == 1  # one re-read for the whole burst (single-flight) ...
+    assert reads[0] != loop_thread  # ... on a worker thread, never on the event loop
+    await asyncio.gather(*(attempt() for _ in range(200)))
+    assert len(reads) == 1  # and none again within the second
 
 
 def test_revoke_and_list_never_show_keys(tmp_path):
