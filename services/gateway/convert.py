@@ -39,8 +39,14 @@ def seconds(stamp: Timestamp) -> int | None:
 def page(data: list[dict[str, Any]], has_more: bool, **extra: Any) -> dict[str, Any]:
     first = data[0]["id"] if data and "id" in data[0] else None
     last = data[-1]["id"] if data and "id" in data[-1] else None
-    return {"object": "list", "data": data, "first_id": first, "last_id": last,
-            "has_more": has_more, **extra}  # fmt: skip
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": first,
+        "last_id": last,
+        "has_more": has_more,
+        **extra,
+    }
 
 
 # -- files --------------------------------------------------------------------------------
@@ -69,10 +75,17 @@ def job_object(job: tr_pb.Job, extras: JobExtras | None, tenant: str) -> dict[st
     status = JOB_STATUS[job.state]
     error = None
     if status == "failed":
-        error = {"code": "training_failed", "message": job.failure_reason or "failed", "param": None}
+        error = {
+            "code": "training_failed",
+            "message": job.failure_reason or "failed",
+            "param": None,
+        }
     multiplier = (extras.method.get("learning_rate_multiplier") if extras else None) or 1.0
-    hyper = {"n_epochs": hp.epochs or "auto", "batch_size": hp.batch_size or "auto",
-             "learning_rate_multiplier": multiplier}  # fmt: skip
+    hyper = {
+        "n_epochs": hp.epochs or "auto",
+        "batch_size": hp.batch_size or "auto",
+        "learning_rate_multiplier": multiplier,
+    }
     return {
         "id": job.id,
         "object": "fine_tuning.job",
@@ -100,9 +113,11 @@ def job_object(job: tr_pb.Job, extras: JobExtras | None, tenant: str) -> dict[st
             "metrics": dict(job.metrics),
             "queue_position": job.queue_position,
             "attempts": job.attempts,
-            "publish": {"adapter_name": spec.publish.adapter_name,
-                        "promote_alias": spec.publish.promote_alias,
-                        "promote_if": spec.publish.promote_if},  # fmt: skip
+            "publish": {
+                "adapter_name": spec.publish.adapter_name,
+                "promote_alias": spec.publish.promote_alias,
+                "promote_if": spec.publish.promote_if,
+            },
         },
     }
 
@@ -112,8 +127,13 @@ def event_message(event: tr_pb.StreamJobEventsResponse) -> tuple[str, str, dict[
     kind = event.WhichOneof("event")
     e = getattr(event, kind) if kind else None
     if kind == "step":
-        data = {"step": e.step, "total_steps": e.total_steps, "train_loss": e.loss,
-                "learning_rate": e.learning_rate, "epoch": e.epoch}  # fmt: skip
+        data = {
+            "step": e.step,
+            "total_steps": e.total_steps,
+            "train_loss": e.loss,
+            "learning_rate": e.learning_rate,
+            "epoch": e.epoch,
+        }
         return "info", f"Step {e.step}/{e.total_steps}: training loss={e.loss:.4f}", data
     if kind == "queued":
         return "info", f"Job queued at position {e.position}", None

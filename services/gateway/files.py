@@ -97,7 +97,9 @@ class FileRoutes:
     async def content(self, file_id: str) -> Response:
         content = await self.blocking(self.store.file_content, current_tenant(), file_id)
         if content is None:
-            raise InvalidArgument("a fine-tune file's rows live in training; its content is not kept here")
+            raise InvalidArgument(
+                "a fine-tune file's rows live in training; its content is not kept here"
+            )
         return Response(content, media_type="text/plain; charset=utf-8")
 
 

@@ -189,7 +189,9 @@ class FineTuningRoutes:
         except NotFound:
             raise NotFound(f"{field}: no file {file_id[:64]!r}") from None
         if record.purpose != FINE_TUNE:
-            raise InvalidArgument(f"{field}: file {file_id} was not uploaded with purpose 'fine-tune'")
+            raise InvalidArgument(
+                f"{field}: file {file_id} was not uploaded with purpose 'fine-tune'"
+            )
         return record.dataset_id
 
 
@@ -261,7 +263,9 @@ def _check_metadata(metadata: dict[str, str]) -> None:
         raise InvalidArgument("metadata: at most 16 keys")
     for key, value in metadata.items():
         if len(key) > 64 or len(value) > 512:
-            raise InvalidArgument("metadata: keys of at most 64 and values of at most 512 characters")
+            raise InvalidArgument(
+                "metadata: keys of at most 64 and values of at most 512 characters"
+            )
 
 
 def _number(value: float | str) -> float | None:

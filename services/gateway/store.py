@@ -214,7 +214,9 @@ class GatewayStore:
                 .values(status=status, last_error=error)
             )
 
-    def store_files(self, tenant: str, vector_store: str, file_id: str = "") -> list[VectorStoreFile]:
+    def store_files(
+        self, tenant: str, vector_store: str, file_id: str = ""
+    ) -> list[VectorStoreFile]:
         t = vector_store_files_table
         query = select(t).where(and_(t.c.tenant == tenant, t.c.vector_store == vector_store))
         if file_id:

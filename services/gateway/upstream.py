@@ -48,11 +48,11 @@ class TrainingUpstream:
         return (await self.remote.call(self.stub.CreateJob, request, tenant, retry=False)).job
 
     async def get_job(self, tenant: str, job_id: str) -> tr_pb.Job:
-        return (await self.remote.call(self.stub.GetJob, tr_pb.GetJobRequest(id=job_id), tenant)).job
+        return (
+            await self.remote.call(self.stub.GetJob, tr_pb.GetJobRequest(id=job_id), tenant)
+        ).job
 
-    async def list_jobs(
-        self, tenant: str, page_size: int, token: str
-    ) -> tr_pb.ListJobsResponse:
+    async def list_jobs(self, tenant: str, page_size: int, token: str) -> tr_pb.ListJobsResponse:
         request = tr_pb.ListJobsRequest(page_size=page_size, page_token=token)
         return await self.remote.call(self.stub.ListJobs, request, tenant)
 
@@ -110,7 +110,9 @@ class RetrievalUpstream:
         request = ret_pb.DeleteDocumentsRequest(collection=name, document_ids=ids)
         return (await self.remote.call(self.stub.DeleteDocuments, request, tenant)).revision
 
-    async def search(self, tenant: str, request: ret_pb.SearchChunksRequest) -> ret_pb.SearchChunksResponse:
+    async def search(
+        self, tenant: str, request: ret_pb.SearchChunksRequest
+    ) -> ret_pb.SearchChunksResponse:
         return await self.remote.call(self.stub.SearchChunks, request, tenant)
 
     async def embed(self, tenant: str, texts: list[str], model: str) -> ret_pb.EmbedTextsResponse:

@@ -61,7 +61,9 @@ class EmbeddingsBody(OpenAIBody):
 
 
 class VectorStoreRoutes:
-    def __init__(self, store: GatewayStore, retrieval: RetrievalUpstream, blocking: Blocking) -> None:
+    def __init__(
+        self, store: GatewayStore, retrieval: RetrievalUpstream, blocking: Blocking
+    ) -> None:
         self.store = store
         self.retrieval = retrieval
         self.blocking = blocking
@@ -207,7 +209,9 @@ class VectorStoreRoutes:
                 self.store.set_store_file_status, tenant, store_id, file_id, "failed", exc.message
             )
             raise
-        await self.blocking(self.store.set_store_file_status, tenant, store_id, file_id, "completed")
+        await self.blocking(
+            self.store.set_store_file_status, tenant, store_id, file_id, "completed"
+        )
         return VectorStoreFile(**{**item.__dict__, "status": "completed"})
 
     async def _object(

@@ -84,9 +84,7 @@ class RegistryGateway:
         reply = await self.remote.call(self.stub.CheckCompatibility, request, tenant)
         return _version_info(reply.version)
 
-    async def list_adapters(
-        self, tenant: str, base_model: str, limit: int
-    ) -> list[AdapterListing]:
+    async def list_adapters(self, tenant: str, base_model: str, limit: int) -> list[AdapterListing]:
         """The tenant's adapters whose newest version was trained on `base_model`."""
         listings: list[AdapterListing] = []
         token = ""

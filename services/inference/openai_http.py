@@ -14,12 +14,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from services.common.context import current_tenant
-from services.common.errors import LoraplexError, Unavailable
+from services.common.errors import LoraplexError, Unavailable, public_error
 from services.common.openai_json import read_json
+from services.common.readiness import Readiness
 from services.inference import openai_convert, openai_render, openai_responses
 from services.inference.catalog import ModelCatalog
 from services.inference.generation import GenerationResult, InferenceCore
@@ -28,6 +29,19 @@ from services.inference.openai_render import DONE, ChatChunks, CompletionChunks
 #: Streams answer with these: no proxy buffering, so tokens reach the client as made.
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 Item = str | GenerationResult
+
+
+def openai_app(routes: OpenAIRoutes, readiness: Readiness) -> FastAPI:
+    """The ASGI app the inference HTTP front end serves: the routes, and `GET /health`
+    (public: 200 once the model is loaded, 503 before) for probes and pool pickers."""
+    api = FastAPI(title="loraplex inference (OpenAI-compatible)", docs_url=None, redoc_url=None)
+    api.include_router(routes.router)
+
+    @api.get("/health", include_in_schema=False)
+    async def health() -> Response:
+        return Response(status_code=200 if readiness.ready else 503)
+
+    return api
 
 
 class OpenAIRoutes:

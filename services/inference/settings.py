@@ -63,6 +63,10 @@ class InferenceSettings(ServiceSettings):
     registry_timeout_seconds: float = 60.0
     #: Share of the model length RAG context may use when the request names no budget.
     rag_context_share: float = 0.5
+    #: OpenAI-compatible HTTP (chat, completions, responses, models; docs/openai.md).
+    openai_port: int = 8054
+    #: Largest OpenAI request body accepted (HTTP 413 above).
+    openai_max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
 
     def model_path(self) -> Path:
         return self.model or self.data_dir / "models" / self.model_name

@@ -27,7 +27,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RegistryService"].full_name
 class RegistryApp(Service):
     service_names = (SERVICE_NAME,)
     starting_message = "the registry is starting; retry shortly"
-    #: Inference lists (for /v1/models), resolves, checks, downloads and watches; training publishes.
+    #: Inference lists (/v1/models), resolves, checks, downloads and watches; training publishes.
     service_scopes = ServiceScopes(
         SERVICE_NAME,
         service_level=("WatchTenantAdapters",),
