@@ -112,15 +112,18 @@ async def test_chat_with_rag_returns_checked_citations(suite, adapter, handbook)
 
 async def test_completions_plain_and_streamed(suite):
     client = suite.client("acme")
+    prompt = "the quick brown fox"
     reply = await client.completions.create(
-        model=BASE_MODEL, prompt="the quick brown fox", max_tokens=8, temperature=0
+        model=BASE_MODEL, prompt=prompt, max_tokens=16, temperature=0
     )
-    assert reply.choices[0].text and reply.usage.completion_tokens > 0
+    assert reply.object == "text_completion" and reply.usage.completion_tokens > 0
     stream = await client.completions.create(
-        model=BASE_MODEL, prompt="the quick brown fox", max_tokens=8, temperature=0, stream=True
-    )
-    text = "".join([c.choices[0].text async for c in stream if c.choices])
-    assert text == reply.choices[0].text
+        model=BASE_MODEL, prompt=prompt, max_tokens=16, temperature=0, stream=True,
+        stream_options={"include_usage": True},
+    )  # fmt: skip
+    chunks = [c async for c in stream]
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == reply.choices[0].text
+    assert chunks[-1].usage.completion_tokens == reply.usage.completion_tokens
 
 
 async def test_responses_with_file_search_annotate_file_citations(suite, adapter, handbook):
