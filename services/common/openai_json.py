@@ -28,7 +28,7 @@ def parse_body(cls: type[B], body: Any) -> B:
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(p) for p in error["loc"]) or "body"
-        raise InvalidArgument(f"{where}: {error['msg']}") from None
+        raise InvalidArgument(f"{where}: {error['msg']}", param=where) from None
 
 
 def filter_conditions(spec: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
