@@ -81,8 +81,9 @@ def job_object(job: tr_pb.Job, extras: JobExtras | None, tenant: str) -> dict[st
             "param": None,
         }
     multiplier = (extras.method.get("learning_rate_multiplier") if extras else None) or 1.0
+    epochs = int(hp.epochs) if float(hp.epochs).is_integer() else hp.epochs
     hyper = {
-        "n_epochs": hp.epochs or "auto",
+        "n_epochs": epochs or "auto",
         "batch_size": hp.batch_size or "auto",
         "learning_rate_multiplier": multiplier,
     }

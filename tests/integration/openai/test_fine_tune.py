@@ -106,7 +106,10 @@ async def test_job_bodies_refused_precisely_and_deprecated_hyperparameters_accep
     with pytest.raises(openai.NotFoundError):
         await client.fine_tuning.jobs.create(model="no/such-model", training_file=train.id)
     job = await client.fine_tuning.jobs.create(
-        model=BASE_MODEL, training_file=train.id, hyperparameters={"n_epochs": 2, "batch_size": 2}
+        model=BASE_MODEL,
+        training_file=train.id,
+        hyperparameters={"n_epochs": 2, "batch_size": 2},
+        extra_body={"loraplex": {"hyperparameters": {"max_steps": 100_000}}},  # still running
     )
     assert job.hyperparameters.n_epochs == 2 and job.hyperparameters.batch_size == 2
     cancelled = await client.fine_tuning.jobs.cancel(job.id)
