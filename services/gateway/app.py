@@ -4,7 +4,7 @@ stores and embeddings, on training and retrieval (docs/architecture.md, docs/ope
 from __future__ import annotations
 
 import grpc
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 
 from services.common.calls import CallPolicy
 from services.common.http import HttpFrontEnd
@@ -22,7 +22,8 @@ FORM_OVERHEAD_BYTES = 64 * 1024
 
 
 class GatewayApp(Service):
-    """HTTP only; its gRPC front end carries health and reflection for probes."""
+    """HTTP only (its gRPC front end carries liveness and reflection); `GET /health` is
+    readiness, since the gateway names no gRPC service of its own."""
 
     service_names = ()
     starting_message = "the gateway is starting; retry shortly"
@@ -34,11 +35,18 @@ class GatewayApp(Service):
             title="loraplex gateway (OpenAI-compatible)", docs_url=None, redoc_url=None
         )
         self.proxy = InferenceProxy(settings.inference_url) if settings.inference_url else None
+
+        @self.api.get("/health", include_in_schema=False)
+        async def health() -> Response:
+            """Public: 200 once started (probes, `suite up`), 503 before."""
+            return Response(status_code=200 if self.readiness.ready else 503)
+
         self.front_ends.append(
             HttpFrontEnd(
                 self.api,
                 "openai_port",
                 max_body_bytes=settings.max_file_bytes + FORM_OVERHEAD_BYTES,
+                public_paths=("/health",),
             )
         )
 

@@ -116,6 +116,13 @@ def suite_http(suite, tenant: str = "acme") -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=suite.base_url, headers=headers, timeout=60)
 
 
+async def test_health_is_public_and_models_need_an_inference_url(gateway_only):
+    async with httpx.AsyncClient(base_url=gateway_only.gateway.http_url("openai_port")) as http:
+        assert (await http.get("/health")).status_code == 200
+    with pytest.raises(openai.NotFoundError):
+        await gateway_only.client().models.list()
+
+
 async def test_another_tenants_things_answer_404_like_absent_ones(gateway_only):
     acme = gateway_only.client("acme")
     store_id = await handbook_store(acme, "private")
