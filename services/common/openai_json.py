@@ -81,3 +81,30 @@ async def read_json(request: Any) -> Any:
         return json.loads(await request.body())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidArgument(f"the request body is not valid JSON: {exc}") from None
+
+
+async def unless_disconnected(request: Any, work: Any) -> Any:
+    """Awaits `work` (a coroutine), cancelling it if the client disconnects first.
+
+    For answers that are not streamed: a client that gives up (a timeout, Ctrl-C) should
+    stop a generation, not leave it running to the end (vLLM does the same). Call it once
+    the body has been read: from then on the only message left is the disconnect.
+    """
+    import asyncio
+
+    from services.common.errors import Cancelled
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+    if not task.done():
+        task.cancel()
+        raise Cancelled("the client disconnected")
+    return task.result()

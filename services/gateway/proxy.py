@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from services.common.errors import Unavailable
+from services.common.openai_json import unless_disconnected
 
 #: What inference serves; everything else is the gateway's own.
 ROUTES = (
@@ -42,7 +43,8 @@ class InferenceProxy:
             headers=headers, content=await request.body(),
         )  # fmt: skip
         try:
-            reply = await self.client.send(upstream, stream=True)
+            # A client that leaves before the first byte closes the upstream call too.
+            reply = await unless_disconnected(request, self.client.send(upstream, stream=True))
         except httpx.HTTPError:
             raise Unavailable("the inference service is unreachable; retry shortly") from None
         returned = {k: v for k, v in reply.headers.items() if k in RETURNED}

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from services.common.context import current_tenant
 from services.common.errors import LoraplexError, Unavailable, public_error
-from services.common.openai_json import read_json
+from services.common.openai_json import read_json, unless_disconnected
 from services.common.readiness import Readiness
 from services.inference import openai_convert, openai_render, openai_responses
 from services.inference.catalog import ModelCatalog
@@ -87,7 +87,7 @@ class OpenAIRoutes:
         call_id = openai_render.new_id("chatcmpl")
         items = await self._start(core, parsed.request)
         if not parsed.stream:
-            result = await _last(items)
+            result = await unless_disconnected(request, _last(items))
             return JSONResponse(openai_render.chat_completion(call_id, parsed.model, result))
         chunks = ChatChunks(call_id, parsed.model)
 
@@ -110,7 +110,7 @@ class OpenAIRoutes:
         call_id = openai_render.new_id("cmpl")
         items = await self._start(core, parsed.request)
         if not parsed.stream:
-            result = await _last(items)
+            result = await unless_disconnected(request, _last(items))
             return JSONResponse(openai_render.completion(call_id, parsed.model, result))
         chunks = CompletionChunks(call_id, parsed.model)
 
@@ -132,7 +132,8 @@ class OpenAIRoutes:
         render = openai_responses.ResponseRender(call)
         items = await self._start(core, call.request)
         if not call.stream:
-            return JSONResponse(render.response("completed", await _last(items)))
+            result = await unless_disconnected(request, _last(items))
+            return JSONResponse(render.response("completed", result))
 
         async def events(first: Item) -> AsyncIterator[bytes]:
             for event in render.opening():
