@@ -153,7 +153,8 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
     registry_settings = RegistrySettings(data_dir=data)
     retrieval_settings = RetrievalSettings(data_dir=data, executor_threads=2)
     key = {"authorization": f"Bearer {TEST_TENANT_KEYS['acme']}"}
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+    # Below uvicorn's 5 s keep-alive: between one case's rounds the others run.
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=2.0)
     try:
         async with (
             running_server(registry_settings, RegistryApp(registry_settings)) as registry,
@@ -181,6 +182,7 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
                     client = openai.AsyncOpenAI(
                         base_url=f"{direct}/v1", api_key=TEST_TENANT_KEYS["acme"],
                         max_retries=0, timeout=600,
+                        http_client=httpx.AsyncClient(timeout=600, limits=limits),
                     )  # fmt: skip
                     from loraplex.inference.v1 import inference_service_pb2_grpc as grpc_pb
 

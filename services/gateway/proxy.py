@@ -30,7 +30,11 @@ class InferenceProxy:
     def __init__(self, base_url: str) -> None:
         # No read timeout: a stream may pause as long as the model thinks.
         timeout = httpx.Timeout(10.0, read=None)
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+        # Idle connections dropped before uvicorn's 5 s keep-alive ends them, so none is
+        # reused just as the server closes it.
+        limits = httpx.Limits(
+            max_connections=None, max_keepalive_connections=256, keepalive_expiry=2.0
+        )
         self.client = httpx.AsyncClient(base_url=base_url, timeout=timeout, limits=limits)
         self.router = APIRouter()
         for path, methods in ROUTES:
