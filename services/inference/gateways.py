@@ -25,6 +25,7 @@ from services.common.auth import AUTHORIZATION_HEADER
 from services.common.calls import Remote, translate
 from services.common.context import new_request_id
 from services.common.interceptors import REQUEST_ID_HEADER
+from services.inference.catalog import AdapterListing
 from services.inference.records import (
     AdapterEvent,
     AdapterEventKind,
@@ -103,6 +104,36 @@ class RegistryGateway:
             supported_peft_types=list(needs.peft_types),
         )
         return await self._receive(tenant, request, dest, wanted)
+
+    async def list_adapters(self, tenant: str, base_model: str, limit: int) -> list[AdapterListing]:
+        """The tenant's adapters whose newest version was trained on `base_model`."""
+        listings: list[AdapterListing] = []
+        token = ""
+        while len(listings) < limit:
+            request = reg_pb.ListAdaptersRequest(
+                page_size=500, page_token=token, base_model=base_model
+            )
+            reply = await self.remote.call(self.stub.ListAdapters, request, tenant)
+            listings += [
+                AdapterListing(
+                    a.name,
+                    a.latest.version,
+                    a.latest.created_at.ToDatetime(tzinfo=UTC).timestamp(),
+                    dict(a.aliases),
+                )
+                for a in reply.adapters
+            ]
+            token = reply.next_page_token
+            if not token:
+                break
+        return listings[:limit]
+
+    async def describe(self, tenant: str, ref: AdapterRef) -> AdapterListing:
+        """The version `ref` names now (NOT_FOUND when absent or another tenant's)."""
+        request = reg_pb.GetAdapterRequest(ref=str(ref))
+        version = (await self.remote.call(self.stub.GetAdapter, request, tenant)).version
+        created = version.created_at.ToDatetime(tzinfo=UTC).timestamp()
+        return AdapterListing(version.name, version.version, created, {})
 
     async def download(self, tenant: str, version: AdapterVersionInfo, dest: Path) -> None:
         """Writes exactly `version`'s files into `dest`, each checked against its sha256."""

@@ -104,5 +104,10 @@ class InferenceSettings(ServiceSettings):
         """The tenant's default grounded threshold."""
         return self.grounded_thresholds.get(tenant, self.grounded_threshold)
 
+    #: OpenAI-compatible HTTP (chat, completions, responses, models; docs/openai.md).
+    openai_port: int = 8054
+    #: Largest OpenAI request body accepted (HTTP 413 above).
+    openai_max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+
     def model_path(self) -> Path:
         return self.model or self.data_dir / "models" / self.model_name

@@ -27,12 +27,13 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RegistryService"].full_name
 class RegistryApp(Service):
     service_names = (SERVICE_NAME,)
     starting_message = "the registry is starting; retry shortly"
-    #: Inference resolves, checks, downloads and watches; training publishes.
+    #: Inference lists (/v1/models), resolves, checks, downloads and watches; training publishes.
     service_scopes = ServiceScopes(
         SERVICE_NAME,
         service_level=("WatchTenantAdapters",),
         inference=(
             "GetAdapter",
+            "ListAdapters",
             "CheckCompatibility",
             "DownloadAdapter",
             "WatchAdapters",

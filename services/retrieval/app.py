@@ -42,7 +42,22 @@ class RetrievalApp(Service):
 
     service_names = (SERVICE_NAME,)
     #: Inference searches for grounding; no other service calls retrieval.
-    service_scopes = ServiceScopes(SERVICE_NAME, inference=("SearchChunks",))
+    #: Inference searches; the OpenAI gateway serves vector stores and embeddings.
+    service_scopes = ServiceScopes(
+        SERVICE_NAME,
+        inference=("SearchChunks",),
+        gateway=(
+            "CreateCollection",
+            "GetCollection",
+            "ListCollections",
+            "DeleteCollection",
+            "UpsertDocuments",
+            "DeleteDocuments",
+            "SearchChunks",
+            "GetCollectionStats",
+            "EmbedTexts",
+        ),
+    )
     starting_message = "the retrieval service is starting; retry shortly"
 
     def __init__(

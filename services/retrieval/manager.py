@@ -30,6 +30,7 @@ from services.retrieval import validate
 from services.retrieval.cache import CollectionCache
 from services.retrieval.chunking import Chunk, chunk_offsets, validate_chunking
 from services.retrieval.embedder import EmbedderPool, TextEmbedder
+from services.retrieval.embedding import EmbeddedTexts, check_texts, embed_texts
 from services.retrieval.index import IndexParams, VectorIndex
 from services.retrieval.ingest import IngestLane
 from services.retrieval.live import LiveCollection, catch_up, load_collection
@@ -439,6 +440,12 @@ class CollectionManager:
                 self.settings,
             )
         return hits, live.index.revision
+
+    async def embed(self, texts: list[str], model: str = "") -> EmbeddedTexts:
+        """Query-path vectors for texts that belong to no collection; no tenant data read."""
+        check_texts(texts)
+        embedder = await self._run(self.embedders.get, model)
+        return await self._run(embed_texts, embedder, texts)
 
     async def stats(self, tenant: str, name: str) -> CollectionStats:
         live = await self._fresh(tenant, name)

@@ -146,3 +146,14 @@ class RetrievalServicer(pb_grpc.RetrievalServiceServicer, Servicer[CollectionMan
         self, request: pb.GetCollectionStatsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCollectionStatsResponse:
         return convert.stats(await self.core.stats(current_tenant(), request.name))
+
+    async def EmbedTexts(
+        self, request: pb.EmbedTextsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EmbedTextsResponse:
+        current_tenant()  # a tenant's call, or a service's acting for one
+        result = await self.core.embed(list(request.texts), request.embedding_model)
+        return pb.EmbedTextsResponse(
+            embedding_model=result.model,
+            embeddings=[pb.Embedding(values=v.tolist()) for v in result.vectors],
+            tokens=result.tokens,
+        )

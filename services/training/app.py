@@ -8,6 +8,7 @@ import grpc
 
 from loraplex.training.v1 import training_service_pb2 as pb
 from loraplex.training.v1 import training_service_pb2_grpc as pb_grpc
+from services.common.auth import ServiceScopes
 from services.common.calls import CallPolicy
 from services.common.kit import Kit, Service
 from services.training.executors import Executor, LocalExecutor
@@ -44,6 +45,20 @@ def make_executor(settings: TrainingSettings) -> Executor:
 
 class TrainingApp(Service):
     service_names = (SERVICE_NAME,)
+    #: The OpenAI gateway serves files and fine-tuning jobs for tenants.
+    service_scopes = ServiceScopes(
+        SERVICE_NAME,
+        gateway=(
+            "UploadDataset",
+            "GetDataset",
+            "ListDatasets",
+            "CreateJob",
+            "GetJob",
+            "ListJobs",
+            "CancelJob",
+            "StreamJobEvents",
+        ),
+    )
     starting_message = "the training service is starting; retry shortly"
 
     def __init__(

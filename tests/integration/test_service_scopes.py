@@ -33,15 +33,45 @@ ALLOWED = {
     "RegistryService": {
         "inference": {
             "GetAdapter",
+            "ListAdapters",
             "CheckCompatibility",
             "DownloadAdapter",
             "WatchAdapters",
             "WatchTenantAdapters",
         },
         "training": {"PushAdapter", "SetAlias", "ListAdapterVersions"},
+        "gateway": set(),
     },
-    "RetrievalService": {"inference": {"SearchChunks"}, "training": set()},
-    "TrainingService": {"inference": set(), "training": set()},
+    "RetrievalService": {
+        "inference": {"SearchChunks"},
+        "training": set(),
+        # the OpenAI gateway: vector stores and embeddings, never another service's RPCs
+        "gateway": {
+            "CreateCollection",
+            "GetCollection",
+            "ListCollections",
+            "DeleteCollection",
+            "UpsertDocuments",
+            "DeleteDocuments",
+            "SearchChunks",
+            "GetCollectionStats",
+            "EmbedTexts",
+        },
+    },
+    "TrainingService": {
+        "inference": set(),
+        "training": set(),
+        "gateway": {
+            "UploadDataset",
+            "GetDataset",
+            "ListDatasets",
+            "CreateJob",
+            "GetJob",
+            "ListJobs",
+            "CancelJob",
+            "StreamJobEvents",
+        },
+    },
 }
 
 

@@ -1,0 +1,1 @@
+"""OpenAI platform routes over training and retrieval: files, fine-tuning, vector stores."""
