@@ -26,7 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from services.common.probes import free_port, wait_until_serving
+from services.common.probes import free_port, wait_until_http_ok, wait_until_serving
 from services.suite_backends import (
     EMULATOR_KEY_ID,
     EMULATOR_REGION,
@@ -44,7 +44,18 @@ FULL_NAMES = {
     "training": "loraplex.training.v1.TrainingService",
     "inference": "loraplex.inference.v1.InferenceService",
 }
-DEFAULT_PORTS = {"registry": 50051, "retrieval": 50052, "training": 50053, "inference": 50054}
+DEFAULT_PORTS = {
+    "registry": 50051,
+    "retrieval": 50052,
+    "training": 50053,
+    "inference": 50054,
+    "gateway": 50055,
+}
+#: The OpenAI-shaped HTTP gateway (files, fine-tuning, vector stores, embeddings, and the
+#: inference routes forwarded): one process, started by `loraplex suite up` beside the four.
+GATEWAY = "gateway"
+#: HTTP ports of the OpenAI front ends (inference serves its own routes; the gateway the rest).
+OPENAI_PORTS = {"inference": 8054, "gateway": 8080}
 #: Replica i of a service listens on its default port + i * REPLICA_PORT_STEP (fixed ports).
 REPLICA_PORT_STEP = 100
 #: Services with a database of their own on PostgreSQL when replicated.
@@ -92,11 +103,16 @@ class LocalSuite:
             raise ValueError("replicas must be 0 (embedded) or more")
         self.data_dir = data_dir.resolve()
         self.replicas = replicas
-        count = max(replicas, 1)
+        count = {s: max(replicas, 1) for s in SERVICES} | {GATEWAY: 1}
         self.ports = {
             s: [free_port() if free_ports else DEFAULT_PORTS[s] + i * REPLICA_PORT_STEP
-                for i in range(count)]
-            for s in SERVICES
+                for i in range(n)]
+            for s, n in count.items()
+        }  # fmt: skip
+        self.openai_ports = {
+            s: [free_port() if free_ports else OPENAI_PORTS[s] + i * REPLICA_PORT_STEP
+                for i in range(count[s])]
+            for s in OPENAI_PORTS
         }  # fmt: skip
         self.metrics_ports = {
             s: [(free_port() if free_ports else p + 1000) if replicas else 0 for p in ports]
@@ -108,7 +124,7 @@ class LocalSuite:
         self.object_store = LocalObjectStore(BUCKET, logs / "objects.log") if replicas else None
         base = read_env_file(env_file) if env_file and env_file.exists() else {}
         service_keys = {
-            s: "lpx_svc_" + secrets.token_urlsafe(24) for s in ("training", "inference")
+            s: "lpx_svc_" + secrets.token_urlsafe(24) for s in ("training", "inference", GATEWAY)
         }
         cluster_data = base.get("LORAPLEX_DATA_DIR", "").rstrip("/")
         env = {k: self._localize(v, cluster_data) for k, v in base.items()}
@@ -118,9 +134,10 @@ class LocalSuite:
                 "LORAPLEX_SERVICE_KEYS": ",".join(f"{s}:{k}" for s, k in service_keys.items()),
                 "LORAPLEX_TRAINING_SERVICE_KEY": service_keys["training"],
                 "LORAPLEX_INFERENCE_SERVICE_KEY": service_keys["inference"],
+                "LORAPLEX_GATEWAY_SERVICE_KEY": service_keys[GATEWAY],
             }
         )
-        for service in SERVICES:
+        for service in (*SERVICES, GATEWAY):
             prefix = f"LORAPLEX_{service.upper()}_"
             env.update({f"{prefix}HOST": "127.0.0.1", f"{prefix}METRICS_PORT": "0"})
             env[f"{prefix}PORT"] = str(self.ports[service][0])
@@ -130,6 +147,10 @@ class LocalSuite:
                 "LORAPLEX_TRAINING_REGISTRY_ADDR": self.address("registry"),
                 "LORAPLEX_INFERENCE_REGISTRY_ADDR": self.address("registry"),
                 "LORAPLEX_INFERENCE_RETRIEVAL_ADDR": self.address("retrieval"),
+                "LORAPLEX_GATEWAY_TRAINING_ADDR": self.address("training"),
+                "LORAPLEX_GATEWAY_RETRIEVAL_ADDR": self.address("retrieval"),
+                # One address for every route: the gateway forwards the inference routes.
+                "LORAPLEX_GATEWAY_INFERENCE_URL": self.http_url("inference"),
             }
         )
         env.pop("LORAPLEX_KEYS_FILE", None)  # the keys file lives in the local data dir
@@ -177,6 +198,14 @@ class LocalSuite:
         return multi_target(
             [self.replica_address(service, i) for i in range(len(self.ports[service]))]
         )
+
+    def http_url(self, service: str, replica: int = 0) -> str:
+        """Where a service's OpenAI-shaped HTTP front end listens (inference, gateway)."""
+        return f"http://127.0.0.1:{self.openai_ports[service][replica]}"
+
+    def openai_base_url(self) -> str:
+        """The one base URL that serves every OpenAI route (the gateway's)."""
+        return f"{self.http_url(GATEWAY)}/v1"
 
     def metrics_url(self, service: str, replica: int = 0) -> str:
         port = self.metrics_ports[service][replica]
@@ -239,6 +268,8 @@ class LocalSuite:
             f"{prefix}PORT": str(self.ports[service][replica]),
             f"{prefix}METRICS_PORT": str(self.metrics_ports[service][replica]),
         }
+        if service in self.openai_ports:
+            env[f"{prefix}OPENAI_PORT"] = str(self.openai_ports[service][replica])
         if self.replicas:
             data = self.replica_data_dir(service, replica)
             data.mkdir(parents=True, exist_ok=True)
@@ -266,10 +297,14 @@ class LocalSuite:
         for i in self._replicas(service, replica):
             name = self.process_name(service, i)
             try:
-                wait_until_serving(
-                    self.replica_address(service, i), FULL_NAMES[service], timeout,
-                    self.processes[name],
-                )  # fmt: skip
+                if service == GATEWAY:  # HTTP only: its gRPC health carries liveness alone
+                    wait_until_http_ok(f"{self.http_url(service)}/health", timeout,
+                                       self.processes[name])  # fmt: skip
+                else:
+                    wait_until_serving(
+                        self.replica_address(service, i), FULL_NAMES[service], timeout,
+                        self.processes[name],
+                    )  # fmt: skip
             except (TimeoutError, RuntimeError):
                 tail = (self.data_dir / "logs" / f"{name}.log").read_text()[-3000:]
                 self.stop(service, replica=i)

@@ -1,4 +1,5 @@
-"""`loraplex suite up`: the four services as local processes, one each or N replicas each."""
+"""`loraplex suite up`: the four services as local processes, one each or N replicas each,
+and the OpenAI-shaped HTTP gateway: one address for every OpenAI route."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def up(
         Path | None, typer.Option(help="data root (default: $LORAPLEX_DATA_DIR or ./.loraplex)")
     ] = None,
     service: Annotated[
-        list[str], typer.Option(help="start only these (repeatable; default: all four)")
+        list[str],
+        typer.Option(help="start only these (repeatable; default: all four and the gateway)"),
     ] = [],  # noqa: B006
     replicas: Annotated[
         int,
@@ -42,19 +44,20 @@ def up(
         bool, typer.Option(help="free ports instead of the defaults (50051-50054, +100 a replica)")
     ] = False,
 ) -> None:
-    """Start registry, retrieval, training and inference; stop them all on Ctrl-C."""
-    wanted = set(service) or {"registry", "retrieval", "training", "inference"}
+    """Start registry, retrieval, training, inference and the OpenAI gateway; stop them all
+    on Ctrl-C."""
+    wanted = set(service) or {"registry", "retrieval", "training", "inference", "gateway"}
     extras = ["services"]
     extras += ["ml"] if wanted & {"retrieval", "training"} else []
     extras += ["serve-cpu"] if "inference" in wanted else []
     require_extras("suite up", *extras)
-    from services.suite import SERVICES, LocalSuite
+    from services.suite import GATEWAY, SERVICES, LocalSuite
 
     root = data_dir or Path(os.environ.get("LORAPLEX_DATA_DIR", ".loraplex"))
-    unknown = set(service) - set(SERVICES)
+    unknown = set(service) - {*SERVICES, GATEWAY}
     if unknown:
         raise typer.BadParameter(f"unknown service(s): {', '.join(sorted(unknown))}")
-    names = tuple(s for s in SERVICES if s in wanted)
+    names = tuple(s for s in (*SERVICES, GATEWAY) if s in wanted)
     suite = LocalSuite(root, free_ports=free_ports, replicas=replicas)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -67,6 +70,10 @@ def up(
         except RuntimeError as error:  # a service or a backend did not start: say which
             err_console.print(f"[red]error[/red] {error}")
             raise typer.Exit(7) from None
+        if GATEWAY in names:
+            console.print(
+                f"OpenAI-compatible API (every route, one address): {suite.openai_base_url()}"
+            )
         console.print(
             f"logs in {suite.data_dir / 'logs'}; set LORAPLEX_DATA_DIR={suite.data_dir} for"
             " `loraplex keys create`; Ctrl-C stops the suite"
@@ -79,7 +86,8 @@ def _start_embedded(suite: LocalSuite, names: tuple[str, ...]) -> None:
     for name in names:
         with console.status(f"starting {name} (inference loads the model: ~1 min)"):
             suite.start(name)
-        console.print(f"{name} ready on {suite.address(name)}")
+        where = suite.http_url(name) if name == "gateway" else suite.address(name)
+        console.print(f"{name} ready on {where}")
 
 
 def _start_replicated(suite: LocalSuite, names: tuple[str, ...]) -> None:
@@ -92,7 +100,7 @@ def _start_replicated(suite: LocalSuite, names: tuple[str, ...]) -> None:
         tasks = {}
         for name in names:
             suite.launch(name)
-            for i in range(suite.replicas):
+            for i in range(len(suite.ports[name])):
                 label = f"{suite.process_name(name, i)} on {suite.replica_address(name, i)}"
                 hint = " (loads the model: minutes)" if name == "inference" else ""
                 tasks[name, i] = progress.add_task(f"{label}{hint}", total=1)
@@ -110,7 +118,8 @@ def _start_replicated(suite: LocalSuite, names: tuple[str, ...]) -> None:
     )
     console.print("For the CLI and the SDK in another shell:")
     for name in names:
-        console.print(f"  export LORAPLEX_{name.upper()}_ADDR={suite.address(name)}")
+        if name != "gateway":
+            console.print(f"  export LORAPLEX_{name.upper()}_ADDR={suite.address(name)}")
     console.print(f"  export LORAPLEX_KEYS_FILE={suite.env['LORAPLEX_KEYS_FILE']}")
 
 
@@ -119,7 +128,7 @@ def _addresses(suite: LocalSuite, names: tuple[str, ...]) -> Table:
     for column in ("service", "target (every replica)", "replica", "gRPC", "metrics"):
         table.add_column(column)
     for name in names:
-        for i in range(suite.replicas):
+        for i in range(len(suite.ports[name])):
             table.add_row(
                 name if i == 0 else "",
                 suite.address(name) if i == 0 else "",

@@ -37,3 +37,24 @@ def wait_until_serving(
                     return
             time.sleep(0.1)
     raise TimeoutError(f"{service} at {target} not serving after {timeout}s")
+
+
+def wait_until_http_ok(
+    url: str, timeout: float = 60.0, process: subprocess.Popen | None = None
+) -> None:
+    """Blocks until `GET url` answers 200 (an HTTP-only service's readiness probe)."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{url} exited with code {process.returncode}")
+        with (
+            contextlib.suppress(OSError, urllib.error.URLError),
+            urllib.request.urlopen(url, timeout=1) as reply,
+        ):
+            if reply.status == 200:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not answering 200 after {timeout}s")

@@ -1,6 +1,7 @@
 """`loraplex suite up --replicas 2` as a person runs it: PostgreSQL and the S3 emulator,
-two registry replicas, the addresses printed; a push through one every-replica address is
-read back from each replica; Ctrl-C stops every process it started."""
+two registry and two retrieval replicas and the OpenAI gateway, the addresses printed; a
+push through one every-replica address is read back from each replica; the one printed
+OpenAI base URL serves the official client; Ctrl-C stops every process it started."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import threading
 import time
 
 import pytest
+from openai import OpenAI
 
 from loraplex.client import RegistryClient
 from services.suite_backends import postgres_bindir
@@ -35,7 +37,8 @@ def _listening(address: str) -> bool:
 def test_suite_up_replicas_starts_wires_and_stops_everything(tmp_path):
     data = tmp_path / "data"
     up = subprocess.Popen(
-        [*CLI, "suite", "up", "--replicas", "2", "--service", "registry", "--free-ports",
+        [*CLI, "suite", "up", "--replicas", "2", "--service", "registry",
+         "--service", "retrieval", "--service", "gateway", "--free-ports",
          "--data-dir", str(data)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "COLUMNS": "200"},
@@ -45,7 +48,7 @@ def test_suite_up_replicas_starts_wires_and_stops_everything(tmp_path):
     reader.start()
     try:
         deadline = time.monotonic() + 300
-        while not any("LORAPLEX_KEYS_FILE=" in line for line in lines):
+        while not any(line.startswith("logs in ") for line in lines):
             assert up.poll() is None, "".join(lines)
             assert time.monotonic() < deadline, "".join(lines)
             time.sleep(0.5)
@@ -55,6 +58,8 @@ def test_suite_up_replicas_starts_wires_and_stops_everything(tmp_path):
         keys_file = re.search(r"LORAPLEX_KEYS_FILE=(\S+)", output).group(1)
         replicas = target.split(",")
         assert len(replicas) == 2 and all(_listening(r) for r in replicas)
+        base_url = re.search(r"OpenAI-compatible API \(every route, one address\): (\S+)", output)
+        assert base_url, output
         backends = re.findall(r"127\.0\.0\.1:\d+", output.split("PostgreSQL on ", 1)[1])[:2]
         assert all(_listening(b) for b in backends)
 
@@ -68,6 +73,10 @@ def test_suite_up_replicas_starts_wires_and_stops_everything(tmp_path):
             with RegistryClient(replica, key) as registry:
                 pulled = registry.pull("acme/one", tmp_path / replica.replace(":", "_"))
                 assert pulled.version == pushed
+        openai = OpenAI(base_url=base_url.group(1), api_key=key, max_retries=0)
+        store = openai.vector_stores.create(name="handbook")
+        assert [s.id for s in openai.vector_stores.list()] == [store.id]
+        openai.vector_stores.delete(store.id)
     finally:
         up.send_signal(signal.SIGINT)
         try:
