@@ -10,9 +10,9 @@ from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from services.common.adapter_weights import DEFAULT_MAX_ABS
+from services.common.model_packages import DEFAULT_MODEL_PACKAGE
 from services.common.settings import ServiceSettings
 from services.inference.relevance import DEFAULT_ABSTAIN_THRESHOLD, DEFAULT_THRESHOLD
-from services.inference.similarity import DEFAULT_PACKAGE
 from services.models.store import DEFAULT_MODEL
 
 
@@ -79,7 +79,7 @@ class InferenceSettings(ServiceSettings):
     abstain_threshold: float = Field(DEFAULT_ABSTAIN_THRESHOLD, ge=0, le=1)
     #: Installed package of the sentence-transformers model whose cosine joins the
     #: grounding score's relevance (the retrieval embedder); "" scores relevance lexically.
-    relevance_model: str = DEFAULT_PACKAGE
+    relevance_model: str = DEFAULT_MODEL_PACKAGE
 
     @field_validator("grounded_thresholds", mode="before")
     @classmethod

