@@ -41,11 +41,12 @@ import torch
 from loraplex.client.retrieval import RetrievalClient
 from services.common.blobstore import open_blob_store
 from services.common.db import make_engine
+from services.common.model_packages import packaged_model_dir
 from services.common.probes import free_port
 from services.common.testing import TEST_TENANT_KEYS, service_process
 from services.retrieval.app import SERVICE_NAME
 from services.retrieval.chunking import Chunk, chunk_text
-from services.retrieval.embedder import Embedder, TextEmbedder, packaged_model_dir
+from services.retrieval.embedder import Embedder, TextEmbedder
 from services.retrieval.index import IndexParams, VectorIndex
 from services.retrieval.live import load_collection
 from services.retrieval.onnx_embedder import OnnxEmbedder

@@ -10,7 +10,8 @@ from loraplex.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
 from services.common.auth import ServiceScopes
 from services.common.blobstore import open_blob_store
 from services.common.kit import Kit, Service
-from services.retrieval.embedder import EmbedderPool, TextEmbedder, packaged_model_dir
+from services.common.model_packages import packaged_model_dir
+from services.retrieval.embedder import EmbedderPool, TextEmbedder
 from services.retrieval.forwarding import Forwarder
 from services.retrieval.manager import CollectionManager
 from services.retrieval.membership import Membership

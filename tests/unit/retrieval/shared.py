@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 
-from services.retrieval.embedder import Embedder, packaged_model_dir
+from services.common.model_packages import packaged_model_dir
+from services.retrieval.embedder import Embedder
 from services.retrieval.settings import DEFAULT_EMBEDDING_MODEL
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.retrieval.embedder import packaged_model_dir
+from services.common.model_packages import packaged_model_dir
 from services.retrieval.onnx_embedder import OnnxEmbedder
 
 TEXTS = [
