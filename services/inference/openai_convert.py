@@ -17,9 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.common.adapter_ref import AdapterRef, parse_ref
 from services.common.errors import InvalidArgument, LoraplexError, NotFound
+from services.common.inputs import MAX_TOP_K
 from services.common.openai_json import OpenAIBody, filter_conditions, parse_body
 from services.inference.generation import GenerationRequest, RagRequest
 from services.inference.grounding import AbstainPolicy
+from services.inference.records import MetadataCondition, MetadataFilter
 
 #: Roles the OpenAI chat API sends that map onto the core's; "developer" is the new "system".
 ROLE_MAP = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -30,13 +32,19 @@ class RagOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     collection: str = Field(min_length=1)
-    top_k: int = Field(0, ge=0, le=50)
+    #: 0: the suite's default (`services.common.inputs.DEFAULT_TOP_K`).
+    top_k: int = Field(0, ge=0, le=MAX_TOP_K)
     #: OpenAI's vector-store filter grammar: {"type": "eq", "key": ..., "value": ...} or "and".
     filter: dict[str, Any] | None = None
-    min_score: float = 0.0
+    #: Unset keeps every hit.
+    min_score: float | None = None
     hybrid: bool = False
     max_context_tokens: int = Field(0, ge=0)
     abstain: Literal["off", "refuse", "quote"] = "off"
+    #: Grounding score an answer needs to be flagged grounded (unset: the tenant's default).
+    grounded_threshold: float | None = Field(None, ge=0, le=1)
+    #: Below this score REFUSE and QUOTE serve nothing (unset: the service's default).
+    abstain_threshold: float | None = Field(None, ge=0, le=1)
 
 
 class StreamOptions(BaseModel):
@@ -142,34 +150,27 @@ def completion_request(body: Any, base_model: str) -> Parsed:
 def rag_request(options: RagOptions | None) -> RagRequest | None:
     if options is None:
         return None
-    if not math.isfinite(options.min_score):
-        raise InvalidArgument("loraplex.min_score must be a finite number")
+    if options.min_score is not None and not math.isfinite(options.min_score):
+        raise InvalidArgument("loraplex.min_score must be a finite number", param="min_score")
     return RagRequest(
         collection=options.collection,
-        top_k=options.top_k or 4,
+        top_k=options.top_k,
         filter=metadata_filter(options.filter),
         min_score=options.min_score,
         hybrid=options.hybrid,
         max_context_tokens=options.max_context_tokens,
         abstain=AbstainPolicy(options.abstain),
+        grounded_threshold=options.grounded_threshold,
+        abstain_threshold=options.abstain_threshold,
     )
 
 
-def metadata_filter(spec: dict[str, Any] | None) -> object | None:
-    """The retrieval filter the core passes on (a protobuf today, opaque to the core)."""
-    from loraplex.retrieval.v1 import retrieval_service_pb2 as ret_pb
-
+def metadata_filter(spec: dict[str, Any] | None) -> MetadataFilter | None:
+    """OpenAI's filter grammar as the core's record (retrieval's gateway converts it)."""
     conditions = filter_conditions(spec)
     if not conditions:
         return None
-    return ret_pb.MetadataFilter(
-        conditions=[
-            ret_pb.MetadataCondition(key=k, equals=v[0])
-            if len(v) == 1
-            else ret_pb.MetadataCondition(key=k, **{"in": ret_pb.StringList(values=list(v))})
-            for k, v in conditions
-        ]
-    )
+    return MetadataFilter(tuple(MetadataCondition(key, values) for key, values in conditions))
 
 
 def _turn(index: int, message: ChatMessage) -> tuple[str, str]:
