@@ -54,6 +54,8 @@ def extension(result: GenerationResult) -> dict[str, Any]:
             collection=result.collection,
             collection_revision=result.collection_revision,
             grounded=result.grounded,
+            grounding_score=round(result.grounding_score, 4),
+            grounded_threshold=result.grounded_threshold,
             refusal=result.refusal.value,
             quoted=result.quoted,
             text=result.text,
