@@ -32,7 +32,7 @@ COPY scripts/gen_protos.py scripts/gen_protos.py
 COPY loraplex loraplex
 COPY services services
 RUN python scripts/gen_protos.py \
- && pip install -c /tmp/constraints-gpu.txt ".[services]" vllm==0.32.0 \
+ && pip install -c /tmp/constraints-gpu.txt ".[services,relevance]" vllm==0.32.0 \
  && pip uninstall -y grpcio-tools
 
 FROM nvidia/cuda:12.9.1-base-ubuntu24.04 AS runtime

