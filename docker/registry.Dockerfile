@@ -21,7 +21,7 @@ COPY requirements/constraints.txt requirements/constraints.txt
 RUN pip install -c requirements/constraints.txt grpcio-tools==1.85.1
 # Dependencies before the sources, so a code change rebuilds one small layer.
 COPY pyproject.toml README.md ./
-RUN pip install -c requirements/constraints.txt ".[services]"
+RUN pip install -c requirements/constraints.txt ".[services,s3]"
 COPY protos protos
 COPY scripts/gen_protos.py scripts/gen_protos.py
 COPY loraplex loraplex

@@ -27,7 +27,7 @@ RUN pip install --index-url "$TORCH_INDEX_URL" torch==2.13.0+cpu \
  && pip install -c requirements/constraints.txt grpcio-tools==1.85.1
 # Dependencies before the sources, so a code change rebuilds one small layer.
 COPY pyproject.toml README.md ./
-RUN pip install -c requirements/constraints.txt ".[services,ml]"
+RUN pip install -c requirements/constraints.txt ".[services,ml,s3]"
 COPY protos protos
 COPY scripts/gen_protos.py scripts/gen_protos.py
 COPY loraplex loraplex
