@@ -90,18 +90,7 @@ class OpenAIRoutes:
             result = await unless_disconnected(request, _last(items))
             return JSONResponse(openai_render.chat_completion(call_id, parsed.model, result))
         chunks = ChatChunks(call_id, parsed.model)
-
-        async def events(first: Item) -> AsyncIterator[bytes]:
-            yield chunks.role()
-            async for item in _resume(first, items):
-                if isinstance(item, GenerationResult):
-                    yield chunks.finish(item)
-                    if parsed.include_usage:
-                        yield chunks.usage(item)
-                else:
-                    yield chunks.delta(item)
-
-        return self._sse(items, events)
+        return self._sse(items, _chunk_events(chunks, items, parsed.include_usage, chunks.role()))
 
     async def completions(self, request: Request) -> Response:
         core, catalog = self._parts()
@@ -113,17 +102,7 @@ class OpenAIRoutes:
             result = await unless_disconnected(request, _last(items))
             return JSONResponse(openai_render.completion(call_id, parsed.model, result))
         chunks = CompletionChunks(call_id, parsed.model)
-
-        async def events(first: Item) -> AsyncIterator[bytes]:
-            async for item in _resume(first, items):
-                if isinstance(item, GenerationResult):
-                    yield chunks.finish(item)
-                    if parsed.include_usage:
-                        yield chunks.usage(item)
-                else:
-                    yield chunks.delta(item)
-
-        return self._sse(items, events)
+        return self._sse(items, _chunk_events(chunks, items, parsed.include_usage))
 
     async def responses(self, request: Request) -> Response:
         core, catalog = self._parts()
@@ -210,3 +189,25 @@ async def _last(items: _Primed) -> GenerationResult:
     finally:
         await items.close()
     raise Unavailable("generation ended without a result")
+
+
+def _chunk_events(
+    chunks: ChatChunks | CompletionChunks,
+    items: _Primed,
+    include_usage: bool,
+    opening: bytes | None = None,
+) -> Callable[[Item], AsyncIterator[bytes]]:
+    """The SSE body of a streamed chat or completion: deltas, the finish chunk, usage."""
+
+    async def events(first: Item) -> AsyncIterator[bytes]:
+        if opening is not None:
+            yield opening
+        async for item in _resume(first, items):
+            if isinstance(item, GenerationResult):
+                yield chunks.finish(item)
+                if include_usage:
+                    yield chunks.usage(item)
+            else:
+                yield chunks.delta(item)
+
+    return events
