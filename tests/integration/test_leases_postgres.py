@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-from sqlalchemy import text
 
 from services.common.db import make_engine
 from tests import lease_cases
-from tests.postgres import postgres_bin, postgres_server
+from tests.postgres import create_database, postgres_bin, postgres_server
 
 pytestmark = [
     pytest.mark.integration,
@@ -25,12 +22,8 @@ def server():
 
 @pytest.fixture
 def engines(server):
-    name = "l" + uuid.uuid4().hex[:12]
-    admin = make_engine(server).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    made = [make_engine(server.rsplit("/", 1)[0] + "/" + name) for _ in range(3)]
+    url = create_database(server)
+    made = [make_engine(url) for _ in range(3)]
     yield made
     for engine in made:
         engine.dispose()

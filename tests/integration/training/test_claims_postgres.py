@@ -3,13 +3,10 @@ claims with FOR UPDATE SKIP LOCKED, the database's clock, row-locked fenced writ
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-from sqlalchemy import text
 
 from services.common.db import make_engine
-from tests.postgres import postgres_bin, postgres_server
+from tests.postgres import create_database, postgres_bin, postgres_server
 from tests.unit.training import test_claims as scenarios
 from tests.unit.training.test_claims import world  # noqa: F401 - the scenarios' fixture
 
@@ -27,12 +24,8 @@ def server():
 
 @pytest.fixture
 def engine(server):
-    name = "c" + uuid.uuid4().hex[:12]
-    admin = make_engine(server).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    engine = make_engine(server.rsplit("/", 1)[0] + "/" + name)
+    url = create_database(server)
+    engine = make_engine(url)
     yield engine
     engine.dispose()
 

@@ -9,11 +9,10 @@ adapter exactly once.
 from __future__ import annotations
 
 import signal
-import uuid
 
 import grpc
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from loraplex.training.v1 import training_service_pb2 as pb
 from services.common.db import make_engine
@@ -24,7 +23,7 @@ from services.registry.settings import RegistrySettings
 from services.training.store import jobs_table
 from tests.integration.training import replicas
 from tests.integration.training.conftest import ACME, collect_events, stub, toy_spec, upload
-from tests.postgres import postgres_bin, postgres_server
+from tests.postgres import create_database, postgres_bin, postgres_server
 from tests.unit.training.tiny_model import toy_rows
 
 pytestmark = [
@@ -41,12 +40,7 @@ def server():
 
 @pytest.fixture
 def database(server):
-    name = "t" + uuid.uuid4().hex[:12]
-    admin = make_engine(server).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    url = server.rsplit("/", 1)[0] + "/" + name
+    url = create_database(server)
     engine = make_engine(url)
     yield url, engine
     engine.dispose()
