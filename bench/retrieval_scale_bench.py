@@ -37,6 +37,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from sqlalchemy import insert, update
 
 from loraplex.client.base import LoraplexClientError
 from loraplex.client.retrieval import RetrievalClient
@@ -52,7 +53,7 @@ from services.retrieval.membership import Member, rendezvous
 from services.retrieval.records import CollectionRecord, DocumentInput, IndexKind, PreparedDocument
 from services.retrieval.settings import DEFAULT_EMBEDDING_MODEL, RetrievalSettings
 from services.retrieval.snapshots import SnapshotStore
-from services.retrieval.store import RetrievalStore
+from services.retrieval.store import RetrievalStore, chunks, collections, documents
 from tests.postgres import postgres_server
 
 DIM = 384
@@ -77,26 +78,100 @@ def _embedding_like(rng: np.random.Generator, basis: np.ndarray, n: int) -> np.n
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
+def _documents(tenant: str, name: str, start: int, part: np.ndarray) -> list[PreparedDocument]:
+    return [
+        PreparedDocument(
+            DocumentInput(f"{name}-{start + i}", "x"),
+            [Chunk(0, f"{tenant} synthetic chunk {start + i}", 0, 1)],
+            part[i : i + 1],
+        )
+        for i in range(len(part))
+    ]
+
+
+def _create(store: RetrievalStore, tenant: str, name: str, kind: IndexKind) -> CollectionRecord:
+    record = CollectionRecord(
+        0, tenant, name, DEFAULT_EMBEDDING_MODEL, DIM, kind, 200, 32, datetime.now(UTC), 0
+    )
+    return store.create_collection(record, max_per_tenant=100)
+
+
 def _write(
     store: RetrievalStore, tenant: str, name: str, kind: IndexKind, vectors: np.ndarray
 ) -> CollectionRecord:
     """One-chunk documents carrying `vectors`, written through the service's store."""
-    record = CollectionRecord(
-        0, tenant, name, DEFAULT_EMBEDDING_MODEL, DIM, kind, 200, 32, datetime.now(UTC), 0
-    )
-    record = store.create_collection(record, max_per_tenant=100)
+    record = _create(store, tenant, name, kind)
     for start in range(0, len(vectors), 5000):
-        part = vectors[start : start + 5000]
-        docs = [
-            PreparedDocument(
-                DocumentInput(f"{name}-{start + i}", "x"),
-                [Chunk(0, f"{tenant} synthetic chunk {start + i}", 0, 1)],
-                part[i : i + 1],
-            )
-            for i in range(len(part))
-        ]
-        store.write_documents(record, docs)
+        store.write_documents(
+            record, _documents(tenant, name, start, vectors[start : start + 5000])
+        )
     return store.get_collection(tenant, name)
+
+
+def _write_per_document(
+    store: RetrievalStore, record: CollectionRecord, docs: list[PreparedDocument]
+) -> None:
+    """Baseline: the store's write path before 2026-12-07, one transaction per call but
+    an INSERT .. RETURNING per document and per document's chunks (new collection, so
+    nothing to replace)."""
+    with store.engine.begin() as conn:
+        revision = conn.scalar(
+            update(collections)
+            .where(collections.c.id == record.pk)
+            .values(revision=collections.c.revision + 1)
+            .returning(collections.c.revision)
+        )
+        for item in docs:
+            doc_pk = conn.execute(
+                insert(documents).values(
+                    collection_id=record.pk,
+                    doc_id=item.doc.doc_id,
+                    metadata_json="{}",
+                    source_uri="",
+                    source_title="",
+                    revision=revision,
+                )
+            ).inserted_primary_key[0]
+            rows = [
+                {
+                    "collection_id": record.pk,
+                    "document_id": doc_pk,
+                    "chunk_index": chunk.index,
+                    "text": chunk.text,
+                    "start_char": chunk.start_char,
+                    "end_char": chunk.end_char,
+                    "vector": item.vectors[i].tobytes(),
+                    "revision": revision,
+                }
+                for i, chunk in enumerate(item.chunks)
+            ]
+            conn.execute(insert(chunks).returning(chunks.c.id, sort_by_parameter_order=True), rows)
+
+
+def bench_write(url: str, args: argparse.Namespace) -> list[str]:
+    """Rows/s of the store's write path against the per-document baseline, same server."""
+    store = RetrievalStore(make_engine(url))
+    rng = np.random.default_rng(13)
+    vectors = _embedding_like(rng, rng.standard_normal((RANK, DIM)).astype(np.float32), 5000)
+    rates: dict[str, float] = {}
+    for round_ in range(args.write_rounds):
+        for name, write in (
+            ("per-document", _write_per_document),
+            ("store", RetrievalStore.write_documents),
+        ):
+            record = _create(store, "writer", f"{name}-{round_}", IndexKind.EXACT)
+            docs = _documents("writer", record.name, 0, vectors)
+            started = time.perf_counter()
+            write(store, record, docs)
+            rates.setdefault(name, 0.0)
+            rates[name] += len(docs) / (time.perf_counter() - started) / args.write_rounds
+    store.engine.dispose()
+    return [
+        f"| PostgreSQL write, 5,000 one-chunk documents per call, mean of {args.write_rounds}"
+        f" rounds: store (batched, COPY) / baseline (statement per document) |"
+        f" {rates['store']:.0f} / {rates['per-document']:.0f} rows/s ="
+        f" {rates['store'] / rates['per-document']:.1f}x | |",
+    ]
 
 
 def _rss_mib(pid: int) -> float:
@@ -250,12 +325,14 @@ def bench_big(url: str, tmp: str, args: argparse.Namespace) -> list[str]:
     started = time.perf_counter()
     record = _write(store, "big", "big", IndexKind.HNSW, vectors)
     written = time.perf_counter() - started
+    print(f"  {args.big} chunks written in {written:.0f}s ({args.big / written:.0f}/s)", flush=True)
     ids = store.chunk_ids(record.pk)
     params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
     faiss.omp_set_num_threads(os.cpu_count() or 1)
     started = time.perf_counter()
     index = VectorIndex.build(IndexKind.HNSW, DIM, params, ids, vectors, record.revision)
     build = time.perf_counter() - started
+    print(f"  HNSW built in {build:.0f}s", flush=True)
     snapshots.save(record.pk, index)
     store.engine.dispose()
     # Recall@10 against brute force, queries near stored vectors (as in retrieval_bench).
@@ -305,9 +382,15 @@ def main() -> None:
     parser.add_argument("--embedder-backend", default="torch", choices=["torch", "onnx-int8"])
     parser.add_argument("--skip-big", action="store_true")
     parser.add_argument("--skip-tenants", action="store_true")
+    parser.add_argument("--skip-write", action="store_true")
+    parser.add_argument("--write-rounds", type=int, default=3)
     args = parser.parse_args()
     rows: list[str] = []
     with tempfile.TemporaryDirectory(prefix="retrieval-scale-") as tmp:
+        if not args.skip_write:
+            with postgres_server() as url:
+                rows += bench_write(url, args)
+                print(rows[-1], flush=True)
         if not args.skip_tenants:
             with postgres_server() as url:
                 rows += bench_many_tenants(url, tmp, args)
