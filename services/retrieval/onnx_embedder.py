@@ -29,6 +29,13 @@ thread, one loaded 2-core VM (same process, so only the ratios mean anything):
   0.987), but 10.7 chunks/s (the fp32 attention dominates).
 - the same with QAttention for the fused QKV (this module): 0.959 (calibration 0.959),
   19.4 chunks/s; block 128 instead of 32: 0.963, 14.7 chunks/s.
+- the trade: in one process, interleaved, 359 chunks, this module (v3) ran at 1.27x and
+  1.57x torch's chunks/s where the unfused dynamic model (v2) ran at 1.63x and 2.27x;
+  in another, v3 1.09x / 1.42x, v2 1.78x / 2.35x. MatMulNBits at 8 bits is slower than
+  MatMulInteger here, so v3 buys the recall (0.959 against 0.92) with speed.
+- hybrids (fused; the calibration ranking's top matmuls as MatMulNBits, the rest dynamic,
+  embeddings fp32): top 3 calibration 0.924 (eval 0.929), top 6 0.941 (eval 0.944), at
+  1.9-2.0x torch; none reached 0.95 on calibration text.
 - not tried: static QDQ quantization with a calibration reader.
 The MatMulNBits weights are written here (`_blockwise_int8`) because ONNX Runtime's
 own MatMulNBitsQuantizer needs the `onnx_ir` package, which is not installed.
