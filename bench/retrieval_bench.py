@@ -20,6 +20,7 @@
 The server runs as its own process (`python -m services.retrieval`), as deployed.
 
     /work/heavy .venv/bin/python -m bench.retrieval_bench [--sizes 10000 100000] [--queries 200]
+    /work/heavy .venv/bin/python -m bench.retrieval_bench --embedders-only   # int8 vs fp32 rows
 """
 
 from __future__ import annotations
@@ -268,6 +269,11 @@ def main() -> None:
     parser.add_argument(
         "--backends", nargs="+", default=["torch", "onnx-int8"], choices=["torch", "onnx-int8"]
     )
+    parser.add_argument(
+        "--embedders-only",
+        action="store_true",
+        help="only the in-process int8 vs fp32 embedder rows: no service, no search rows",
+    )
     args = parser.parse_args()
 
     embedder = Embedder(DEFAULT_EMBEDDING_MODEL, packaged_model_dir())
@@ -283,6 +289,9 @@ def main() -> None:
             int8 = OnnxEmbedder(DEFAULT_EMBEDDING_MODEL, packaged_model_dir(), onnx_cache)
             embedders["onnx-int8"] = int8
             rows += bench_embedders(embedder, int8, args.ingest_docs, args.queries)
+        if args.embedders_only:
+            _print(rows)
+            return
         settings = RetrievalSettings(data_dir=Path(tmp))
         store = RetrievalStore(make_engine(settings.resolved_database_url()))
         snapshots = SnapshotStore(open_blob_store(settings.snapshot_blob_settings()), store)
@@ -338,6 +347,10 @@ def main() -> None:
             )
             rows.append(f"| recall@10 HNSW vs exact, {size} synthetic vectors | {recall:.3f} | | |")
 
+    _print(rows)
+
+
+def _print(rows: list[str]) -> None:
     print(
         f"\nretrieval bench: {platform.machine()}, {os.cpu_count()} CPUs, top_k=10,"
         f" {TORCH_THREADS} torch/ONNX Runtime thread(s) in service and baseline; search/recall"

@@ -8,6 +8,38 @@ symmetric activations (measured on the demo handbook: per-tensor weights keep 0.
 fp32's top-10, per-channel 0.91, with symmetric activations 0.92; keeping the FFN
 matmuls in fp32 reaches 0.96 but loses most of the speed). The result is cached on
 disk under a key of the model's bytes, so later starts only open it.
+
+What was tried (2026-12-07). Selection used CALIBRATION text only: demo/acme_train.jsonl's
+290 questions over the demo handbook's 64-token chunks, recall@10 against fp32; the
+bench's 156 eval questions were measured once per candidate for the record, never used
+to rank nodes or pick a variant. chunks/s: 119 chunks of 200 tokens in slices of 8, one
+thread, one loaded 2-core VM (same process, so only the ratios mean anything):
+- quantize_dynamic of the unfused export: per-tensor weights 0.89, per-channel 0.91,
+  with symmetric activations 0.92 (calibration 0.907); 11.7 chunks/s.
+- the same after BERT fusion: 0.913 (calibration 0.907), 16.8 chunks/s (1.44x unfused).
+  Asymmetric activations 0.917 and 13.5; per-tensor weights 0.81.
+- fused, then keeping the most sensitive nodes in fp32 (leave-one-out: each node kept
+  fp32 alone, ranked by the fall in 1 - cosine on calibration text; the embeddings'
+  LayerNorm and the FFN-out matmuls of layers 0-2 ranked first): calibration recall 0.92
+  with 2 kept, 0.923 with 4, 0.937 with 6; the error is spread over every node and comes
+  from the per-tensor activation scale, so excluding nodes buys little per node lost.
+- fused, every matmul MatMulNBits 8-bit (block 32), attention fp32: 0.987 (calibration
+  0.987), but 10.7 chunks/s (the fp32 attention dominates).
+- the same with QAttention for the fused QKV ("v3"): 0.959 (calibration 0.959),
+  19.4 chunks/s; block 128 instead of 32: 0.963, 14.7 chunks/s.
+- the trade: in one process, interleaved, 359 chunks, v3 ran at 1.27x and
+  1.57x torch's chunks/s where the unfused dynamic model (v2) ran at 1.63x and 2.27x;
+  in another, v3 1.09x / 1.42x, v2 1.78x / 2.35x. MatMulNBits at 8 bits is slower than
+  MatMulInteger here, so v3 buys the recall (0.959 against 0.92) with speed.
+- hybrids (fused; the calibration ranking's top matmuls as MatMulNBits, the rest dynamic,
+  embeddings fp32): top 3 calibration 0.924 (eval 0.929), top 6 0.941 (eval 0.944), at
+  1.9-2.0x torch; none reached 0.95 on calibration text.
+- not tried: static QDQ quantization with a calibration reader.
+
+This module stays v2 (the unfused dynamic model): the backend exists to embed faster,
+and v3, the only variant at 0.95 recall, gave up a third of v2's speed. Writing v3's
+MatMulNBits weights needs a hand-written blockwise quantizer (ONNX Runtime's own needs
+the `onnx_ir` package, not installed); v3 is in this file at commit f3500b3.
 """
 
 from __future__ import annotations
