@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import socket
 import ssl
@@ -274,16 +273,7 @@ class HttpFrontEnd:
         log.info("%s HTTP on %s:%d", settings.service_name, settings.host, self.port)
 
     async def ready(self) -> None:
-        """Readiness is the shared gate: 503 before, admitted after.
-
-        The heap the app built while starting (torch, vLLM, tokenizers: ~10^6 objects)
-        is frozen out of the cyclic collector here. A Python HTTP stack allocates enough
-        per request and per streamed chunk to trigger full collections every few
-        seconds under load, and each one walked that whole heap: a 0.3-0.8 s stall of
-        the loop, and of every stream on it (bench/openai_http_bench.py).
-        """
-        gc.collect()
-        gc.freeze()
+        """Readiness is the shared gate: 503 before, admitted after."""
 
     async def not_ready(self) -> None:
         """Nothing to announce: uvicorn closes keep-alive connections as it drains."""
