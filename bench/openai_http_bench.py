@@ -15,6 +15,11 @@ the round's wall time, its ratio to gRPC, time to first token p50 (first content
 the client sees it) and the milliseconds it adds to gRPC's p50.
 
     /work/heavy .venv/bin/python -m bench.openai_http_bench [--streams 32] [--tokens 64]
+
+`--engine ticking` replaces vLLM with a model-free engine that gives every stream one
+token per `--step-ms` tick, all at once like one engine step: what the front ends and
+clients cost then stands out from the engine's own step-to-step noise (on a shared
+2-core machine a request that misses a prefill step waits a whole step).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from loraplex.inference.v1 import inference_service_pb2 as pb
@@ -38,9 +43,10 @@ from services.common.testing import (
     tenant_metadata,
 )
 from services.inference.app import InferenceApp
-from services.inference.engine import VllmEngine
+from services.inference.engine import AdapterHandle, EngineChunk, SamplingOptions, VllmEngine
 from services.inference.settings import InferenceSettings
 from tests.tiny_llm import build_tiny_llama
+from tests.unit.inference.fake_engine import FakeEngine
 
 MODEL_NAME = "tiny"
 ACME = tenant_metadata("acme")
@@ -119,6 +125,43 @@ def openai_stream(client, tokens: int) -> Stream:
     return one
 
 
+class TickingEngine(FakeEngine):
+    """One token per stream per tick, every waiting stream at once; prefill is a tick."""
+
+    def __init__(self, step_ms: float) -> None:
+        super().__init__(max_model_len=1024)
+        self.model_name = MODEL_NAME
+        self.step = step_ms / 1000
+        self._tick: asyncio.Future[None] | None = None
+
+    def start(self) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+    async def _next_tick(self) -> None:
+        if self._tick is None or self._tick.done():
+            loop = asyncio.get_running_loop()
+            self._tick = tick = loop.create_future()
+            loop.call_later(self.step, lambda: tick.done() or tick.set_result(None))
+        await self._tick
+
+    async def generate(
+        self,
+        prompt_ids: list[int],
+        options: SamplingOptions,
+        request_id: str,
+        adapter: AdapterHandle | None,
+    ) -> AsyncIterator[EngineChunk]:
+        await self._next_tick()
+        for count in range(1, options.max_tokens + 1):
+            done = count == options.max_tokens
+            yield EngineChunk(f" w{count}", count, done, "length" if done else None)
+            if not done:
+                await self._next_tick()
+
+
 async def round_of(stream: Stream, streams: int) -> tuple[float, float]:
     """(tokens per second over the round, TTFT p50 in ms)."""
     start = time.perf_counter()
@@ -132,7 +175,11 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
     import openai
 
     work = Path(tempfile.mkdtemp(prefix="openai-http-bench-"))
-    model = build_tiny_llama(work / "model", hidden=args.hidden, layers=args.layers, heads=8)
+    if args.engine == "ticking":
+        model = work / "model"
+        model.mkdir()
+    else:
+        model = build_tiny_llama(work / "model", hidden=args.hidden, layers=args.layers, heads=8)
     data = work / "data"
     settings = InferenceSettings(
         data_dir=data, model=model, served_model_name=MODEL_NAME, max_num_seqs=args.streams,
@@ -140,7 +187,7 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, float]]
         per_tenant_concurrency=1024, max_pending=1024, service_key=TEST_SERVICE_KEYS["inference"],
     )  # fmt: skip
     # The engine first: its workers must not inherit what sentence-transformers leaves behind.
-    engine = VllmEngine(settings)
+    engine = TickingEngine(args.step_ms) if args.engine == "ticking" else VllmEngine(settings)
     engine.start()
     from services.gateway.app import GatewayApp
     from services.gateway.settings import GatewaySettings
@@ -222,12 +269,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="samples per case (median)")
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--engine", choices=("vllm", "ticking"), default="vllm")
+    parser.add_argument("--step-ms", type=float, default=25.0, help="the ticking engine's step")
     args = parser.parse_args()
     rows = asyncio.run(main_async(args))
+    engine = (
+        f"model-free engine ticking every {args.step_ms:g} ms"
+        if args.engine == "ticking"
+        else f"random Llama hidden {args.hidden} x {args.layers} layers, fp32"
+    )
     print(
-        f"OpenAI HTTP vs gRPC — {platform.machine()}, {os.cpu_count()} cores, random Llama hidden"
-        f" {args.hidden} x {args.layers} layers, fp32; {args.streams} concurrent streams x"
-        f" {args.tokens} tokens greedy; median of {args.rounds} interleaved rounds"
+        f"OpenAI HTTP vs gRPC — {platform.machine()}, {os.cpu_count()} cores, {engine};"
+        f" {args.streams} concurrent streams x {args.tokens} tokens greedy; median of"
+        f" {args.rounds} interleaved rounds"
     )
     base_rate, base_ttft = rows[0][1], rows[0][2]
     width = max(len(r[0]) for r in rows)

@@ -75,7 +75,3 @@ class GatewayApp(Service):
         self.api.include_router(VectorStoreRoutes(store, retrieval, blocking).router)
         if self.proxy is not None:
             self.api.include_router(self.proxy.router)
-
-    async def stop(self) -> None:
-        if self.proxy is not None:
-            await self.proxy.close()
