@@ -139,8 +139,15 @@ def _batches(ids: np.ndarray) -> Iterator[list[int]]:
         yield [int(i) for i in ids[start : start + _IN_BATCH]]
 
 
-def _copy(conn: Connection, table: Table, rows: list[dict]) -> None:
-    """COPY `rows` (dicts with the same keys) into `table` inside `conn`'s transaction."""
+def _insert(conn: Connection, table: Table, rows: list[dict]) -> None:
+    """Inserts `rows` (dicts with the same keys) inside `conn`'s transaction: by COPY on
+    PostgreSQL, whose driver spends most of a multi-row INSERT parsing its thousands of
+    parameters; elsewhere one batched INSERT."""
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        conn.execute(insert(table), rows)
+        return
     columns = list(rows[0])
     raw = conn.connection.driver_connection
     with raw.cursor() as cursor:  # type: ignore[union-attr]
@@ -275,9 +282,8 @@ class RetrievalStore:
         """Inserts `rows` in one go; returns their new ids in the order of `rows`.
 
         On PostgreSQL the ids come from the table's own sequence (unique, never reused,
-        increasing in this call) and the rows go in by COPY: a multi-row INSERT spends
-        most of its time in the driver parsing a statement of thousands of parameters.
-        Elsewhere it is SQLAlchemy's batched INSERT .. RETURNING (insertmanyvalues).
+        increasing in this call) and the rows go in by `_insert`'s COPY. Elsewhere it is
+        SQLAlchemy's batched INSERT .. RETURNING (insertmanyvalues).
         """
         if not rows:
             return []
@@ -293,7 +299,7 @@ class RetrievalStore:
                 {"table": table.name, "n": len(rows)},
             )
         )
-        _copy(conn, table, [{"id": i, **row} for i, row in zip(ids, rows, strict=True)])
+        _insert(conn, table, [{"id": i, **row} for i, row in zip(ids, rows, strict=True)])
         return ids
 
     def _delete_docs(self, conn: Connection, doc_pks: list[int]) -> np.ndarray:
@@ -345,10 +351,7 @@ class RetrievalStore:
                 for doc_pk, p in pairs
                 for k, v in p.doc.metadata.items()
             ]
-            if labels and conn.dialect.name == "postgresql":
-                _copy(conn, doc_metadata, labels)
-            elif labels:
-                conn.execute(insert(doc_metadata), labels)
+            _insert(conn, doc_metadata, labels)
             added_ids = self._insert_returning(
                 conn,
                 chunks,

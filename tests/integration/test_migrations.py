@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +29,7 @@ from services.retrieval.store import SCHEMA as RETRIEVAL
 from services.training import store as training_store
 from services.training.store import SCHEMA as TRAINING
 from tests import legacy_schemas
-from tests.postgres import postgres_bin, postgres_server
+from tests.postgres import create_database, postgres_bin, postgres_server
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,13 +56,7 @@ def database(request, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
         yield sqlite_url(tmp_path / "db.sqlite")
         return
-    server = request.getfixturevalue("postgres")
-    name = "t" + uuid.uuid4().hex[:12]
-    admin = make_engine(server).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    yield server.rsplit("/", 1)[0] + "/" + name
+    yield create_database(request.getfixturevalue("postgres"))
 
 
 @pytest.fixture
