@@ -16,7 +16,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 GROUNDING_INSTRUCTIONS = (
     "Answer using only the numbered sources below. Cite the sources you use as [1], [2]."
@@ -92,6 +92,7 @@ def context_block(sources: Sequence[tuple[str, str]]) -> str:
     return f"{GROUNDING_INSTRUCTIONS}\n\nSources:\n{body}"
 
 
+@lru_cache(maxsize=1 << 16)  # the check folds the same handbook words millions of times
 def _fold(token: str) -> str:
     """Lower case, no accents, no punctuation, no possessive or plural s."""
     text = unicodedata.normalize("NFKD", token)
@@ -103,6 +104,7 @@ def _fold(token: str) -> str:
     return text
 
 
+@lru_cache(maxsize=1 << 16)
 def _stem(word: str) -> str:
     """Crude but symmetric: no -ing/-ed ending, then the first six letters ("approval" ~
     "approved" ~ "approves", "book" ~ "booked")."""
@@ -165,7 +167,12 @@ def _is_code(token: str) -> bool:
 
 def sentences(text: str) -> list[str]:
     """Sentences (and lines) of a text, stripped, empty ones left out."""
-    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+    return list(_sentences(text))
+
+
+@lru_cache(maxsize=1 << 12)  # the splitter's look-behinds are slow; passages recur
+def _sentences(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in _SENTENCE_END.split(text) if s.strip())
 
 
 def tokens(text: str) -> list[str]:
@@ -177,6 +184,7 @@ def stem(word: str) -> str:
     return _stem(word)
 
 
+@lru_cache(maxsize=1 << 13)  # passage sentences recur across answers and thresholds
 def stems_of(text: str) -> frozenset[str]:
     """Stems of a text's words and of their hyphenated parts ("TR-7" also gives "tr")."""
     words = tokens(text)
@@ -282,6 +290,22 @@ def proper_nouns(passages: Iterable[str]) -> frozenset[str]:
     return frozenset(found)
 
 
+@lru_cache(maxsize=1 << 13)  # the same sentences are read for many answers
+def terms_of(text: str) -> frozenset[str]:
+    """Folded words, canonical numbers and acronyms of a text, as claims' facts are matched."""
+    found: set[str] = set()
+    for word in tokens(text):
+        if _is_number(word):
+            found.add(_number(word))
+        elif (digits := _number_word(word)) is not None:
+            found.add(digits)
+        else:
+            found.add(_fold(word))
+            # "TR-7" also answers for "TR", "Varga-Lund" for "Varga" and "Lund"
+            found.update(_fold(part) for part in re.split(r"[-.]", word) if part)
+    return frozenset(found) | _acronyms(text)
+
+
 @dataclass(frozen=True)
 class Passage:
     """A passage's terms, computed once and matched against many claims."""
@@ -298,17 +322,7 @@ class Passage:
 
     @cached_property
     def terms(self) -> frozenset[str]:
-        found: set[str] = set()
-        for word in tokens(self.text):
-            if _is_number(word):
-                found.add(_number(word))
-            elif (digits := _number_word(word)) is not None:
-                found.add(digits)
-            else:
-                found.add(_fold(word))
-                # "TR-7" also answers for "TR", "Varga-Lund" for "Varga" and "Lund"
-                found.update(_fold(part) for part in re.split(r"[-.]", word) if part)
-        return frozenset(found) | _acronyms(self.text)
+        return terms_of(self.text)
 
     @cached_property
     def stems(self) -> frozenset[str]:
