@@ -37,9 +37,11 @@ from tests.e2e.chaos import (
     Ledger,
     Load,
     RequestCounts,
+    descendants,
     describe,
     files_digest,
     job_events,
+    orphans,
     wait_for_job,
 )
 from tests.e2e.test_local_suite import HANDBOOK, User
@@ -131,12 +133,16 @@ def test_two_replicas_of_everything_survive_sigkills_under_load(tmp_path):
         for n in range(2):
             load.spawn(f"generator-{n}", lambda: load.generator(limit=2000, pause=0.5))
 
+        engines: set[int] = set()
         with TrainingClient(addresses["training"], key) as training:
             for service, replica in KILLS:
                 time.sleep(10)  # load flows through both replicas first
                 if service == "training":
                     _wait_for_running_job(training, ledger, seconds=300)
                 started = time.monotonic()
+                if service == "inference":  # its vLLM engine core and worker must end too
+                    leader = suite.processes[suite.process_name(service, replica)].pid
+                    engines |= descendants(leader)
                 suite.kill(service, replica)
                 time.sleep(3)  # the survivors carry the load alone for a while
                 suite.restart(service, replica, timeout=START_SECONDS)
@@ -156,6 +162,7 @@ def test_two_replicas_of_everything_survive_sigkills_under_load(tmp_path):
             "jobs": _jobs_run_twice_or_lost(ledger, addresses, key),
             "generations": _unanswered(ledger),
             "replica traffic": [] if all(t > 0 for t in totals) else [f"per replica: {totals}"],
+            "engine processes outliving their killed server": orphans(engines),
         }
     _judge(problems, summary)
 
