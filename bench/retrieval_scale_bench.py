@@ -17,8 +17,15 @@ plain Kubernetes Service (so about half of them are forwarded one hop).
   `VectorIndex.build`), the index's memory, cold first search, warm p50/p99 over gRPC,
   and recall@10 against brute force on the same vectors.
 
+- efSearch sweep (`--sweep-sizes`, nothing else runs): one HNSW graph per size over the
+  big collection's vectors, built in-process (no PostgreSQL) and cached as a snapshot
+  with `--sweep-cache`; recall@10 and single-query latency per efSearch, including the
+  service's size-based default.
+
     /work/heavy .venv/bin/python -m bench.retrieval_scale_bench \\
         [--tenants 1000 --chunks 1000 --big 1000000 --queries 300]
+    /work/heavy .venv/bin/python -m bench.retrieval_scale_bench \\
+        --sweep-sizes 100000,300000,1000000 --sweep-cache /tmp/hnsw-sweep
 """
 
 from __future__ import annotations
