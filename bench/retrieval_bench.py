@@ -121,7 +121,7 @@ def _synthetic(
         ]
         store.write_documents(record, docs)
     record = store.get_collection("acme", record.name)
-    params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
+    params = IndexParams.from_settings(settings)
     index = load_collection(store, snapshots, record, params).index
     snapshots.save(record.pk, index)
     return index

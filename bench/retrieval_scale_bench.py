@@ -17,8 +17,15 @@ plain Kubernetes Service (so about half of them are forwarded one hop).
   `VectorIndex.build`), the index's memory, cold first search, warm p50/p99 over gRPC,
   and recall@10 against brute force on the same vectors.
 
+- efSearch sweep (`--sweep-sizes`, nothing else runs): one HNSW graph per size over the
+  big collection's vectors, built in-process (no PostgreSQL) and cached as a snapshot
+  with `--sweep-cache`; recall@10 and single-query latency per efSearch, including the
+  service's size-based default.
+
     /work/heavy .venv/bin/python -m bench.retrieval_scale_bench \\
         [--tenants 1000 --chunks 1000 --big 1000000 --queries 300]
+    /work/heavy .venv/bin/python -m bench.retrieval_scale_bench \\
+        --sweep-sizes 100000,300000,1000000 --sweep-cache /tmp/hnsw-sweep
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,7 +55,7 @@ from services.common.probes import free_port
 from services.common.testing import service_process
 from services.retrieval.app import SERVICE_NAME
 from services.retrieval.chunking import Chunk
-from services.retrieval.index import IndexParams, VectorIndex
+from services.retrieval.index import IndexParams, VectorIndex, auto_ef_search
 from services.retrieval.live import load_collection
 from services.retrieval.membership import Member, rendezvous
 from services.retrieval.records import CollectionRecord, DocumentInput, IndexKind, PreparedDocument
@@ -327,7 +335,7 @@ def bench_big(url: str, tmp: str, args: argparse.Namespace) -> list[str]:
     written = time.perf_counter() - started
     print(f"  {args.big} chunks written in {written:.0f}s ({args.big / written:.0f}/s)", flush=True)
     ids = store.chunk_ids(record.pk)
-    params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
+    params = IndexParams.from_settings(settings)
     faiss.omp_set_num_threads(os.cpu_count() or 1)
     started = time.perf_counter()
     index = VectorIndex.build(IndexKind.HNSW, DIM, params, ids, vectors, record.revision)
@@ -361,9 +369,10 @@ def bench_big(url: str, tmp: str, args: argparse.Namespace) -> list[str]:
         rss = _rss_mib(proc.pid)  # type: ignore[attr-defined]
         caller.close()
     w50, w99 = _percentiles(warm)
+    ef = settings.hnsw_ef_search or f"{auto_ef_search(args.big)} (by size)"
     return [
         f"| one big collection: {args.big} chunks, HNSW M={settings.hnsw_m}"
-        f" efC={settings.hnsw_ef_construction} efS={settings.hnsw_ef_search} | written to"
+        f" efC={settings.hnsw_ef_construction} efS={ef} | written to"
         f" PostgreSQL in {written:.0f} s | |",
         f"| HNSW build ({os.cpu_count()} threads) | {build:.1f} s | |",
         f"| index memory / snapshot / replica RSS | {memory:.0f} MiB /"
@@ -372,6 +381,105 @@ def bench_big(url: str, tmp: str, args: argparse.Namespace) -> list[str]:
         f"| warm search, {args.queries} calls (gRPC) | p50 {w50:.1f} / p99 {w99:.1f} ms | |",
         f"| recall@10 vs brute force (200 queries) | {recall:.3f} | goal >= 0.95 |",
     ]
+
+
+def _big_vectors(n: int) -> np.ndarray:
+    """bench_big's vectors: the same seed and recipe for every size."""
+    rng = np.random.default_rng(11)
+    return _embedding_like(rng, rng.standard_normal((RANK, DIM)).astype(np.float32), n)
+
+
+def _recall_queries(vectors: np.ndarray, count: int = 200) -> tuple[np.ndarray, list[set[int]]]:
+    """bench_big's queries: near stored vectors, with brute-force top-10 by argpartition."""
+    qrng = np.random.default_rng(5)
+    queries = []
+    truths = []
+    for position in qrng.choice(len(vectors), size=count, replace=False):
+        query = vectors[position] + qrng.standard_normal(DIM).astype(np.float32) * 0.02
+        query /= np.linalg.norm(query)
+        queries.append(query)
+        truths.append(set(np.argpartition(-(vectors @ query), 10)[:10].tolist()))
+    return np.asarray(queries, dtype=np.float32), truths
+
+
+def _sweep_index(
+    n: int, vectors: np.ndarray, params: IndexParams, cache: Path | None
+) -> tuple[VectorIndex, float | None]:
+    """The HNSW graph over `vectors` built by the service's `VectorIndex.build`, or read
+    from the snapshot an earlier run left in `cache` (build time None then)."""
+    path = None
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        path = cache / f"hnsw-{n}-m{params.hnsw_m}-efc{params.ef_construction}.npz"
+        if path.exists():
+            index = VectorIndex.from_bytes(path.read_bytes(), params)
+            if index is not None:
+                return index, None
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    started = time.perf_counter()
+    index = VectorIndex.build(IndexKind.HNSW, DIM, params, np.arange(n), vectors, 1)
+    seconds = time.perf_counter() - started
+    faiss.omp_set_num_threads(1)  # searches run on one thread, as in the service
+    if path is not None:
+        path.with_suffix(".tmp").write_bytes(index.to_bytes())
+        path.with_suffix(".tmp").rename(path)
+    return index, seconds
+
+
+def bench_sweep(args: argparse.Namespace) -> None:
+    """recall@10 and single-query latency per efSearch over one graph per size.
+
+    Each query is searched at every efSearch in turn (inner loop), so load changes on a
+    shared machine hit every row alike; the ratio is to the efSearch=96 row."""
+    sizes = [int(x) for x in args.sweep_sizes.split(",")]
+    efs = [int(x) for x in args.sweep_ef.split(",")]
+    if 96 not in efs:
+        efs.insert(0, 96)
+    cache = Path(args.sweep_cache) if args.sweep_cache else None
+    tables: list[str] = []
+    for n in sizes:
+        load = os.getloadavg()
+        vectors = _big_vectors(n)
+        base = IndexParams(hnsw_m=args.sweep_m, ef_construction=args.sweep_ef_construction)
+        index, build = _sweep_index(n, vectors, base, cache)
+        built = "read from cache" if build is None else f"built in {build:.0f} s"
+        print(f"  {n} vectors: HNSW {built}", flush=True)
+        queries, truths = _recall_queries(vectors)
+        del vectors
+        faiss.omp_set_num_threads(1)
+        params: dict[str, IndexParams] = {str(ef): replace(base, ef_search=ef) for ef in efs}
+        params[f"default: {auto_ef_search(n)} by size"] = replace(base, ef_search=None)
+        hits = dict.fromkeys(params, 0)
+        times: dict[str, list[float]] = {name: [] for name in params}
+        for query in queries[:20]:  # warm-up: page in the graph
+            index.search(query, 10)
+        for query, truth in zip(queries, truths, strict=True):
+            for name, row in params.items():
+                index.params = row
+                started = time.perf_counter()
+                found = index.search(query, 10)[1]
+                times[name].append(time.perf_counter() - started)
+                hits[name] += len(truth & set(found.tolist()))
+        p50_96 = _percentiles(times["96"])[0]
+        lines = [
+            f"\n{n:,} vectors, HNSW M={base.hnsw_m} efConstruction={base.ef_construction}"
+            f" ({built}), {len(queries)} queries, load average at start"
+            f" {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}",
+            "| efSearch | recall@10 | p50 ms | p99 ms | p50 / efSearch 96 |",
+            "|---|---|---|---|---|",
+        ]
+        for name in params:
+            p50, p99 = _percentiles(times[name])
+            recall = hits[name] / (10 * len(queries))
+            lines.append(f"| {name} | {recall:.3f} | {p50:.2f} | {p99:.2f} | {p50 / p50_96:.2f}x |")
+        print("\n".join(lines), flush=True)
+        tables += lines
+        del index
+    print(
+        f"\nefSearch sweep: {platform.machine()}, {os.cpu_count()} CPUs, top_k=10, one search"
+        " thread, synthetic vectors (rank-48 structure in 384-d, bench_big's recipe)"
+    )
+    print("\n".join(tables))
 
 
 def main() -> None:
@@ -388,7 +496,17 @@ def main() -> None:
     parser.add_argument("--skip-tenants", action="store_true")
     parser.add_argument("--skip-write", action="store_true")
     parser.add_argument("--write-rounds", type=int, default=3)
+    #: efSearch sweep (in-process, no PostgreSQL): sizes to build, efSearch values to try.
+    parser.add_argument("--sweep-sizes", default="")
+    parser.add_argument("--sweep-ef", default="64,96,128,192,256,384,512")
+    parser.add_argument("--sweep-m", type=int, default=IndexParams.hnsw_m)
+    parser.add_argument("--sweep-ef-construction", type=int, default=IndexParams.ef_construction)
+    #: Folder for built graphs (faiss.write_index), so a rerun reads instead of rebuilding.
+    parser.add_argument("--sweep-cache", default="")
     args = parser.parse_args()
+    if args.sweep_sizes:
+        bench_sweep(args)
+        return
     rows: list[str] = []
     with tempfile.TemporaryDirectory(prefix="retrieval-scale-") as tmp:
         if not args.skip_write:

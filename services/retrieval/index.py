@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import threading
 from dataclasses import dataclass
 
@@ -17,21 +18,65 @@ import faiss
 import numpy as np
 
 from services.retrieval.records import IndexKind
+from services.retrieval.settings import RetrievalSettings
 
 log = logging.getLogger(__name__)
 
 _KIND_CODES = {IndexKind.EXACT: 1, IndexKind.HNSW: 2}
 
 
+#: Size-based efSearch (`auto_ef_search`): today's 96 up to 100k vectors, then 64 more per
+#: doubling of the graph. Fitted on bench/retrieval_scale_bench.py's efSearch sweep (M=32,
+#: efConstruction=64, SYNTHETIC rank-48 vectors in 384-d, 2026-12-07): the beam that
+#: reaches recall@10 0.95 grew by about 55-60 per doubling (about 65 at 100k, 160 at 300k,
+#: 250 at 1M), so 64 keeps a margin: measured 0.966 / 0.968 / 0.967 at 100k / 300k / 1M
+#: (beams 96 / 198 / 309). Past 1M it is an extrapolation, and real embeddings may need
+#: more or less: set `ef_search` (LORAPLEX_RETRIEVAL_HNSW_EF_SEARCH) to fix the beam.
+AUTO_EF_FLOOR = 96
+AUTO_EF_BASE_SIZE = 100_000
+AUTO_EF_PER_DOUBLING = 64
+
+
+def auto_ef_search(ntotal: int) -> int:
+    """efSearch for an HNSW graph of `ntotal` vectors: a fixed beam loses recall as the
+    graph grows (0.966 at 100k, 0.856 at 1M with 96), so the beam grows with it."""
+    if ntotal <= AUTO_EF_BASE_SIZE:
+        return AUTO_EF_FLOOR
+    doublings = math.log2(ntotal / AUTO_EF_BASE_SIZE)
+    return math.ceil(AUTO_EF_FLOOR + AUTO_EF_PER_DOUBLING * doublings)
+
+
+def search_beam(ef_search: int | None, ntotal: int, k: int, allowed: int | None) -> int:
+    """efSearch of one search: the configured beam, else the size-based one; never below
+    k; wider for a selective filter over `allowed` ids (up to 4x), so fewer searches need
+    the exact fallback."""
+    base = auto_ef_search(ntotal) if ef_search is None else ef_search
+    ef = max(base, k)
+    if allowed:
+        ef = max(ef, min(k * ntotal // allowed, 4 * base))
+    return ef
+
+
 @dataclass(frozen=True)
 class IndexParams:
     hnsw_m: int = 32
     ef_construction: int = 64
-    ef_search: int = 96
+    #: A fixed efSearch at every size; None: `auto_ef_search` of the graph's size.
+    ef_search: int | None = None
     #: Filtered HNSW searches over at most this many chunks are computed exactly.
     exact_filter_threshold: int = 4096
     #: OpenMP threads per search (0: OpenMP's default, every core).
     search_threads: int = 1
+
+    @classmethod
+    def from_settings(cls, settings: RetrievalSettings) -> IndexParams:
+        return cls(
+            hnsw_m=settings.hnsw_m,
+            ef_construction=settings.hnsw_ef_construction,
+            ef_search=settings.hnsw_ef_search,
+            exact_filter_threshold=settings.exact_filter_threshold,
+            search_threads=settings.faiss_threads,
+        )
 
 
 _omp = threading.local()
@@ -154,7 +199,9 @@ class VectorIndex:
             else:
                 selector = None
             if self.kind is IndexKind.HNSW:
-                params = faiss.SearchParametersHNSW(efSearch=self._ef_search(k, allowed))
+                count = None if allowed is None else len(allowed)
+                ef = search_beam(self.params.ef_search, self.ntotal, k, count)
+                params = faiss.SearchParametersHNSW(efSearch=ef)
             else:
                 params = faiss.SearchParameters()
             if selector is not None:
@@ -167,13 +214,6 @@ class VectorIndex:
             if self.kind is IndexKind.HNSW and underfilled:
                 return self._exact_subset(query, k, allowed)
         return scores[0][keep], ids[0][keep]
-
-    def _ef_search(self, k: int, allowed: np.ndarray | None) -> int:
-        """Wider beams for selective filters, so fewer searches need the exact fallback."""
-        ef = max(self.params.ef_search, k)
-        if allowed is not None and len(allowed):
-            ef = max(ef, min(k * self.ntotal // len(allowed), 4 * self.params.ef_search))
-        return ef
 
     def _exact_subset(
         self, query: np.ndarray, k: int, allowed: np.ndarray

@@ -86,13 +86,7 @@ class CollectionManager:
         self.snapshots = snapshots
         self.embedders = embedders
         self.executor = executor
-        self.params = IndexParams(
-            hnsw_m=settings.hnsw_m,
-            ef_construction=settings.hnsw_ef_construction,
-            ef_search=settings.hnsw_ef_search,
-            exact_filter_threshold=settings.exact_filter_threshold,
-            search_threads=settings.faiss_threads,
-        )
+        self.params = IndexParams.from_settings(settings)
         self.cache = CollectionCache(settings.memory_budget_bytes)
         self._maintenance: set[asyncio.Task[None]] = set()
         #: Document tokenizing and embedding; searches stay on `executor`.

@@ -90,7 +90,12 @@ class RetrievalSettings(ServiceSettings, BlobStoreFields):
     snapshot_every_writes: int = 50
     hnsw_m: int = 32
     hnsw_ef_construction: int = 64
-    hnsw_ef_search: int = 96
+    #: HNSW search beam. Unset: it grows with the collection, 96 up to 100k vectors then
+    #: 64 more per doubling (`services.retrieval.index.auto_ef_search`, fitted for
+    #: recall@10 >= 0.95 with a margin on the bench's synthetic vectors at 100k-1M). Set:
+    #: that beam at every size (the behaviour before 2026-12-07), to trade recall for
+    #: latency or to fit real embeddings. Filtered searches widen either up to 4x.
+    hnsw_ef_search: int | None = Field(default=None, ge=1)
     #: HNSW rebuilds once tombstones reach this share of the index (and the minimum count).
     rebuild_tombstone_ratio: float = 0.2
     rebuild_min_tombstones: int = 1000
