@@ -76,6 +76,12 @@ def start(
     lora_last_layers: Annotated[
         int, typer.Option(help="adapt only the last N layers (0: all); faster to train")
     ] = 0,
+    eval_interval: Annotated[
+        int, typer.Option(help="validation every N steps (0: four times per run)")
+    ] = 0,
+    checkpoint_interval: Annotated[
+        int, typer.Option(help="checkpoint every N steps (0: four times per run)")
+    ] = 0,
     test_ratio: Annotated[float, typer.Option(help="held-out share when no --test")] = 0.0,
     validation_ratio: Annotated[float, typer.Option(help="share when no --validation")] = 0.0,
     publish: Annotated[str, typer.Option(help="adapter name 'tenant/name'")] = "",
@@ -96,6 +102,8 @@ def start(
         "batch_size": batch_size,
         "max_seq_length": max_seq_length,
         "seed": seed,
+        "eval_interval_steps": eval_interval,
+        "checkpoint_interval_steps": checkpoint_interval,
     }
     if gradient_accumulation is not None:  # an explicit 0 reaches the server and is refused
         hp["gradient_accumulation_steps"] = gradient_accumulation

@@ -43,10 +43,19 @@ async def test_cli_pushes_data_trains_follows_and_plots(tmp_path, models_dir):
             "12",
             "--learning-rate",
             "0.01",
+            "--validation-ratio",
+            "0.25",
+            "--eval-interval",
+            "4",
+            "--checkpoint-interval",
+            "6",
         )
         job_id = started.split()[0]
         followed = await run("train", "logs", job_id, "-f")
         assert "evaluation (test)" in followed
+        validated = [f"evaluation (validation) at step {n}:" in followed for n in (4, 8, 12)]
+        assert all(validated) and "evaluation (validation) at step 3:" not in followed, followed
+        assert "checkpoint at step 6" in followed and "checkpoint at step 4" not in followed
         history = await run("train", "logs", job_id)
         assert "step 12/12" in history and history.strip().splitlines()[-1].endswith("succeeded")
         status = await run("train", "status", job_id)
@@ -59,3 +68,11 @@ async def test_cli_pushes_data_trains_follows_and_plots(tmp_path, models_dir):
 
         bad = await asyncio.to_thread(runner.invoke, cli, ["train", "status", "job-nope", *conn])
         assert bad.exit_code == 4
+        refused = await asyncio.to_thread(
+            runner.invoke,
+            cli,
+            ["train", "start", "tiny", "-d", dataset_id, "--eval-interval", "-1", *conn],
+        )
+        assert refused.exit_code != 0 and "eval_interval_steps must not be negative" in (
+            refused.output
+        ), refused.output
