@@ -78,6 +78,9 @@ def up(
             f"logs in {suite.data_dir / 'logs'}; set LORAPLEX_DATA_DIR={suite.data_dir} for"
             " `loraplex keys create`; Ctrl-C stops the suite"
         )
+        # Ctrl-C stops the suite even where SIGINT was inherited as ignored (a job started
+        # in the background of a non-interactive shell), where Python raises nothing.
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
         with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
 

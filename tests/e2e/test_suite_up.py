@@ -27,7 +27,9 @@ pytestmark = [
 ]
 
 
-#: Ctrl-C to every process stopped (each replica drains, then the backends stop).
+#: Ctrl-C to every process stopped (each replica drains, then the backends stop); generous
+#: for a loaded machine. The test sends SIGINT itself, so it also holds where pytest runs
+#: with SIGINT ignored (in the background of a non-interactive shell).
 STOP_SECONDS = 600
 
 
@@ -84,7 +86,6 @@ def test_suite_up_replicas_starts_wires_and_stops_everything(tmp_path):
     finally:
         up.send_signal(signal.SIGINT)
         try:
-            # Generous: under make test's load (right after the chaos test) 120 s ran out once.
             up.wait(timeout=STOP_SECONDS)
         except subprocess.TimeoutExpired:
             up.kill()
