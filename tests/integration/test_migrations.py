@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -25,6 +26,8 @@ from services.common.migrations import Schema, baseline, current, head, upgrade
 from services.registry import models as registry_models
 from services.registry.store import SCHEMA as REGISTRY
 from services.retrieval import store as retrieval_store
+from services.retrieval.chunking import Chunk
+from services.retrieval.records import DocumentInput, PreparedDocument
 from services.retrieval.store import SCHEMA as RETRIEVAL
 from services.training import store as training_store
 from services.training.store import SCHEMA as TRAINING
@@ -176,6 +179,45 @@ def test_stores_open_a_pre_migration_database(engine):
     job = store.find_job("job-1")
     assert job is not None and job.state == "running" and job.metrics == {"train_loss": 0.5}
     assert [e.sequence for e in store.events_after("job-1", 0)] == [1, 2]
+
+
+def test_retrieval_store_writes_to_a_pre_migration_database(engine):
+    """The write path draws ids from the tables' own sequences (COPY on PostgreSQL): on a
+    database the old service filled, it upgrades at start and writes after the old rows."""
+    t = legacy_schemas.retrieval.tables
+    legacy_schemas.retrieval.create_all(engine)
+    with engine.begin() as conn:  # as the old service wrote: ids from the columns' defaults
+        collection = conn.execute(
+            t["collections"].insert().values(
+                tenant="acme", name="docs", embedding_model="m", dimension=4,
+                index_kind="exact", chunk_size=200, chunk_overlap=20, created_at=NOW, revision=1,
+            )
+        ).inserted_primary_key[0]  # fmt: skip
+        document = conn.execute(
+            t["documents"].insert().values(
+                collection_id=collection, doc_id="a", metadata_json="{}", source_uri="",
+                source_title="A", revision=1,
+            )
+        ).inserted_primary_key[0]  # fmt: skip
+        old = conn.execute(
+            t["chunks"].insert().values(
+                collection_id=collection, document_id=document, chunk_index=0, text="hello",
+                start_char=0, end_char=5, vector=b"\x00" * 16, revision=1,
+            )
+        ).inserted_primary_key[0]  # fmt: skip
+
+    store = retrieval_store.RetrievalStore(engine)
+    record = store.get_collection("acme", "docs")
+    doc = PreparedDocument(
+        DocumentInput("b", "text", {"k": "v"}, "", "B"),
+        [Chunk(0, "b part", 0, 6)],
+        np.ones((1, 4), np.float32),
+    )
+    written = store.write_documents(record, [doc])
+
+    assert written.added_ids.tolist() and int(written.added_ids.min()) > old
+    assert store.chunk_ids(record.pk).tolist() == [old, *written.added_ids.tolist()]
+    assert store.hydrate(record.pk, [old])[old].text == "hello"
 
 
 def test_services_keep_their_own_version_tables(engine):
