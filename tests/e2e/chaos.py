@@ -27,6 +27,7 @@ from loraplex.client import (
     RetrievalClient,
     TrainingClient,
 )
+from tests.processes import alive
 
 TENANT = "acme"
 ADAPTER = f"{TENANT}/chaos"
@@ -307,37 +308,9 @@ def describe(ledger: Ledger) -> dict[str, object]:
     }
 
 
-def descendants(pid: int) -> set[int]:
-    """Every process below `pid`, read from /proc (a vLLM server's engine core and worker)."""
-    children: defaultdict[int, list[int]] = defaultdict(list)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue  # gone meanwhile
-        children[parent].append(int(stat.parent.name))
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children[todo.pop()]:
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def running(pid: int) -> bool:
-    """Alive, not a zombie left for a reaper."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 def orphans(pids: set[int], seconds: float = 120.0) -> list[int]:
     """Those of `pids` still running after up to `seconds` (generous: a busy machine)."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and any(running(p) for p in pids):
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
         time.sleep(0.5)
-    return sorted(p for p in pids if running(p))
+    return sorted(p for p in pids if alive(p))

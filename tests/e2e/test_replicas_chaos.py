@@ -37,7 +37,6 @@ from tests.e2e.chaos import (
     Ledger,
     Load,
     RequestCounts,
-    descendants,
     describe,
     files_digest,
     job_events,
@@ -45,6 +44,7 @@ from tests.e2e.chaos import (
     wait_for_job,
 )
 from tests.e2e.test_local_suite import HANDBOOK, User
+from tests.processes import descendants
 from tests.tiny_llm import build_tiny_llama, make_random_lora
 
 pytestmark = [

@@ -136,15 +136,6 @@ async def versions_of(channel, name: str, training_job: str) -> list[int]:
     return [v.version for v in reply.versions if v.lineage["training_job"] == training_job]
 
 
-def alive(pid: int) -> bool:
-    """Running or stopped; a zombie (dead, not yet reaped) counts as gone."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 async def until(check: Callable[[], T], deadline: float = 600.0) -> T:
     """Polls `check` (on files or rows another process writes) until it returns truth."""
     end = time.monotonic() + deadline

@@ -24,6 +24,7 @@ from services.training.store import jobs_table
 from tests.integration.training import replicas
 from tests.integration.training.conftest import ACME, collect_events, stub, toy_spec, upload
 from tests.postgres import create_database, postgres_bin, postgres_server
+from tests.processes import alive
 from tests.unit.training.tiny_model import toy_rows
 
 pytestmark = [
@@ -151,7 +152,7 @@ async def test_a_killed_replicas_job_is_taken_over_once_its_lease_lapses(
                 assert replicas.runs(events) == [list(range(1, 41))]
                 assert replicas.file_steps(job_dir, 1) == list(range(1, 41))
                 assert found.count("published") == 1
-                assert not replicas.alive(worker)
+                assert not alive(worker)
             finally:
                 for process in processes.values():
                     replicas.stop(process)

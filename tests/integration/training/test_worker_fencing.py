@@ -25,6 +25,7 @@ from services.training.store import jobs_table
 from services.training.worker import EventWriter
 from tests.integration.training import replicas
 from tests.integration.training.conftest import ACME, collect_events, stub, toy_spec, upload
+from tests.processes import alive
 from tests.unit.training.tiny_model import toy_rows
 
 pytestmark = pytest.mark.integration
@@ -48,7 +49,7 @@ async def test_restarted_replica_logs_the_dead_workers_events_and_resumes(tmp_pa
             service.send_signal(signal.SIGKILL)
             os.kill(worker, signal.SIGKILL)  # the container went down with both
             service.wait(timeout=30)
-            await replicas.until(lambda: not replicas.alive(worker))
+            await replicas.until(lambda: not alive(worker))
             engine = make_engine(sqlite_url(tmp_path / "training" / "training.db"))
             with engine.connect() as conn:
                 lapses = conn.execute(

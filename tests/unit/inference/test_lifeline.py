@@ -18,6 +18,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from services.inference import lifeline
+from tests.processes import alive
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -40,15 +41,6 @@ PARENT = textwrap.dedent(
         time.sleep(600)
     """
 )
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie waiting for a reaper."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")
 
 
 def _wait(predicate, seconds: float = 120.0) -> bool:
@@ -75,16 +67,16 @@ def test_child_ends_when_its_parent_is_killed(tmp_path):
         )
         child = int(Path(f"{out}.pid").read_text())
         time.sleep(3 * lifeline.POLL_SECONDS)
-        assert _running(child), "the child ended while its parent was alive"
+        assert alive(child), "the child ended while its parent was alive"
         parent.send_signal(signal.SIGKILL)
         parent.wait(timeout=30)
-        assert _wait(lambda: not _running(child)), f"child {child} outlived its killed parent"
+        assert _wait(lambda: not alive(child)), f"child {child} outlived its killed parent"
     finally:
         if parent.poll() is None:
             parent.kill()
         if Path(f"{out}.pid").exists():
             pid = int(Path(f"{out}.pid").read_text())
-            if _running(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
 
