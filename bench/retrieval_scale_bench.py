@@ -327,9 +327,7 @@ def bench_big(url: str, tmp: str, args: argparse.Namespace) -> list[str]:
     snapshots = SnapshotStore(
         open_blob_store(settings.blob_settings(Path(tmp, "snapshots"))), store
     )
-    rng = np.random.default_rng(11)
-    basis = rng.standard_normal((RANK, DIM)).astype(np.float32)
-    vectors = _embedding_like(rng, basis, args.big)
+    vectors = _big_vectors(args.big)
     started = time.perf_counter()
     record = _write(store, "big", "big", IndexKind.HNSW, vectors)
     written = time.perf_counter() - started
@@ -341,15 +339,13 @@ def bench_big(url: str, tmp: str, args: argparse.Namespace) -> list[str]:
     index = VectorIndex.build(IndexKind.HNSW, DIM, params, ids, vectors, record.revision)
     build = time.perf_counter() - started
     print(f"  HNSW built in {build:.0f}s", flush=True)
-    # Recall@10 against brute force, queries near stored vectors (as in retrieval_bench).
-    qrng = np.random.default_rng(5)
-    hits = 0
-    for position in qrng.choice(len(ids), size=200, replace=False):
-        query = vectors[position] + qrng.standard_normal(DIM).astype(np.float32) * 0.02
-        query /= np.linalg.norm(query)
-        truth = set(ids[np.argpartition(-(vectors @ query), 10)[:10]].tolist())
-        hits += len(truth & set(index.search(query, 10)[1].tolist()))
-    recall = hits / 2000
+    # Recall@10 against brute force (truths are positions in `vectors`; ids are the store's).
+    queries, truths = _recall_queries(vectors)
+    hits = sum(
+        len({int(ids[p]) for p in truth} & set(index.search(query, 10)[1].tolist()))
+        for query, truth in zip(queries, truths, strict=True)
+    )
+    recall = hits / (10 * len(queries))
     print(f"  recall@10 {recall:.3f}", flush=True)
     memory = index.memory_bytes() / 2**20
     del vectors  # the snapshot's serialization and the replica's load need the room
@@ -419,7 +415,6 @@ def _sweep_index(
     started = time.perf_counter()
     index = VectorIndex.build(IndexKind.HNSW, DIM, params, np.arange(n), vectors, 1)
     seconds = time.perf_counter() - started
-    faiss.omp_set_num_threads(1)  # searches run on one thread, as in the service
     if path is not None:
         path.with_suffix(".tmp").write_bytes(index.to_bytes())
         path.with_suffix(".tmp").rename(path)
@@ -446,7 +441,7 @@ def bench_sweep(args: argparse.Namespace) -> None:
         print(f"  {n} vectors: HNSW {built}", flush=True)
         queries, truths = _recall_queries(vectors)
         del vectors
-        faiss.omp_set_num_threads(1)
+        faiss.omp_set_num_threads(1)  # searches run on one thread, as in the service
         params: dict[str, IndexParams] = {str(ef): replace(base, ef_search=ef) for ef in efs}
         params[f"default: {auto_ef_search(n)} by size"] = replace(base, ef_search=None)
         hits = dict.fromkeys(params, 0)
@@ -501,7 +496,7 @@ def main() -> None:
     parser.add_argument("--sweep-ef", default="64,96,128,192,256,384,512")
     parser.add_argument("--sweep-m", type=int, default=IndexParams.hnsw_m)
     parser.add_argument("--sweep-ef-construction", type=int, default=IndexParams.ef_construction)
-    #: Folder for built graphs (faiss.write_index), so a rerun reads instead of rebuilding.
+    #: Folder for built graphs (the index's own snapshot bytes), so a rerun reads them.
     parser.add_argument("--sweep-cache", default="")
     args = parser.parse_args()
     if args.sweep_sizes:
