@@ -3,7 +3,6 @@ and the OpenAI-shaped HTTP gateway: one address for every OpenAI route."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import threading
@@ -81,8 +80,7 @@ def up(
         # Ctrl-C stops the suite even where SIGINT was inherited as ignored (a job started
         # in the background of a non-interactive shell), where Python raises nothing.
         signal.signal(signal.SIGINT, lambda *_: stop.set())
-        with contextlib.suppress(KeyboardInterrupt):
-            stop.wait()
+        stop.wait()
 
 
 def _start_embedded(suite: LocalSuite, names: tuple[str, ...]) -> None:
