@@ -71,8 +71,7 @@ class Admission:
         request_id = (headers.get(REQUEST_ID_HEADER) or new_request_id())[:MAX_REQUEST_ID]
         request_id_var.set(request_id)
         principal_var.set(None)
-        await self.keys.refresh(self.blocking)
-        principal = self.keys.authenticate(headers)
+        principal = await self.keys.resolve(headers, self.blocking)
         self.scopes.check(principal, route)
         principal_var.set(principal)
         if self.readiness is not None:

@@ -121,8 +121,10 @@ class KeyRing:
 
     Built once per process (`Kit.keys`) and shared by every front end. Lookups are
     in memory; the keys file is re-read by `refresh`, at most once a `RELOAD_SECONDS`
-    and on the executor, never on the event loop: an unknown key costs a dict lookup,
-    not a file read, however many arrive.
+    and on the executor, never on the event loop. An unknown key costs one `stat` of
+    the file off the loop (`resolve`), and a re-read only when the file changed on
+    disk: a key created a moment ago works on its first call, and a flood of unknown
+    keys reads nothing.
     """
 
     #: At most one re-read of the keys file per this many seconds (keys added or revoked
@@ -135,8 +137,10 @@ class KeyRing:
         self._keys: dict[str, KeyEntry] = dict(self._fixed)
         self._file: Path | None = None
         self._file_digest: str | None = None
+        self._file_stat: tuple[int, ...] | None = None
         self._checked_at = time.monotonic()
         self._reloading: asyncio.Future[None] | None = None
+        self._rechecking: asyncio.Future[None] | None = None
 
     def _merge(self) -> None:
         """Environment keys win over the file's; rebuilt only when either changes."""
@@ -165,10 +169,19 @@ class KeyRing:
         return ring
 
     def _file_bytes(self) -> bytes | None:
+        self._file_stat = self._stat_file()  # before the read: a later change shows
         try:
             return self._file.read_bytes() if self._file is not None else None
         except FileNotFoundError:
             return None
+
+    def _stat_file(self) -> tuple[int, ...] | None:
+        """What changes with any edit: `cp -p` keeps mtime but not ctime, a replace the inode."""
+        try:
+            st = self._file.stat() if self._file is not None else None
+        except FileNotFoundError:
+            return None
+        return None if st is None else (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     def _read_file(self, content: bytes | None = None) -> dict[str, KeyEntry]:
         content = self._file_bytes() if content is None else content
@@ -226,6 +239,41 @@ class KeyRing:
         self._reloading = None
         if not reloading.cancelled() and reloading.exception() is not None:
             log.error("reading the keys file failed", exc_info=reloading.exception())
+
+    def _reload_if_changed(self) -> None:
+        if self._file is not None and self._stat_file() != self._file_stat:
+            self.reload()
+
+    async def _recheck(self, blocking: Blocking | None) -> None:
+        """Re-reads the keys file now if it changed on disk; single-flight, off the loop."""
+        if self._file is None:
+            return
+        if self._rechecking is None:
+            self._rechecking = asyncio.ensure_future(
+                _run_blocking(blocking, self._reload_if_changed)
+            )
+            self._rechecking.add_done_callback(self._rechecked)
+        await asyncio.shield(self._rechecking)
+
+    def _rechecked(self, rechecking: asyncio.Future[None]) -> None:
+        self._rechecking = None
+        if not rechecking.cancelled() and rechecking.exception() is not None:
+            log.error("checking the keys file failed", exc_info=rechecking.exception())
+
+    async def resolve(
+        self, metadata: Mapping[str, str], blocking: Blocking | None = None
+    ) -> Principal:
+        """`authenticate` against the keys file's latest content, as front ends call it.
+
+        An unknown key re-checks the file once before it is refused: `loraplex keys
+        create` followed at once by a call must not fail for up to `RELOAD_SECONDS`.
+        """
+        await self.refresh(blocking)
+        try:
+            return self.authenticate(metadata)
+        except Unauthenticated:
+            await self._recheck(blocking)
+            return self.authenticate(metadata)
 
     def _merge_pairs(self, pairs: str, kind: PrincipalKind) -> None:
         for pair in filter(None, (p.strip() for p in pairs.split(","))):

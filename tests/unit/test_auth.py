@@ -150,9 +150,8 @@ async def test_unknown_keys_cost_at_most_one_reload_a_second_off_the_loop(tmp_pa
     bogus = {"authorization": "Bearer lpx_nobody"}
 
     async def attempt() -> None:
-        await ring.refresh()
         with pytest.raises(Unauthenticated):
-            ring.authenticate(bogus)
+            await ring.resolve(bogus)
 
     await asyncio.gather(*(attempt() for _ in range(200)))
     assert reads == []  # loaded a moment ago: nothing is due yet
@@ -162,6 +161,23 @@ async def test_unknown_keys_cost_at_most_one_reload_a_second_off_the_loop(tmp_pa
     assert reads[0] != loop_thread  # ... on a worker thread, never on the event loop
     await asyncio.gather(*(attempt() for _ in range(200)))
     assert len(reads) == 1  # and none again within the second
+
+
+async def test_a_key_created_while_serving_works_on_its_first_call(tmp_path, monkeypatch):
+    """`keys create` then a call at once: not refused for up to RELOAD_SECONDS."""
+    path = tmp_path / "keys.json"
+    add_key_to_file(path, PrincipalKind.TENANT, "acme")
+    ring = KeyRing.load(path)
+    monkeypatch.setattr(KeyRing, "RELOAD_SECONDS", 3600.0)  # no periodic re-read is due
+    fresh = add_key_to_file(path, PrincipalKind.TENANT, "globex")
+    assert (await ring.resolve({"authorization": f"Bearer {fresh}"})).tenant == "globex"
+    # The same holds for the very first key of a server that started with none.
+    empty = tmp_path / "empty.json"
+    ring = KeyRing.load(empty)
+    first = add_key_to_file(empty, PrincipalKind.TENANT, "initech")
+    assert (await ring.resolve({"authorization": f"Bearer {first}"})).tenant == "initech"
+    with pytest.raises(Unauthenticated, match="unknown API key"):
+        await ring.resolve({"authorization": "Bearer lpx_nobody"})
 
 
 def test_revoke_and_list_never_show_keys(tmp_path):
