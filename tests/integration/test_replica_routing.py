@@ -133,11 +133,12 @@ def test_sdk_adapter_calls_stay_on_the_adapters_home_replica(replicas):
         picker = client.channel.picker
         assert [picker.in_flight(r) for r in picker.replicas] == [0, 0]  # streams released
         homes = {name: picker.ranking(name)[0] for name in ADAPTERS}
-    for name, home in homes.items():
-        index = replicas.replica_of(int(home.rpartition(":")[2]))
-        assert name in loaded_on(replicas.engines[index])
-        assert name not in loaded_on(replicas.engines[1 - index])
-    assert all(loaded_on(e) for e in replicas.engines)  # 6 adapters: both replicas are homes
+    home_of = {name: replicas.replica_of(int(h.rpartition(":")[2])) for name, h in homes.items()}
+    # Each replica loaded exactly the adapters homed on it. Which replica that is
+    # follows the ports (random here), so it is read from the picker, not assumed:
+    # all six land on one replica once in 32 runs.
+    for index, engine in enumerate(replicas.engines):
+        assert loaded_on(engine) == {n for n, home in home_of.items() if home == index}
     assert sum(len(e.load_calls) for e in replicas.engines) == len(ADAPTERS)  # one load each
 
 
