@@ -426,7 +426,10 @@ class RetrievalStore:
     def record_snapshot(self, pk: int, revision: int, key: str) -> str | None:
         """Points the collection at a newer snapshot; returns the key it replaces (to
         delete), or `key` itself when a newer one is already recorded or the collection
-        is gone (then the caller deletes what it just wrote)."""
+        is gone (then the caller deletes what it just wrote). The same revision already
+        recorded returns None: two loads of one collection unloading at the same
+        revision write the same key, and the second must not delete the object the
+        record names."""
         with write_transaction(self.engine) as conn:
             if conn.scalar(select(collections.c.id).where(collections.c.id == pk)) is None:
                 return key
@@ -445,6 +448,8 @@ class RetrievalStore:
                         )
                 except IntegrityError:  # the collection was deleted meanwhile
                     return key
+                return None
+            if row[0] == revision and row[1] == key:
                 return None
             if row[0] >= revision:
                 return key

@@ -111,3 +111,31 @@ def test_store_is_tenant_scoped_and_replay_brings_a_stale_snapshot_up_to_date(tm
     )
     ids, vectors = store.vectors(record.pk, last.added_ids, DIM)
     assert ids.tolist() == last.added_ids.tolist() and np.allclose(vectors, last.added_vectors)
+
+
+def test_saving_the_recorded_revision_again_keeps_its_snapshot(tmp_path):
+    """Two loads of one collection (one unloading while a search loaded it again) both
+    snapshot the same revision: the second save must not delete the recorded object."""
+    store = RetrievalStore(make_engine(f"sqlite:///{tmp_path / 'r.db'}"))
+    snapshots = SnapshotStore(LocalBlobStore(tmp_path / "blobs"), store)
+    record = CollectionRecord(
+        0, "acme", "c", "m", DIM, IndexKind.EXACT, 32, 4, datetime.now(UTC), 0
+    )
+    record = store.create_collection(record, max_per_tenant=5)
+    result = store.write_documents(record, [_prepared("a", _unit(np.random.default_rng(3), 3))])
+    params = IndexParams()
+    for _ in range(2):
+        index = VectorIndex(IndexKind.EXACT, DIM, params)
+        index.apply(result.revision, result.added_ids, result.added_vectors, result.removed_ids)
+        snapshots.save(record.pk, index)
+    assert [info.key for info in snapshots.blobs.list("collections/")] == [
+        f"collections/{record.pk}/{result.revision}.npz"
+    ]
+    loaded = snapshots.load(record.pk, params)
+    assert loaded is not None and loaded.revision == result.revision
+    # An older revision saved late is still refused, and what it wrote is removed.
+    stale = VectorIndex(IndexKind.EXACT, DIM, params)
+    snapshots.save(record.pk, stale)  # revision 0
+    assert [info.key for info in snapshots.blobs.list("collections/")] == [
+        f"collections/{record.pk}/{result.revision}.npz"
+    ]
