@@ -89,6 +89,8 @@ class CollectionManager:
         self.params = IndexParams.from_settings(settings)
         self.cache = CollectionCache(settings.memory_budget_bytes)
         self._maintenance: set[asyncio.Task[None]] = set()
+        #: Collections whose unload (snapshot first) is under way, by (tenant, name).
+        self._unloading: dict[tuple[str, str], asyncio.Task[None]] = {}
         #: Document tokenizing and embedding; searches stay on `executor`.
         self.ingest = IngestLane(nice=settings.ingest_nice)
 
@@ -124,6 +126,9 @@ class CollectionManager:
         key = (tenant, validate.collection_name(name))
 
         async def load() -> LiveCollection:
+            unloading = self._unloading.get(key)
+            if unloading is not None:  # its snapshot is what this load should read
+                await asyncio.shield(unloading)
             record = await self._run(self.store.get_collection, tenant, key[1])
             return await self._run(load_collection, self.store, self.snapshots, record, self.params)
 
@@ -157,7 +162,19 @@ class CollectionManager:
 
     def _enforce_budget(self) -> None:
         for live in self.cache.over_budget():
-            self._background(self._unload(live))
+            self._unload_later(live)
+
+    def _unload_later(self, live: LiveCollection) -> None:
+        """Unloads in the background; a load of the same collection meanwhile waits for
+        the snapshot instead of rebuilding the index from the rows."""
+        task = self._background(self._unload(live))
+        self._unloading[live.key] = task
+
+        def done(_: asyncio.Task[None], key: tuple[str, str] = live.key) -> None:
+            if self._unloading.get(key) is task:
+                del self._unloading[key]
+
+        task.add_done_callback(done)
 
     async def _unload(self, live: LiveCollection) -> None:
         """Snapshots what the blob store lacks; the index is then dropped with the last
@@ -170,10 +187,11 @@ class CollectionManager:
         except Exception:
             log.exception("snapshot of %s/%s at unload failed", *live.key)
 
-    def _background(self, work: Any) -> None:
+    def _background(self, work: Any) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(work)
         self._maintenance.add(task)
         task.add_done_callback(self._maintenance.discard)
+        return task
 
     async def release(self, keep: Callable[[str], bool]) -> int:
         """Unloads collections of tenants this replica no longer serves, and those deleted
@@ -189,7 +207,7 @@ class CollectionManager:
                 dropped += 1
             elif not keep(live.record.tenant):
                 self.cache.pop(live.key)
-                self._background(self._unload(live))
+                self._unload_later(live)
                 dropped += 1
         return dropped
 
