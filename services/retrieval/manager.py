@@ -5,8 +5,10 @@ collection only under that tenant, so another tenant's collection is as absent
 as one that never existed. Writes commit to the store first (that commit is the
 acknowledgement), then the in-memory index mirrors them. Indexes load on first
 use (snapshot in the blob store plus the writes after it) and unload past the
-memory budget; a search first reads the collection's committed revision and
-catches up if another replica wrote since, so it sees every acknowledged write.
+memory budget, snapshotting first (a load that arrives meanwhile waits for that
+snapshot rather than rebuild from the rows); a search first reads the collection's
+committed revision and catches up if another replica wrote since, so it sees every
+acknowledged write.
 CPU work runs in a bounded executor.
 """
 
