@@ -38,12 +38,13 @@ one thread, one loaded 2-core VM (same process, so only the ratios mean anything
   embeddings fp32): top 3 calibration 0.924 (eval 0.929), top 6 0.941 (eval 0.944), at
   1.9-2.0x torch; none reached 0.95 on calibration text.
 - per-row activation scales ("v4", this module), unfused: 0.954 (calibration 0.948).
-  Written with Abs/Round/Cast ops around MatMulInteger it ran at 0.9x v2 (s8 activations:
-  0.2x); with QuantizeLinear/DequantizeLinear along the rows, 0.90-1.06x v2 (three
-  interleaved rounds, 2.0-2.4x torch). Fused graph with per-row matmuls and fp32
-  attention: 0.966 (calibration 0.959) at 1.3-1.6x torch; with the QKV matmul per-row
-  too (MultiHeadAttention): 0.957 (0.947) at 1.67x. Keeping any one of the 36 matmuls
-  in fp32 moves calibration recall by at most 0.005 (leave-one-out, first 9 nodes).
+  Written with Abs/Round/Cast ops around MatMulInteger it ran at 0.9x v2 (with s8
+  activations instead of u8, 0.2-0.4x torch); with QuantizeLinear/DequantizeLinear along
+  the rows, 0.90-1.06x v2 (three interleaved rounds, 2.0-2.4x torch). Fused graph with
+  per-row matmuls and fp32 attention: 0.966 (calibration 0.959) at 1.3-1.6x torch; with
+  the QKV matmul per-row too (MultiHeadAttention): 0.957 (0.947) at 1.67x. Keeping any
+  one of the 36 matmuls in fp32 moves calibration recall by at most 0.005 (leave-one-out,
+  first 9 nodes).
 - not tried: static QDQ quantization with a calibration reader; SmoothQuant.
 
 v4 replaces v2: the same speed within the noise, recall 0.954 against 0.92.
