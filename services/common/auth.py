@@ -139,8 +139,8 @@ class KeyRing:
         self._file_digest: str | None = None
         self._file_stat: tuple[int, ...] | None = None
         self._checked_at = time.monotonic()
-        self._reloading: asyncio.Future[None] | None = None
-        self._rechecking: asyncio.Future[None] | None = None
+        self._reloading = _SingleFlight("reading the keys file")
+        self._rechecking = _SingleFlight("checking the keys file")
 
     def _merge(self) -> None:
         """Environment keys win over the file's; rebuilt only when either changes."""
@@ -226,39 +226,15 @@ class KeyRing:
 
         Single-flight: calls that arrive while a re-read runs wait for that one.
         """
-        if self._reloading is None:
+        if not self._reloading.busy:
             if not self.reload_due():
                 return
             self._checked_at = time.monotonic()  # claims this period before the hop
-            self._reloading = asyncio.ensure_future(_run_blocking(blocking, self.reload))
-            self._reloading.add_done_callback(self._reloaded)
-        # Shielded: one caller giving up must not cancel the re-read the others wait for.
-        await asyncio.shield(self._reloading)
-
-    def _reloaded(self, reloading: asyncio.Future[None]) -> None:
-        self._reloading = None
-        if not reloading.cancelled() and reloading.exception() is not None:
-            log.error("reading the keys file failed", exc_info=reloading.exception())
+        await self._reloading.run(blocking, self.reload)
 
     def _reload_if_changed(self) -> None:
-        if self._file is not None and self._stat_file() != self._file_stat:
+        if self._stat_file() != self._file_stat:
             self.reload()
-
-    async def _recheck(self, blocking: Blocking | None) -> None:
-        """Re-reads the keys file now if it changed on disk; single-flight, off the loop."""
-        if self._file is None:
-            return
-        if self._rechecking is None:
-            self._rechecking = asyncio.ensure_future(
-                _run_blocking(blocking, self._reload_if_changed)
-            )
-            self._rechecking.add_done_callback(self._rechecked)
-        await asyncio.shield(self._rechecking)
-
-    def _rechecked(self, rechecking: asyncio.Future[None]) -> None:
-        self._rechecking = None
-        if not rechecking.cancelled() and rechecking.exception() is not None:
-            log.error("checking the keys file failed", exc_info=rechecking.exception())
 
     async def resolve(
         self, metadata: Mapping[str, str], blocking: Blocking | None = None
@@ -272,7 +248,9 @@ class KeyRing:
         try:
             return self.authenticate(metadata)
         except Unauthenticated:
-            await self._recheck(blocking)
+            if self._file is None:
+                raise
+            await self._rechecking.run(blocking, self._reload_if_changed)
             return self.authenticate(metadata)
 
     def _merge_pairs(self, pairs: str, kind: PrincipalKind) -> None:
@@ -313,6 +291,30 @@ class KeyRing:
         return Principal(
             PrincipalKind.SERVICE, entry.name, validate_identity_name(act_for, "tenant")
         )
+
+
+class _SingleFlight:
+    """One blocking call at a time, off the loop: callers arriving meanwhile wait for it."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._running: asyncio.Future[None] | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._running is not None
+
+    async def run(self, blocking: Blocking | None, fn: Callable[[], None]) -> None:
+        if self._running is None:
+            self._running = asyncio.ensure_future(_run_blocking(blocking, fn))
+            self._running.add_done_callback(self._done)
+        # Shielded: one caller giving up must not cancel the call the others wait for.
+        await asyncio.shield(self._running)
+
+    def _done(self, running: asyncio.Future[None]) -> None:
+        self._running = None
+        if not running.cancelled() and running.exception() is not None:
+            log.error("%s failed", self.what, exc_info=running.exception())
 
 
 async def _run_blocking(blocking: Blocking | None, fn: Callable[[], None]) -> None:
