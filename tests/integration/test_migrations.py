@@ -7,10 +7,10 @@ exactly the models; two replicas upgrading at once both end at head.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +33,7 @@ from services.training import store as training_store
 from services.training.store import SCHEMA as TRAINING
 from tests import legacy_schemas
 from tests.postgres import create_database, postgres_bin, postgres_server
+from tests.threads import at_once
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -234,22 +235,7 @@ def test_services_keep_their_own_version_tables(engine):
 def test_replicas_upgrading_at_once_both_end_at_head(name, database):
     schema = SCHEMAS[name][0]
     engines = [make_engine(database) for _ in range(3)]
-    barrier = threading.Barrier(len(engines))
-    results: list[str] = []
-    errors: list[BaseException] = []
-
-    def replica(engine: Engine) -> None:
-        barrier.wait()
-        try:
-            results.append(upgrade(engine, schema))
-        except BaseException as exc:  # reported below, with the others' results
-            errors.append(exc)
-
-    threads = [threading.Thread(target=replica, args=(e,)) for e in engines]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results, errors = at_once([functools.partial(upgrade, e, schema) for e in engines])
     assert errors == []
     assert results == [head(schema)] * len(engines)
     with engines[0].connect() as conn:

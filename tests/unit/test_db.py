@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
-import threading
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from services.common import db
 from services.common.db import make_engine
+from tests.threads import at_once
 
 
 class _Cursor:
@@ -40,27 +41,16 @@ def test_other_errors_and_a_lock_past_the_busy_timeout_are_raised(monkeypatch):
         db._enable_wal(_Cursor(locked=10**6))  # type: ignore[arg-type]
 
 
+def _journal_mode(engine: Engine) -> str:
+    with engine.connect() as conn:
+        return str(conn.execute(text("PRAGMA journal_mode")).scalar())
+
+
 def test_engines_opening_a_fresh_file_together_all_connect_in_wal(tmp_path):
     for trial in range(20):
         url = f"sqlite:///{tmp_path / f'fresh{trial}.db'}"
         engines = [make_engine(url) for _ in range(4)]
-        barrier = threading.Barrier(len(engines))
-        modes: list[str] = []
-        errors: list[BaseException] = []
-
-        def connect(engine, barrier=barrier, modes=modes, errors=errors) -> None:  # type: ignore[no-untyped-def]
-            barrier.wait()
-            try:
-                with engine.connect() as conn:
-                    modes.append(conn.execute(text("PRAGMA journal_mode")).scalar())
-            except BaseException as exc:
-                errors.append(exc)
-
-        threads = [threading.Thread(target=connect, args=(e,)) for e in engines]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        modes, errors = at_once([functools.partial(_journal_mode, e) for e in engines])
         for engine in engines:
             engine.dispose()
         assert errors == [] and modes == ["wal"] * len(engines)
