@@ -447,8 +447,6 @@ def bench_sweep(args: argparse.Namespace) -> None:
         params[f"default: {auto_ef_search(n)} by size"] = replace(base, ef_search=None)
         hits = dict.fromkeys(params, 0)
         times: dict[str, list[float]] = {name: [] for name in params}
-        for query in queries[:20]:  # warm-up: page in the graph
-            index.search(query, 10)
         widest = replace(base, ef_search=max(max(efs), auto_ef_search(n)))
         for query, truth in zip(queries, truths, strict=True):
             # Untimed, at the widest beam: pages in the part of the graph this query

@@ -16,6 +16,10 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
+#: How long a SQLite connection waits for another's lock before "database is locked".
+SQLITE_BUSY_SECONDS = 30.0
+
+
 def make_engine(url: str) -> Engine:
     """WAL + full sync for SQLite so every committed transaction survives a crash."""
     if not url.startswith("sqlite"):
@@ -33,10 +37,6 @@ def make_engine(url: str) -> Engine:
         cursor.close()
 
     return engine
-
-
-#: How long a SQLite connection waits for another's lock before "database is locked".
-SQLITE_BUSY_SECONDS = 30.0
 
 
 def _enable_wal(cursor: sqlite3.Cursor) -> None:
