@@ -248,8 +248,8 @@ class KeyRing:
         try:
             return self.authenticate(metadata)
         except Unauthenticated:
-            if self._file is None:
-                raise
+            if self._file is None or not _bearer_token(metadata):
+                raise  # no key to look for in the file
             await self._rechecking.run(blocking, self._reload_if_changed)
             return self.authenticate(metadata)
 
@@ -268,16 +268,15 @@ class KeyRing:
         In memory only: `refresh` first to see the keys file's latest content.
         """
         known = self._keys
-        header = metadata.get(AUTHORIZATION_HEADER, "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = _bearer_token(metadata)
+        if not token:
             if not known:
                 raise Unauthenticated(
                     "no API keys are configured on this server: create one with"
                     " `loraplex keys create --tenant NAME`"
                 )
             raise Unauthenticated("missing API key: send 'authorization: Bearer <key>'")
-        digest = hash_key(token.strip())
+        digest = hash_key(token)
         entry = known.get(digest)
         if entry is None:
             raise Unauthenticated("unknown API key")
@@ -291,6 +290,12 @@ class KeyRing:
         return Principal(
             PrincipalKind.SERVICE, entry.name, validate_identity_name(act_for, "tenant")
         )
+
+
+def _bearer_token(metadata: Mapping[str, str]) -> str:
+    """The key in `authorization: Bearer <key>`, or "" when none is sent."""
+    scheme, _, token = metadata.get(AUTHORIZATION_HEADER, "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 class _SingleFlight:
