@@ -29,26 +29,50 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from loraplex.eval.questions import load_questions
+from loraplex.eval.scoring import Answer, is_correct
 from services.common.grounding import DECLINE, holds_answer
 from services.inference import relevance
 from services.inference.grounding import check_answer, quote
 from services.inference.similarity import SentenceSimilarity
 
 ROWS = Path(__file__).resolve().parent / "acme_train.jsonl"
+DEV = Path(__file__).resolve().parent / "grounding_dev.jsonl"
+HANDBOOK = Path(__file__).resolve().parent / "handbook"
 PRECISION = 0.9
 UNANSWERABLE = 0.05
 SERVED = 0.85
 KNOTS = 12  # calibration table size
+#: How the demo retrieves for a dev question: its chunking (`make demo`) and top-k.
+CHUNK_TOKENS, OVERLAP_TOKENS, TOP_K = 96, 16, 3
 _SOURCE = re.compile(r"^\[(\d+)\] \([^)]*\) ", re.M)
 _MARKERS = re.compile(r"\s*\[\d+\]")
 
 
-def rows() -> list[tuple[str, dict[int, str], str]]:
-    """(question, passages by number, answer or "") of every training row."""
+@dataclass(frozen=True)
+class Row:
+    """A question, the numbered passages retrieval gives it, and how to judge an answer."""
+
+    split: str  # "train" or "dev"
+    question: str
+    passages: dict[int, str]
+    right: Callable[[str], bool] | None  # None: the passages do not hold the answer
+
+    def judge(self, text: str) -> bool:
+        return self.right is not None and self.right(_MARKERS.sub("", text))
+
+
+def training_rows() -> list[Row]:
+    """Every row of the training split: its own passages, right when it states the answer."""
     out = []
     for line in ROWS.read_text("utf-8").splitlines():
         messages = json.loads(line)["messages"]
@@ -56,23 +80,58 @@ def rows() -> list[tuple[str, dict[int, str], str]]:
         parts = _SOURCE.split(body)
         passages = {int(parts[i]): parts[i + 1].strip() for i in range(1, len(parts), 2)}
         answer = messages[-1]["content"]
-        out.append((messages[-2]["content"], passages, "" if answer == DECLINE else answer))
+        right = None if answer == DECLINE else partial(holds_answer, _MARKERS.sub("", answer))
+        out.append(Row("train", messages[-2]["content"], passages, right))
     return out
 
 
-def candidates(data, similarity) -> list[tuple[float, bool]]:
+def dev_rows() -> list[Row]:
+    """Every dev question with the passages the demo's retrieval gives it (the handbook cut
+    and embedded as `make demo` ingests it, dense top-k), judged as `loraplex eval` judges."""
+    from services.common.model_packages import packaged_model_dir
+    from services.retrieval.chunking import chunk_text
+    from services.retrieval.embedder import Embedder
+
+    embedder = Embedder("all-MiniLM-L6-v2", packaged_model_dir())
+    chunks = [
+        chunk.text
+        for page in sorted(HANDBOOK.glob("*.md"))
+        for chunk in chunk_text(
+            page.read_text("utf-8"), embedder.token_offsets, CHUNK_TOKENS, OVERLAP_TOKENS
+        )
+    ]
+    matrix = _unit(embedder.encode(chunks))
+    questions = load_questions(DEV)
+    asked = _unit(embedder.encode_query([q.question for q in questions]))
+    out = []
+    for question, vector in zip(questions, asked, strict=True):
+        top = np.argsort(-(matrix @ vector), kind="stable")[:TOP_K]
+        passages = {i + 1: chunks[j] for i, j in enumerate(top)}
+        right = partial(_correct, question) if question.answerable else None
+        out.append(Row("dev", question.question, passages, right))
+    return out
+
+
+def _unit(matrix: np.ndarray) -> np.ndarray:
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+
+def _correct(question, text: str) -> bool:
+    return is_correct(question, Answer(text))
+
+
+def candidates(data: list[Row], similarity) -> list[tuple[float, bool]]:
     """(raw score, right) for each of the TOP most relevant sentences of every row."""
     found = []
-    for question, passages, answer in data:
+    for row in data:
         ranked = sorted(
-            relevance.Relevance(question, passages, similarity).sentences,
+            relevance.Relevance(row.question, row.passages, similarity).sentences,
             key=lambda s: -s.relevance,
         )
         for sentence in ranked[: relevance.TOP]:
             text = f"{sentence.text} [{sentence.number}]"
-            raw = check_answer(text, passages, question=question, similarity=similarity).raw
-            right = bool(answer) and holds_answer(_MARKERS.sub("", answer), sentence.text)
-            found.append((raw, right))
+            raw = check_answer(text, row.passages, question=row.question, similarity=similarity).raw
+            found.append((raw, row.judge(sentence.text)))
     return found
 
 
@@ -94,41 +153,50 @@ def isotonic(points: list[tuple[float, bool]]) -> list[tuple[float, float]]:
     return [(0.0, 0.0), *inner, (1.0, round(knots[-1][1], 4))]
 
 
-def threshold(data, table, similarity) -> tuple[float, float, list[tuple[float, ...]]]:
-    """The lowest threshold meeting PRECISION and UNANSWERABLE, the highest abstain
-    threshold meeting SERVED, and the table over thresholds."""
+SPLITS = ("train", "dev")
+Point = tuple[float, float, float, float]  # threshold, precision, coverage, unanswerable
+
+
+def threshold(data: list[Row], table, similarity) -> tuple[float, float, dict[str, list[Point]]]:
+    """The lowest threshold meeting PRECISION and UNANSWERABLE on every split, the highest
+    abstain threshold meeting SERVED on every split, and each split's curve."""
     saved = relevance.CALIBRATION
     relevance.CALIBRATION = tuple(table)
     try:
-        quotes = []
-        for question, passages, answer in data:
-            found = quote(relevance.Relevance(question, passages, similarity))
+        quotes: dict[str, list[tuple[float, bool, bool]]] = {split: [] for split in SPLITS}
+        for row in data:
+            found = quote(relevance.Relevance(row.question, row.passages, similarity))
             if found is None:
                 continue
             text, _, raw = found
-            right = bool(answer) and holds_answer(_MARKERS.sub("", answer), _MARKERS.sub("", text))
-            quotes.append((relevance.calibrate(raw), right, bool(answer)))
+            quotes[row.split].append(
+                (relevance.calibrate(raw), row.judge(text), row.right is not None)
+            )
     finally:
         relevance.CALIBRATION = saved
-    answerable = sum(a for _, _, a in quotes)
-    declining = len(quotes) - answerable
-    curve = []
+    curves: dict[str, list[Point]] = {split: [] for split in SPLITS}
     chosen = None
     abstain = 0.0
     for step in range(1, 20):
         t = step / 20
-        flagged = [(r, a) for s, r, a in quotes if s >= t]
-        hits = sum(r for r, _ in flagged)
-        flagged_answerable = sum(a for _, a in flagged)
-        precision = hits / len(flagged) if flagged else 1.0
-        coverage = flagged_answerable / answerable
-        unanswerable = (len(flagged) - flagged_answerable) / declining
-        curve.append((t, precision, coverage, unanswerable))
-        if chosen is None and precision >= PRECISION and unanswerable <= UNANSWERABLE:
+        meets = served = True
+        for split, found in quotes.items():
+            answerable = sum(a for _, _, a in found)
+            declining = len(found) - answerable
+            flagged = [(r, a) for s, r, a in found if s >= t]
+            hits = sum(r for r, _ in flagged)
+            flagged_answerable = sum(a for _, a in flagged)
+            precision = hits / len(flagged) if flagged else 1.0
+            coverage = flagged_answerable / answerable
+            unanswerable = (len(flagged) - flagged_answerable) / declining
+            curves[split].append((t, precision, coverage, unanswerable))
+            meets = meets and precision >= PRECISION and unanswerable <= UNANSWERABLE
+            served = served and coverage >= SERVED
+        if chosen is None and meets:
             chosen = t
-        if coverage >= SERVED:
+        if served:
             abstain = t
-    return (chosen if chosen is not None else 0.95), abstain, curve
+    return (chosen if chosen is not None else 0.95), abstain, curves
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -137,9 +205,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lexical", action="store_true", help="without the embedder")
     args = parser.parse_args(argv)
     similarity = None if args.lexical else SentenceSimilarity()
-    data = rows()
+    data = training_rows() + dev_rows()
     table = isotonic(candidates(data, similarity))
-    chosen, abstain, curve = threshold(data, table, similarity)
+    chosen, abstain, curves = threshold(data, table, similarity)
     if args.check:
         fitted = (tuple(table), chosen, abstain)
         stored = (
@@ -150,10 +218,11 @@ def main(argv: list[str] | None = None) -> None:
         if fitted != stored:
             raise SystemExit("services/inference/relevance.py's calibration is stale: rerun this")
         return
-    print("threshold  precision  coverage  unanswerable flagged   (training split, quotes)")
-    for t, p, c, u in curve:
-        mark = "   <- default" if t == chosen else "   <- abstain below" if t == abstain else ""
-        print(f"{t:9.2f}  {p:9.2f}  {c:8.2f}  {u:8.2f}{mark}")
+    for split, curve in curves.items():
+        print(f"{split}: threshold  precision  coverage  unanswerable flagged   (quotes)")
+        for t, p, c, u in curve:
+            mark = "   <- default" if t == chosen else "   <- abstain below" if t == abstain else ""
+            print(f"{t:9.2f}  {p:9.2f}  {c:8.2f}  {u:8.2f}{mark}")
     print(f"CALIBRATION = {tuple(table)!r}")
     print(f"DEFAULT_THRESHOLD = {chosen}")
     print(f"DEFAULT_ABSTAIN_THRESHOLD = {abstain}")

@@ -16,6 +16,7 @@ from loraplex.eval.runner import EvalConfig, EvalSettings, load_run, run_eval
 from loraplex.eval.scoring import Answer, Passage
 from loraplex.eval.selective import curve, plot
 from loraplex.inference.v1 import inference_service_pb2 as pb
+from services.inference.relevance import DEFAULT_ABSTAIN_THRESHOLD, DEFAULT_THRESHOLD
 
 PASSAGE = "The Tern battery pack is covered for 12 months only. Returns take 30 days."
 TERN = Question("t", "single", "How long is the Tern battery pack covered?", (Fact("12 months"),))
@@ -61,7 +62,8 @@ class _Served:
         own = "Returns take 30 days. [1]"
         return pb.GenerationResult(
             text=own, generated_text=own, grounded=False, grounding_score=0.1,
-            grounded_threshold=0.45, abstain_threshold=0.25, checked_text=own, checked_score=0.1,
+            grounded_threshold=DEFAULT_THRESHOLD, abstain_threshold=DEFAULT_ABSTAIN_THRESHOLD,
+            checked_text=own, checked_score=0.1,
             citations=[pb.Citation(number=1, cited=True, text=PASSAGE)],
             adapter_ref="acme/s@1",
         )  # fmt: skip
@@ -81,10 +83,12 @@ def test_policy_rows_judge_the_same_generations_by_the_service_check():
     assert off.text == "Returns take 30 days. [1]" and not off.grounded
     assert refuse.text == "The sources do not say." and refuse.refused
     assert quote.extra.get("quoted") and "12 months" in quote.text and quote.grounded
-    assert quote.extra["grounded_threshold"] == 0.45 and quote.extra["abstain_threshold"] == 0.25
+    assert quote.extra["grounded_threshold"] == DEFAULT_THRESHOLD
+    assert quote.extra["abstain_threshold"] == DEFAULT_ABSTAIN_THRESHOLD
     # the extractive row is judged by the same check and threshold
     extractive = run.answers["extractive baseline"][0][0]
-    assert extractive.extra["grounded_threshold"] == 0.45 and extractive.grounded is not None
+    assert extractive.extra["grounded_threshold"] == DEFAULT_THRESHOLD
+    assert extractive.grounded is not None
     # REFUSE and QUOTE serve different text at another threshold: judged again there
     assert set(run.at_threshold) == {"served"}  # the configuration asked, not its policy rows
     judged = run.at_threshold["served"]
@@ -93,7 +97,6 @@ def test_policy_rows_judge_the_same_generations_by_the_service_check():
     rows = summary["risk_coverage"]["served"]
     assert all(r["rejudged"] for r in rows if not r["served"])
     assert "Risk-coverage of **served** (the policy judged again" in markdown(summary)
-    assert not any(r["rejudged"] for r in summary["risk_coverage"]["off"])
     assert set(summary["goals"]) >= {"grounded_precision", "unanswerable_flagged"}
     again = summarize(load_run(json.loads(to_json(summary)), [TERN, DOG]), "quote")
     assert again["configs"] == summary["configs"]
