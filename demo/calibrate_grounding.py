@@ -1,23 +1,28 @@
-"""Fits the grounding score's calibration and default threshold on the training split.
+"""Fits the grounding score's calibration and default thresholds on two sets.
 
-The rows of `acme_train.jsonl` hold a question, the numbered passages the model is
-shown (retrieval-like windows, distractors included) and the answer, or the decline
-where the passages do not hold it. Every one of the `TOP` most relevant passage
-sentences of a row is taken as a candidate answer ("<sentence> [n]", the shape of a
-served answer and of a QUOTE) and labelled right when it states the row's answer
-(`holds_answer`); on a declining row no candidate is right. The check gives each
-candidate its raw score (`services.inference.relevance`), and isotonic regression
-(pool adjacent violators) maps raw scores to the share right: the calibration table.
+* **Training split**: the rows of `acme_train.jsonl` hold a question, the numbered
+  passages the model is shown (retrieval-like windows, distractors included) and the
+  answer, or the decline where the passages do not hold it.
+* **Dev set**: `grounding_dev.jsonl`, questions typed the way people ask, a third of them
+  near misses the handbook does not answer (`grounding_dev.md`), each given the passages
+  the demo's retrieval returns (the handbook chunked and embedded as `make demo` ingests
+  it, dense top `TOP_K`) and judged as `loraplex eval` judges an answer.
+
+Every one of the `TOP` most relevant passage sentences of a row is taken as a candidate
+answer ("<sentence> [n]", the shape of a served answer and of a QUOTE) and labelled right
+when it states the row's answer; on a declining row no candidate is right. The check
+gives each candidate its raw score (`services.inference.relevance`), and isotonic
+regression (pool adjacent violators) maps raw scores to the share right: the table.
 
 Relevance uses the retrieval embedder (`services.inference.similarity`), as the
 service does by default; `--lexical` fits the table for a service without it.
 
-The default threshold is the lowest calibrated score at which the quote each row would
-get (its most relevant sentence) is right at least `PRECISION` of the time among those
-flagged and at most `UNANSWERABLE` of the declining rows are flagged. The default abstain
-threshold (below it REFUSE and QUOTE serve nothing) is the highest at which at least
-`SERVED` of the answerable rows still get their quote: false refusals at most 15%. The evaluation
-questions (demo/eval/questions.jsonl) are never read here.
+The default threshold is the lowest calibrated score at which, on each set, the quote
+each row would get (its most relevant sentence) is right at least `PRECISION` of the
+time among those flagged and at most `UNANSWERABLE` of the declining rows are flagged.
+The default abstain threshold (below it REFUSE and QUOTE serve nothing) is the highest
+at which at least `SERVED` of each set's answerable rows still get their quote. The
+evaluation questions (demo/eval/questions.jsonl) are never read here.
 
     .venv/bin/python demo/calibrate_grounding.py            # print the table and threshold
     .venv/bin/python demo/calibrate_grounding.py --check    # fail if relevance.py is stale

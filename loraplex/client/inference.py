@@ -42,8 +42,8 @@ def generation_input(
     unsupported claims and, when none is supported, to answer "The sources do not say."
     (or quote the passage closest to the question); see docs/grounding.md.
     `grounded_threshold` (0-1) is the grounding score an answer needs to be flagged
-    grounded; unset, the tenant's default (the service's is 0.45). Under "refuse" and
-    "quote" nothing scoring below `abstain_threshold` is served (service default 0.25).
+    grounded; unset, the tenant's default (the service's is 0.7). Under "refuse" and
+    "quote" nothing scoring below `abstain_threshold` is served (service default 0.2).
     """
     if abstain not in ABSTAIN_POLICIES:
         raise ValueError(f"abstain must be one of {', '.join(ABSTAIN_POLICIES)}")

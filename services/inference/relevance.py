@@ -7,10 +7,12 @@ words; it says nothing about whether the claim answers what was asked. Relevance
   terms it holds, each term weighted by how rare it is among those sentences (a word
   every sentence shares tells nothing), averaged with the cosine of question and
   sentence under the retrieval embedder when one is given (`similarity`), then halved
-  for each thing it lacks: a name or code the question names, the word naming what
-  is asked ("which bank"), a number when the question asks "how many/long/much/when",
-  a person when it asks "who", a code when it asks for one, and a place among the
-  `TOP` best matching sentences;
+  for each thing it lacks: a name or code the question names (also typed in lower
+  case), the word naming what is asked ("which bank"), a number when the question asks
+  "how many/long/much/when" and one of the kind asked (money for a price, a duration
+  for "how long", a time of day for "opening hours"), a person other than the one the
+  question names when it asks "who", a code when it asks for one, and a place among
+  the `TOP` best matching sentences;
 * a claim's relevance is that of the sentences its facts come from: each of its numbers,
   codes and names is taken from the most relevant sentence of its cited passages that
   holds it, and the claim counts its least relevant fact (the neighbouring figure on the
@@ -18,8 +20,8 @@ words; it says nothing about whether the claim answers what was asked. Relevance
   takes the sentence holding most of its content words;
 * an answer's raw score is the least relevance among its claims (0 when a claim has no
   supporting citation); `calibrate` maps it to the share of answers that were right at
-  that raw score on the demo's training split (`demo/calibrate_grounding.py` fits the
-  table; the evaluation questions are never used).
+  that raw score on the demo's training split and its grounding dev set
+  (`demo/calibrate_grounding.py` fits the table; the evaluation questions are never used).
 
 Without an embedder the score is lexical only; the measurements (docs/grounding.md)
 are of the embedder's version, which the service loads by default.
@@ -112,15 +114,16 @@ _STOPWORDS_OF_FOCUS = frozenset(
 _GENERIC = frozenset(
     stem(w) for w in re.split(r"\s+", "company policy rule allowed need staff employee vs versus")
 )
-#: Raw score -> share right on the training split (isotonic, `demo/calibrate_grounding.py`).
+#: Raw score -> share right on the training split and dev set (isotonic; fitted by
+#: demo/calibrate_grounding.py).
 CALIBRATION: tuple[tuple[float, float], ...] = (
     (0.0, 0.0), (0.0348, 0.0), (0.1111, 0.0405), (0.1402, 0.0928), (0.1652, 0.1724),
     (0.321, 0.225), (0.3692, 0.2581), (0.3952, 0.3077), (0.414, 0.4545), (0.4591, 0.5),
     (0.5444, 0.6829), (0.6246, 0.8667), (0.9006, 1.0), (1.0, 1.0),
 )  # fmt: skip
-#: The documented default threshold (chosen on the training split, docs/grounding.md).
+#: The documented default threshold (chosen on the training split and dev set, docs/grounding.md).
 DEFAULT_THRESHOLD = 0.7
-#: Below this score REFUSE and QUOTE do not serve an answer (chosen on the training split).
+#: Below this score REFUSE and QUOTE do not serve an answer (chosen on the same two sets).
 DEFAULT_ABSTAIN_THRESHOLD = 0.2
 
 

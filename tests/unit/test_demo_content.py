@@ -211,7 +211,7 @@ def test_the_serving_check_keeps_the_right_citations_and_drops_wrong_ones(train_
     """The inference service's citation check against the training targets: a target's
     citations are kept, and the same sentence cited to any distractor is dropped (the
     support half of the check; relevance and the threshold are calibrated on these rows
-    by demo/calibrate_grounding.py)."""
+    and the dev set by demo/calibrate_grounding.py)."""
     kept = total = wrong_kept = wrong = 0
     for row in train_rows:
         system, user, assistant = (m["content"] for m in row["messages"])
