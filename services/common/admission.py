@@ -87,6 +87,7 @@ class Call:
         self.route = route
         self.code = grpc.StatusCode.OK
         self.started = time.perf_counter()
+        self._counted = False
 
     async def enter(self, headers: Mapping[str, str]) -> Admitted:
         return await self.admission.admit(headers, self.route)
@@ -102,7 +103,12 @@ class Call:
         return error
 
     def finish(self, cancelled: bool = False, route: str | None = None) -> None:
-        """Counts the call under `route` (an HTTP route's template, known once routed)."""
+        """Counts the call under `route` (an HTTP route's template, known once routed), once:
+        an error is counted before its status is sent, so a client that sees the error and
+        then reads the metrics finds it counted."""
+        if self._counted:
+            return
+        self._counted = True
         if cancelled:
             self.code = grpc.StatusCode.CANCELLED
         label = route or self.route

@@ -148,8 +148,21 @@ class AdmissionMiddleware:
         template = _template(self.app, scope)
         route = f"{scope['method']} {template or scope['path']}"
         call = Call(self.admission, route)
+        counted_as = route if template else f"{scope['method']} (no route)"
         status = 0
         received = 0
+        settled = False
+
+        def settle() -> None:
+            """The call's outcome, once: from the app's error or the status it sent."""
+            nonlocal settled
+            if settled:
+                return
+            settled = True
+            if scope.get(_ERROR_KEY) is not None:
+                call.failed(scope[_ERROR_KEY])
+            elif status:
+                call.code = code_for_http(status)
 
         async def answer(message: Message) -> None:
             nonlocal status
@@ -158,6 +171,9 @@ class AdmissionMiddleware:
                 request_id = request_id_var.get().encode("latin-1", "replace")
                 headers = [*message.get("headers", ()), (REQUEST_ID_HEADER.encode(), request_id)]
                 message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                settle()  # counted before the last bytes leave: the client may read metrics next
+                call.finish(route=counted_as)
             await send(message)
 
         async def limited() -> Message:
@@ -177,14 +193,12 @@ class AdmissionMiddleware:
             if declared.isdigit() and int(declared) > self.max_body_bytes:
                 raise self._too_large()
             await self.app(scope, limited, answer)
-            if scope.get(_ERROR_KEY) is not None:
-                call.failed(scope[_ERROR_KEY])
-            elif status:
-                call.code = code_for_http(status)
+            settle()
         except asyncio.CancelledError:
             cancelled = True
             raise
         except Exception as exc:
+            settled = True
             error = call.failed(exc)
             if not status:  # else the answer has begun: a stream can only be cut short
                 await answer(
@@ -197,7 +211,7 @@ class AdmissionMiddleware:
                 body = error_response(error).body
                 await answer({"type": "http.response.body", "body": body})
         finally:
-            call.finish(cancelled, route if template else f"{scope['method']} (no route)")
+            call.finish(cancelled, counted_as)
 
     def _too_large(self) -> TooLarge:
         return TooLarge(f"the request body is larger than {self.max_body_bytes} bytes")

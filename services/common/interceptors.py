@@ -83,6 +83,7 @@ async def _enter(call: Call, context: grpc.aio.ServicerContext) -> None:
 
 async def _abort(call: Call, context: grpc.aio.ServicerContext, exc: Exception) -> None:
     error = call.failed(exc)
+    call.finish()  # before the status leaves: the client may read the metrics next
     await context.abort(error.code, error.message, ((REQUEST_ID_HEADER, request_id_var.get()),))
 
 

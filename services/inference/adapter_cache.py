@@ -8,6 +8,7 @@ Folder walks and deletes run in a worker thread, never on the event loop.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import shutil
@@ -77,11 +78,15 @@ class AdapterDiskCache:
 
 
 def _place(staged: Path, target: Path) -> int:
-    """Renames a verified staging folder into place (or drops it: already there)."""
-    if target.exists():
-        shutil.rmtree(staged, ignore_errors=True)
-    else:
+    """Renames a verified staging folder into place, or drops it when the same digest is
+    already there: two adapter versions with the same bytes load at once, and whichever
+    rename lands second finds the folder full (checking first would race the other)."""
+    try:
         os.replace(staged, target)
+    except OSError as error:
+        if error.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not target.is_dir():
+            raise
+        shutil.rmtree(staged, ignore_errors=True)
     return _folder_bytes(target)
 
 
