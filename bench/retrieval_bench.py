@@ -167,19 +167,15 @@ def bench_embedders(fp32: Embedder, int8: OnnxEmbedder, docs: int, queries: int)
     texts = _chunks(fp32, _corpus(docs), 200, 32)
     rng = random.Random(2)
     questions = [_text(rng, 8) for _ in range(queries)]
+    embedders = {"fp32": fp32, "int8": int8}
     rates, latencies, vectors = {}, {}, {}
-    for name, embedder in (("fp32", fp32), ("int8", int8)):
+    for name, embedder in embedders.items():
         embedder.encode(texts[:16], TORCH_THREADS)
         started = time.perf_counter()
         parts = [embedder.encode(texts[i : i + 8], TORCH_THREADS) for i in range(0, len(texts), 8)]
         rates[name] = len(texts) / (time.perf_counter() - started)
-        times, query_vectors = [], []
-        for question in questions:
-            started = time.perf_counter()
-            query_vectors.append(embedder.encode_query([question], TORCH_THREADS)[0])
-            times.append(time.perf_counter() - started)
-        latencies[name] = _percentiles(times)
-        vectors[name] = (np.vstack(parts), np.vstack(query_vectors))
+        query_vectors, latencies[name] = _one_query_at_a_time(embedder, questions)
+        vectors[name] = (np.vstack(parts), query_vectors)
     recall = _recall(*vectors["fp32"], *vectors["int8"])
     agreement = float(np.mean(np.sum(vectors["fp32"][0] * vectors["int8"][0], axis=1)))
     # Real text too: the demo handbook in 64-token chunks, asked the eval set's questions.
@@ -188,40 +184,47 @@ def bench_embedders(fp32: Embedder, int8: OnnxEmbedder, docs: int, queries: int)
     asked = [json.loads(line)["question"] for line in QUESTIONS.read_text().splitlines()]
     real = [
         (e.encode(passages, TORCH_THREADS), e.encode_query(asked, TORCH_THREADS))
-        for e in (fp32, int8)
+        for e in embedders.values()
     ]
     real_recall = _recall(*real[0], *real[1])
     # One query at a time again, on questions people asked: shorter than the word salad above.
-    asked_latency = {}
-    for name, embedder in (("fp32", fp32), ("int8", int8)):
-        times = []
-        for question in asked:
-            started = time.perf_counter()
-            embedder.encode_query([question], TORCH_THREADS)
-            times.append(time.perf_counter() - started)
-        asked_latency[name] = _percentiles(times)
-    tokens = {
-        "synthetic": np.mean([len(fp32.token_offsets(q)) for q in questions]),
-        "asked": np.mean([len(fp32.token_offsets(q)) for q in asked]),
-    }
-    (f50, f99), (i50, i99) = latencies["fp32"], latencies["int8"]
-    (af50, af99), (ai50, ai99) = asked_latency["fp32"], asked_latency["int8"]
+    asked_latency = {name: _one_query_at_a_time(e, asked)[1] for name, e in embedders.items()}
     return [
         f"| embed documents ({len(texts)} chunks of 200 tokens, slices of 8) | int8"
         f" {rates['int8']:.1f} chunks/s | fp32 {rates['fp32']:.1f} chunks/s |"
         f" ratio {rates['int8'] / rates['fp32']:.2f} (goal >= 2.5) |",
-        f"| embed one query: the bench's {queries} synthetic ones (mean"
-        f" {tokens['synthetic']:.0f} tokens) | int8 p50 {i50:.2f} / p99 {i99:.2f} ms | fp32 p50"
-        f" {f50:.2f} / p99 {f99:.2f} ms | ratio {f50 / i50:.2f} (goal int8 p50 <= 3 ms) |",
-        f"| embed one query: demo/eval's {len(asked)} questions (mean {tokens['asked']:.0f}"
-        f" tokens) | int8 p50 {ai50:.2f} / p99 {ai99:.2f} ms | fp32 p50 {af50:.2f} / p99"
-        f" {af99:.2f} ms | ratio {af50 / ai50:.2f} (goal int8 p50 <= 3 ms) |",
+        _query_row(f"the bench's {queries} synthetic ones", fp32, questions, latencies),
+        _query_row(f"demo/eval's {len(asked)} questions", fp32, asked, asked_latency),
         f"| recall@10, int8 vs fp32: the bench's {queries} queries over its {len(texts)}"
         f" chunks (one 40-word vocabulary: near-ties) | {recall:.3f} | mean cosine"
         f" int8·fp32 {agreement:.3f} | goal >= 0.95 |",
         f"| recall@10, int8 vs fp32: demo/eval's {len(asked)} questions over the demo"
         f" handbook's {len(passages)} chunks of 64 tokens | {real_recall:.3f} | | goal >= 0.95 |",
     ]
+
+
+def _one_query_at_a_time(
+    embedder: Embedder | OnnxEmbedder, questions: list[str]
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """Each question embedded alone, as a search does: the vectors and p50/p99 in ms."""
+    times, vectors = [], []
+    for question in questions:
+        started = time.perf_counter()
+        vectors.append(embedder.encode_query([question], TORCH_THREADS)[0])
+        times.append(time.perf_counter() - started)
+    return np.vstack(vectors), _percentiles(times)
+
+
+def _query_row(
+    what: str, fp32: Embedder, questions: list[str], ms: dict[str, tuple[float, float]]
+) -> str:
+    tokens = np.mean([len(fp32.token_offsets(q)) for q in questions])
+    (f50, f99), (i50, i99) = ms["fp32"], ms["int8"]
+    return (
+        f"| embed one query: {what} (mean {tokens:.0f} tokens) | int8 p50 {i50:.2f} / p99"
+        f" {i99:.2f} ms | fp32 p50 {f50:.2f} / p99 {f99:.2f} ms | ratio {f50 / i50:.2f}"
+        " (goal int8 p50 <= 3 ms) |"
+    )
 
 
 def _recall(docs: np.ndarray, queries: np.ndarray, docs2: np.ndarray, queries2: np.ndarray):

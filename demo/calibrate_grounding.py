@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -105,9 +106,9 @@ def dev_rows() -> list[Row]:
             page.read_text("utf-8"), embedder.token_offsets, CHUNK_TOKENS, OVERLAP_TOKENS
         )
     ]
-    matrix = _unit(embedder.encode(chunks))
+    matrix = embedder.encode(chunks)  # unit vectors: inner product is cosine
     questions = load_questions(DEV)
-    asked = _unit(embedder.encode_query([q.question for q in questions]))
+    asked = embedder.encode_query([q.question for q in questions])
     out = []
     for question, vector in zip(questions, asked, strict=True):
         top = np.argsort(-(matrix @ vector), kind="stable")[:TOP_K]
@@ -115,10 +116,6 @@ def dev_rows() -> list[Row]:
         right = partial(_correct, question) if question.answerable else None
         out.append(Row("dev", question.question, passages, right))
     return out
-
-
-def _unit(matrix: np.ndarray) -> np.ndarray:
-    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
 
 
 def _correct(question, text: str) -> bool:
@@ -159,7 +156,19 @@ def isotonic(points: list[tuple[float, bool]]) -> list[tuple[float, float]]:
 
 
 SPLITS = ("train", "dev")
-Point = tuple[float, float, float, float]  # threshold, precision, coverage, unanswerable
+
+
+class Point(NamedTuple):
+    """One threshold on a split's curve, measured on each row's quote."""
+
+    threshold: float
+    precision: float  # right among those flagged
+    coverage: float  # answerable rows flagged (served, for the abstain threshold)
+    unanswerable: float  # declining rows flagged
+
+    @property
+    def flags_well(self) -> bool:
+        return self.precision >= PRECISION and self.unanswerable <= UNANSWERABLE
 
 
 def threshold(data: list[Row], table, similarity) -> tuple[float, float, dict[str, list[Point]]]:
@@ -179,29 +188,27 @@ def threshold(data: list[Row], table, similarity) -> tuple[float, float, dict[st
             )
     finally:
         relevance.CALIBRATION = saved
-    curves: dict[str, list[Point]] = {split: [] for split in SPLITS}
-    chosen = None
-    abstain = 0.0
+    curves = {split: _curve(found) for split, found in quotes.items()}
+    steps = list(zip(*curves.values(), strict=True))  # each threshold's point on every split
+    flags = [at[0].threshold for at in steps if all(p.flags_well for p in at)]
+    serves = [at[0].threshold for at in steps if all(p.coverage >= SERVED for p in at)]
+    return (flags[0] if flags else 0.95), max(serves, default=0.0), curves
+
+
+def _curve(quotes: list[tuple[float, bool, bool]]) -> list[Point]:
+    """Precision, coverage and unanswerable flagged at thresholds 0.05 to 0.95, from
+    (calibrated score, right, answerable) of each row's quote."""
+    answerable = sum(a for _, _, a in quotes)
+    declining = len(quotes) - answerable
+    curve = []
     for step in range(1, 20):
         t = step / 20
-        meets = served = True
-        for split, found in quotes.items():
-            answerable = sum(a for _, _, a in found)
-            declining = len(found) - answerable
-            flagged = [(r, a) for s, r, a in found if s >= t]
-            hits = sum(r for r, _ in flagged)
-            flagged_answerable = sum(a for _, a in flagged)
-            precision = hits / len(flagged) if flagged else 1.0
-            coverage = flagged_answerable / answerable
-            unanswerable = (len(flagged) - flagged_answerable) / declining
-            curves[split].append((t, precision, coverage, unanswerable))
-            meets = meets and precision >= PRECISION and unanswerable <= UNANSWERABLE
-            served = served and coverage >= SERVED
-        if chosen is None and meets:
-            chosen = t
-        if served:
-            abstain = t
-    return (chosen if chosen is not None else 0.95), abstain, curves
+        flagged = [(r, a) for s, r, a in quotes if s >= t]
+        flagged_answerable = sum(a for _, a in flagged)
+        precision = sum(r for r, _ in flagged) / len(flagged) if flagged else 1.0
+        unanswerable = (len(flagged) - flagged_answerable) / declining
+        curve.append(Point(t, precision, flagged_answerable / answerable, unanswerable))
+    return curve
 
 
 def main(argv: list[str] | None = None) -> None:

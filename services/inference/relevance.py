@@ -46,6 +46,7 @@ from services.common.grounding import (
     sentences,
     stem,
     stems_of,
+    terms_of,
     tokens,
 )
 
@@ -175,7 +176,7 @@ def _stitched(found: list[tuple[int, str, Passage]]) -> dict[int, tuple[str, tup
     return out
 
 
-def _question_names(question: str, known: frozenset[str] = frozenset()) -> frozenset[str]:
+def _question_names(question: str, known: frozenset[str]) -> frozenset[str]:
     """Codes and mid-sentence capitalised words of the question, as `Passage.terms` folds them,
     and words the passages only ever write as names (`known`), however the question writes
     them: people type "lisvale canteen" for the Lisvale canteen."""
@@ -189,13 +190,13 @@ def _question_names(question: str, known: frozenset[str] = frozenset()) -> froze
     return frozenset(n for n in names if stem(n) not in _GENERIC)
 
 
-def _names_only(texts: Iterable[str]) -> frozenset[str]:
+def _names_only(texts: Sequence[str]) -> frozenset[str]:
     """Folded words the texts capitalise mid-sentence and never write in lower case."""
-    texts = list(texts)
-    lower = {word for text in texts for word in tokens(text) if word[:1].islower()}
-    folded_lower = {t for word in lower for t in Passage(word).terms}
+    lower = {
+        t for text in texts for word in tokens(text) if word[:1].islower() for t in terms_of(word)
+    }
     return frozenset(
-        n for n in proper_nouns(texts) - folded_lower if len(n) > 2 and stem(n) not in _GENERIC
+        n for n in proper_nouns(texts) - lower if len(n) > 2 and stem(n) not in _GENERIC
     )
 
 
@@ -217,7 +218,7 @@ class Relevance:
         all_stems = [stems_of(text) for text in read]
         weight = {t: math.log(1 + len(found) / (1 + sum(t in s for s in all_stems))) for t in asked}
         total = sum(weight.values())
-        self.wants = _Wants.of(question, _names_only(text for _, text, _ in found))
+        self.wants = _Wants.of(question, _names_only([text for _, text, _ in found]))
         cosines = [0.0] * len(found)
         if similarity is not None and asked and found:
             cosines = similarity.cosines(question, read)
@@ -292,7 +293,7 @@ class _Wants:
     words: frozenset[str] = frozenset()  # the question's words, folded
 
     @classmethod
-    def of(cls, question: str, names: frozenset[str] = frozenset()) -> _Wants:
+    def of(cls, question: str, names: frozenset[str]) -> _Wants:
         """`names`: the corpus's proper nouns, so "lisvale" counts as the name "Lisvale"."""
         focus = ""
         if found := _FOCUS.search(question):
@@ -317,7 +318,7 @@ class _Wants:
             bool(_ASKS_TWO.search(question)),
             question_terms(question),
             frozenset(quantities),
-            frozenset(Passage(question.lower()).terms),
+            terms_of(question.lower()),
         )
 
     def answered_by(self, text: str) -> bool:
@@ -328,7 +329,7 @@ class _Wants:
         if self.quantities and not any(_QUANTITIES[q].search(text) for q in self.quantities):
             return False
         if self.person and not any(
-            not (Passage(p.lower()).terms & self.words) for p in _PERSON.findall(text)
+            not (terms_of(p.lower()) & self.words) for p in _PERSON.findall(text)
         ):
             return False
         facts = [r for r in claim(text).required if stem(r) not in self.asked]
