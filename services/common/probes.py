@@ -8,15 +8,27 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
+import threading
 import time
 
 import grpc
 
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free loopback port this process has not handed out before: the socket closes
+    before the caller binds, so the OS may offer the same port to the next call, and a
+    suite picking two dozen ports at once once gave two replicas the same one."""
+    with _handed_out_lock:
+        while True:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
 
 
 def wait_until_serving(

@@ -93,3 +93,28 @@ def test_remote_statuses_map_back_to_domain_errors(code, expected, message):
     error = translate(_Error(code, "adapter acme/x not found"), "registry")
     assert type(error) is expected
     assert message in error.message
+
+
+def test_free_port_never_hands_out_the_same_port_twice(monkeypatch):
+    import socket
+
+    from services.common import probes
+
+    offered = iter([41001, 41001, 41002])  # the OS offers a port again once its socket closed
+
+    class _Socket:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def bind(self, address):
+            self.port = next(offered)
+
+        def getsockname(self):
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(probes, "_handed_out", set())
+    monkeypatch.setattr(socket, "socket", _Socket)
+    assert [probes.free_port(), probes.free_port()] == [41001, 41002]
